@@ -1,0 +1,391 @@
+"""Benchmark of the local AWS server: SQS rates of the emulator vs plain moto, and stack ``up`` / ``down`` times.
+
+Run: ``.venv/bin/python benchmarks/bench_aws.py [--quick]`` (only 127.0.0.1 is contacted; nothing is left running).
+
+Part 1, SQS, against two servers started side by side in one run, both on 127.0.0.1 with the same moto:
+  * ``patched``: the project's emulator (``hybrid.emulator.start_emulator``: moto plus ``sqs_fixes``);
+  * ``unpatched``: a plain ``python -m moto.server``.
+Every message body is 1000 bytes. Rows:
+  * ``send``: ``send_message_batch`` of 10 into an empty queue, one thread, messages per second.
+  * ``receive+delete @ depth D``: the queue is filled to D messages, then one thread repeats
+    ``receive_message(MaxNumberOfMessages=10)`` + ``delete_message_batch``; after each round the queue is topped
+    up again (untimed), so every receive sees a queue of depth D. Messages per second over the timed calls only.
+    ``n`` is how many messages were timed: a slow server stops at a per-row time budget rather than the target.
+  * ``depth 3000 / depth 100``: the ratio of those two rates. Near 1.0 means receive cost does not grow with
+    queue depth; far below 1.0 means it does (plain moto walks the whole queue for each received message).
+  * ``concurrent``: 8 threads share one queue of N messages and receive (VisibilityTimeout=60, WaitTimeSeconds=1)
+    and delete until it is empty. ``duplicates`` counts deliveries of a MessageId already delivered: with a
+    60 s visibility timeout it must be 0; anything else means receive is not atomic across requests.
+
+Part 2, ``up`` / ``down`` of a stack (buckets, queues, security group, key pair, image record) on the patched
+emulator, with a fresh stack name each repetition: the first ``up`` (creates everything), a second ``up`` (must
+change nothing), then ``down``. Median and min in seconds over the repetitions.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import datetime  # noqa: E402
+import secrets  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable, Iterator  # noqa: E402
+
+import boto3  # noqa: E402
+import botocore.config  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+BODY_BYTES = 1000
+BATCH = 10
+DEPTHS = (100, 1000, 3000)
+THREADS = 8
+CLIENT_CONFIG = botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5,
+                                       read_timeout=120, max_pool_connections=THREADS * 2)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much work each measurement does."""
+
+    send_messages: int
+    receive_messages: int
+    row_budget_s: float
+    concurrent_messages: int
+    concurrent_budget_s: float
+    stack_repeats: int
+
+
+FULL = Plan(send_messages=1000, receive_messages=300, row_budget_s=20.0, concurrent_messages=1000,
+            concurrent_budget_s=60.0, stack_repeats=3)
+QUICK = Plan(send_messages=300, receive_messages=100, row_budget_s=6.0, concurrent_messages=300,
+             concurrent_budget_s=20.0, stack_repeats=1)
+
+
+@dataclass(frozen=True)
+class Rate:
+    messages: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    def cell(self) -> str:
+        return f"{self.per_second:,.1f} (n={self.messages})"
+
+
+@dataclass(frozen=True)
+class Concurrent:
+    deliveries: int
+    unique: int
+    seconds: float
+
+    @property
+    def duplicates(self) -> int:
+        return self.deliveries - self.unique
+
+
+@dataclass(frozen=True)
+class SqsResults:
+    send: Rate
+    depth: dict[int, Rate]
+    concurrent: Concurrent
+
+
+# ---------------------------------------------------------------- servers
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def patched_emulator(state_dir: Path) -> Iterator[str]:
+    """The project's emulator (moto + SQS fixes), recorded in ``state_dir``; yields its URL."""
+    from hybrid.emulator import start_emulator, stop_emulator
+
+    try:
+        yield start_emulator(state_dir).url
+    finally:
+        stop_emulator(state_dir)
+
+
+@contextlib.contextmanager
+def unpatched_moto(log_path: Path) -> Iterator[str]:
+    """A plain ``python -m moto.server`` on a free port; yields its URL."""
+    port = free_port()
+    env = {**os.environ, "MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR": "false"}
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                   start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answers(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def wait_until_answers(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not answers(url):
+        if process.poll() is not None:
+            raise RuntimeError(f"moto.server exited with code {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"moto.server did not answer at {url} within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def sqs_client(url: str) -> Any:
+    return boto3.client("sqs", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x",
+                        aws_secret_access_key="x", config=CLIENT_CONFIG)
+
+
+# ---------------------------------------------------------------- SQS measurements
+
+def body(number: int) -> str:
+    return f"{number:010d}".ljust(BODY_BYTES, "x")
+
+
+@contextlib.contextmanager
+def fresh_queue(client: Any, label: str) -> Iterator[str]:
+    url = client.create_queue(QueueName=f"bench-{label}-{secrets.token_hex(3)}")["QueueUrl"]
+    try:
+        yield url
+    finally:
+        client.delete_queue(QueueUrl=url)
+
+
+def send_batch(client: Any, queue_url: str, count: int, first: int = 0) -> None:
+    entries = [{"Id": str(i), "MessageBody": body(first + i)} for i in range(count)]
+    response = client.send_message_batch(QueueUrl=queue_url, Entries=entries)
+    if response.get("Failed"):
+        raise RuntimeError(f"send_message_batch failed: {response['Failed'][:1]}")
+
+
+def fill(client: Any, queue_url: str, count: int) -> None:
+    for first in range(0, count, BATCH):
+        send_batch(client, queue_url, min(BATCH, count - first), first)
+
+
+def measure_send(client: Any, count: int) -> Rate:
+    with fresh_queue(client, "send") as queue_url:
+        start = time.perf_counter()
+        fill(client, queue_url, count)
+        return Rate(count, time.perf_counter() - start)
+
+
+def receive_and_delete(client: Any, queue_url: str, wait_seconds: int = 0) -> list[dict[str, Any]]:
+    messages = client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=BATCH, VisibilityTimeout=60,
+                                      WaitTimeSeconds=wait_seconds).get("Messages", [])
+    if messages:
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+    return messages
+
+
+def measure_at_depth(client: Any, depth: int, target: int, budget_s: float) -> Rate:
+    """Receive+delete rate with the queue held at ``depth`` (topped up, untimed, after every round)."""
+    with fresh_queue(client, f"d{depth}") as queue_url:
+        fill(client, queue_url, depth)
+        done, timed, wall_start = 0, 0.0, time.monotonic()
+        while done < target and time.monotonic() - wall_start < budget_s:
+            start = time.perf_counter()
+            got = len(receive_and_delete(client, queue_url))
+            timed += time.perf_counter() - start
+            if not got:
+                raise RuntimeError(f"queue at depth {depth} returned no message")
+            done += got
+            send_batch(client, queue_url, got)
+        return Rate(done, timed)
+
+
+def measure_concurrent(url: str, count: int, budget_s: float) -> Concurrent:
+    """``THREADS`` consumers drain one queue of ``count`` messages; counts repeated MessageIds."""
+    client = sqs_client(url)
+    with fresh_queue(client, "conc") as queue_url:
+        fill(client, queue_url, count)
+        delivered: list[str] = []
+        lock, barrier = threading.Lock(), threading.Barrier(THREADS + 1)
+        deadline = time.monotonic() + budget_s
+
+        def consume() -> None:
+            own = sqs_client(url)
+            barrier.wait()
+            while time.monotonic() < deadline:
+                messages = receive_and_delete(own, queue_url, wait_seconds=1)
+                if not messages:
+                    return
+                with lock:
+                    delivered.extend(m["MessageId"] for m in messages)
+
+        threads = [threading.Thread(target=consume, daemon=True) for _ in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        return Concurrent(len(delivered), len(set(delivered)), time.perf_counter() - start)
+
+
+def measure_sqs(url: str, plan: Plan, progress: Callable[[str], None]) -> SqsResults:
+    client = sqs_client(url)
+    progress("send")
+    send = measure_send(client, plan.send_messages)
+    depth = {}
+    for d in DEPTHS:
+        progress(f"depth {d}")
+        depth[d] = measure_at_depth(client, d, plan.receive_messages, plan.row_budget_s)
+    progress("concurrent")
+    concurrent = measure_concurrent(url, plan.concurrent_messages, plan.concurrent_budget_s)
+    return SqsResults(send, depth, concurrent)
+
+
+# ---------------------------------------------------------------- stack up / down
+
+@dataclass(frozen=True)
+class StackRun:
+    first_up: float
+    second_up: float
+    down: float
+    first_changes: int
+    second_changes: int
+
+
+def quiet(_: str) -> None:
+    return None
+
+
+def time_stack(state_dir: Path, name: str) -> StackRun:
+    from hybrid.aws.stack import build_aws_stack
+    from hybrid.settings import load
+
+    stack = build_aws_stack(load(overrides={"state_dir": str(state_dir), "stack": name}))
+    first_up, first = timed(lambda: stack.up(report=quiet))
+    second_up, second = timed(lambda: stack.up(report=quiet))
+    down, _ = timed(lambda: stack.down(report=quiet))
+    return StackRun(first_up, second_up, down, len(first), len(second))
+
+
+def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = action()
+    return time.perf_counter() - start, result
+
+
+def stack_name(index: int) -> str:
+    return f"bench-{index}-{secrets.token_hex(2)}"
+
+
+# ---------------------------------------------------------------- report
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def ratio(results: SqsResults) -> str:
+    low, high = results.depth[DEPTHS[0]].per_second, results.depth[DEPTHS[-1]].per_second
+    return f"{high / low:.2f}" if low else "n/a"
+
+
+def sqs_table(patched: SqsResults, unpatched: SqsResults, plan: Plan) -> str:
+    both = (patched, unpatched)
+    rows = [["send (batch of 10), msgs/s", *(r.send.cell() for r in both)]]
+    rows += [[f"receive+delete @ depth {d}, msgs/s", *(r.depth[d].cell() for r in both)] for d in DEPTHS]
+    rows.append([f"depth {DEPTHS[-1]} / depth {DEPTHS[0]}", *(ratio(r) for r in both)])
+    rows.append([f"concurrent {THREADS} threads, msgs/s",
+                 *(Rate(r.concurrent.unique, r.concurrent.seconds).cell() for r in both)])
+    rows.append([f"concurrent duplicates / deliveries (of {plan.concurrent_messages})",
+                 *(f"{r.concurrent.duplicates} / {r.concurrent.deliveries}" for r in both)])
+    return table(["SQS, 1000-byte bodies", "patched (emulator)", "unpatched moto"], rows)
+
+
+def stack_table(runs: list[StackRun]) -> str:
+    rows = []
+    for label, values in (("up (first, creates)", [r.first_up for r in runs]),
+                          ("up (second, no changes)", [r.second_up for r in runs]),
+                          ("down", [r.down for r in runs])):
+        rows.append([label, f"{statistics.median(values):.3f}", f"{min(values):.3f}", str(len(values))])
+    changes = ", ".join(f"{r.first_changes}/{r.second_changes}" for r in runs)
+    return table(["stack on patched emulator", "median s", "min s", "runs"], rows) + \
+        f"\nchanges made by first/second up, per run: {changes}"
+
+
+def header() -> str:
+    import moto
+
+    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return (f"hybrid AWS benchmark -- moto {moto.__version__}, python {sys.version.split()[0]}, "
+            f"{os.cpu_count()} CPUs, {now}")
+
+
+_T0 = time.perf_counter()
+
+
+def progress(server: str) -> Callable[[str], None]:
+    return lambda step: print(f"  {time.perf_counter() - _T0:7.1f}s [{server}] {step} ...", file=sys.stderr,
+                              flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer messages and one stack run (about 1 minute)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    print(header() + (" (--quick)" if args.quick else ""), flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-aws-") as tmp:
+        state_dir = Path(tmp) / "state"
+        with patched_emulator(state_dir) as patched_url, unpatched_moto(Path(tmp) / "moto.log") as plain_url:
+            patched = measure_sqs(patched_url, plan, progress("patched"))
+            unpatched = measure_sqs(plain_url, plan, progress("unpatched"))
+            print()
+            print(sqs_table(patched, unpatched, plan), flush=True)
+            runs = []
+            for index in range(plan.stack_repeats):
+                progress("patched")(f"stack run {index + 1}")
+                runs.append(time_stack(state_dir, stack_name(index)))
+            print()
+            print(stack_table(runs))
+    print(f"\ntotal {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""EC2 parts of a stack: app-tier security group, key pair, AMI, and the fleet of app-tier instances."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from hybrid.aws.session import MappedClient
+from hybrid.contracts import Instance, Observed, Resource
+from hybrid.errors import CloudError, HybridError, NotFoundError
+from hybrid.naming import ROLE_APP_TIER, ROLE_TAG, STACK_TAG
+
+log = logging.getLogger(__name__)
+LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
+ORIGIN_TAG = "hybrid:origin"
+ORIGIN_REGISTERED = "registered"
+
+
+def tag_specification(resource_type: str, tags: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"ResourceType": resource_type, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+
+
+def tags_of(item: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in item.get("Tags", [])}
+
+
+class SecurityGroupDriver:
+    """The app-tier security group: no inbound rule but SSH from the operator CIDR (property ``ssh_from``)."""
+
+    kind = "security_group"
+
+    def __init__(self, ec2: MappedClient, stack: str) -> None:
+        self.ec2, self.stack = ec2, stack
+
+    def observe(self, resource: Resource) -> Observed | None:
+        groups = self.ec2.describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": [resource.name]}])["SecurityGroups"]
+        if not groups:
+            return None
+        group = groups[0]
+        return Observed(self.kind, resource.name, group["GroupId"], tags_of(group).get(STACK_TAG) == self.stack,
+                        {"ingress": describe_ingress(group.get("IpPermissions", []))})
+
+    def create(self, resource: Resource) -> Observed:
+        group_id = self.ec2.create_security_group(
+            GroupName=resource.name, Description=f"hybrid {self.stack}: app-tier workers",
+            TagSpecifications=tag_specification("security-group", dict(resource.tags)))["GroupId"]
+        observed = Observed(self.kind, resource.name, group_id, True, {"ingress": "none"})
+        self.update(resource, observed)
+        return observed
+
+    def update(self, resource: Resource, observed: Observed) -> None:
+        group = self.ec2.describe_security_groups(GroupIds=[observed.id])["SecurityGroups"][0]
+        if group.get("IpPermissions"):
+            self.ec2.revoke_security_group_ingress(GroupId=observed.id, IpPermissions=group["IpPermissions"])
+        cidr = resource.inputs.get("ssh_from", "")
+        if cidr:
+            self.ec2.authorize_security_group_ingress(GroupId=observed.id, IpPermissions=[{
+                "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                "IpRanges": [{"CidrIp": cidr, "Description": "operator SSH"}]}])
+
+    def delete(self, observed: Observed) -> bool:
+        try:
+            self.ec2.delete_security_group(GroupId=observed.id)
+        except NotFoundError:
+            return False
+        return True
+
+
+def describe_ingress(permissions: list[dict[str, Any]]) -> str:
+    """Inbound rules as one comparable string: '' for none, else 'tcp/22 from 203.0.113.7/32, ...'."""
+    rules = sorted(f"{p.get('IpProtocol')}/{p.get('FromPort', '')} from {r['CidrIp']}"
+                   for p in permissions for r in p.get("IpRanges", []))
+    return ", ".join(rules) or "none"
+
+
+class KeyPairDriver:
+    """The stack's EC2 key pair; a created private key is written to ``key_dir`` with mode 0600."""
+
+    kind = "key_pair"
+
+    def __init__(self, ec2: MappedClient, stack: str, key_dir: Path) -> None:
+        self.ec2, self.stack, self.key_dir = ec2, stack, Path(key_dir)
+
+    def key_path(self, name: str) -> Path:
+        return self.key_dir / f"{name}.pem"
+
+    def observe(self, resource: Resource) -> Observed | None:
+        try:
+            pairs = self.ec2.describe_key_pairs(KeyNames=[resource.name])["KeyPairs"]
+        except NotFoundError:
+            return None
+        if not pairs:
+            return None
+        notes = () if self.key_path(resource.name).exists() else (
+            f"private key {self.key_path(resource.name)} is missing: SSH to workers is not possible; "
+            "`hybrid aws down` then `up` makes a new pair",)
+        return Observed(self.kind, resource.name, pairs[0].get("KeyPairId", resource.name),
+                        tags_of(pairs[0]).get(STACK_TAG) == self.stack, notes=notes)
+
+    def create(self, resource: Resource) -> Observed:
+        reply = self.ec2.create_key_pair(KeyName=resource.name,
+                                         TagSpecifications=tag_specification("key-pair", dict(resource.tags)))
+        write_private_key(self.key_path(resource.name), reply["KeyMaterial"])
+        return Observed(self.kind, resource.name, reply.get("KeyPairId", resource.name), True)
+
+    def update(self, resource: Resource, observed: Observed) -> None:
+        return None
+
+    def delete(self, observed: Observed) -> bool:
+        try:
+            self.ec2.delete_key_pair(KeyName=observed.name)
+        except NotFoundError:
+            return False
+        finally:
+            self.key_path(observed.name).unlink(missing_ok=True)
+        return True
+
+
+def write_private_key(path: Path, material: str) -> None:
+    """Writes a private key readable by its owner only (mode 0600 from the first byte)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(material)
+
+
+class ImageDriver:
+    """The app-tier AMI: found by id or by name; on the emulator a missing one is registered as a record.
+
+    A registered record (tag ``hybrid:origin=registered``) is deregistered on teardown; baked or given AMIs are kept.
+    """
+
+    kind = "image"
+
+    def __init__(self, ec2: MappedClient, stack: str, can_register: bool) -> None:
+        self.ec2, self.stack, self.can_register = ec2, stack, can_register
+
+    def observe(self, resource: Resource) -> Observed | None:
+        image_id = resource.properties.get("image_id", "")
+        try:
+            images = self.ec2.describe_images(ImageIds=[image_id])["Images"] if image_id else \
+                self.ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [resource.name]}])[
+                    "Images"]
+        except NotFoundError:
+            return None
+        images = [i for i in images if i.get("State", "available") != "deregistered"]
+        if not images:
+            return None
+        image = images[0]
+        tags = tags_of(image)
+        return Observed(self.kind, image.get("Name", resource.name), image["ImageId"],
+                        tags.get(STACK_TAG) == self.stack, {"image_id": image_id} if image_id else {},
+                        state=image.get("State", "available"), notes=(f"origin: {tags.get(ORIGIN_TAG, 'external')}",))
+
+    def create(self, resource: Resource) -> Observed:
+        if not self.can_register:
+            raise HybridError(f"app-tier AMI {resource.name!r} not found in this account and region: bake it with "
+                              "`hybrid image bake --role app-tier`, or set aws.ami_id")
+        image_id = self.ec2.register_image(
+            Name=resource.name, Description=f"hybrid {self.stack}: app-tier worker image record",
+            Architecture="x86_64", RootDeviceName="/dev/sda1", VirtualizationType="hvm")["ImageId"]
+        tags = {**resource.tags, ORIGIN_TAG: ORIGIN_REGISTERED}
+        self.ec2.create_tags(Resources=[image_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+        return Observed(self.kind, resource.name, image_id, True)
+
+    def update(self, resource: Resource, observed: Observed) -> None:
+        return None
+
+    def delete(self, observed: Observed) -> bool:
+        if f"origin: {ORIGIN_REGISTERED}" not in observed.notes:
+            return False
+        try:
+            self.ec2.deregister_image(ImageId=observed.id)
+        except NotFoundError:
+            return False
+        return True
+
+
+class Ec2Fleet:
+    """The stack's app-tier instances, found by the ``hybrid:stack`` tag."""
+
+    def __init__(self, ec2: MappedClient, stack: str) -> None:
+        self.ec2, self.stack = ec2, stack
+
+    def instances(self) -> list[Instance]:
+        filters = [{"Name": f"tag:{STACK_TAG}", "Values": [self.stack]},
+                   {"Name": f"tag:{ROLE_TAG}", "Values": [ROLE_APP_TIER]},
+                   {"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
+        found = []
+        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=filters):
+            found += [_instance(i) for r in page["Reservations"] for i in r["Instances"]]
+        return found
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        if not instance_ids:
+            return
+        try:
+            self.ec2.terminate_instances(InstanceIds=list(instance_ids))
+        except NotFoundError:
+            for instance_id in instance_ids:
+                self._terminate_one(instance_id)
+
+    def _terminate_one(self, instance_id: str) -> None:
+        try:
+            self.ec2.terminate_instances(InstanceIds=[instance_id])
+        except NotFoundError:
+            log.info("instance %s is already gone", instance_id)
+        except CloudError:
+            raise
+
+
+def _instance(raw: dict[str, Any]) -> Instance:
+    return Instance(id=raw["InstanceId"], state=raw["State"]["Name"], launched_at=raw["LaunchTime"].timestamp(),
+                    image_id=raw.get("ImageId", ""), tags=tags_of(raw))

@@ -1,0 +1,102 @@
+"""boto3 clients for a stack: the same code for AWS and the local server, only the endpoint differs.
+
+Every client is wrapped so that any botocore exception a call raises comes out as the project's own error.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.session
+
+from hybrid.aws.errors import translate
+from hybrid.emulator.process import endpoint_url as emulator_endpoint
+from hybrid.errors import RegionError
+from hybrid.settings import Settings
+
+EMULATOR_CREDENTIALS = {"aws_access_key_id": "emulator", "aws_secret_access_key": "emulator"}
+CLIENT_CONFIG = botocore.config.Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5,
+                                       read_timeout=30, max_pool_connections=64)
+
+
+class MappedClient:
+    """A boto3 client whose calls raise the project's errors instead of botocore's."""
+
+    def __init__(self, client: Any, target: str) -> None:
+        self._client = client
+        self._target = target
+
+    @property
+    def raw(self) -> Any:
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+        operation = f"{self._client.meta.service_model.service_name}.{name}"
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - translate re-raises what it does not know
+                raise translate(exc, operation, self._target) from exc
+
+        return call
+
+
+@dataclass(frozen=True)
+class AwsClients:
+    """Lazily built clients of one stack's account and region."""
+
+    settings: Settings
+
+    @cached_property
+    def _session(self) -> boto3.session.Session:
+        aws = self.settings.aws
+        if not aws.use_instance_metadata:
+            os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+        if aws.target == "aws" and not aws.endpoint_url:
+            check_region(aws.region)
+        credentials = EMULATOR_CREDENTIALS if aws.target == "emulator" else {}
+        return boto3.session.Session(region_name=aws.region, **credentials)
+
+    @cached_property
+    def endpoint_url(self) -> str | None:
+        aws = self.settings.aws
+        if aws.endpoint_url:
+            return aws.endpoint_url
+        if aws.target == "emulator":
+            return emulator_endpoint(self.settings.state_path)
+        return None
+
+    def client(self, service: str) -> MappedClient:
+        raw = self._session.client(service, endpoint_url=self.endpoint_url, config=CLIENT_CONFIG)
+        return MappedClient(raw, self.settings.aws.target)
+
+    @cached_property
+    def s3(self) -> MappedClient:
+        return self.client("s3")
+
+    @cached_property
+    def sqs(self) -> MappedClient:
+        return self.client("sqs")
+
+    @cached_property
+    def ec2(self) -> MappedClient:
+        return self.client("ec2")
+
+    @cached_property
+    def iam(self) -> MappedClient:
+        return self.client("iam")
+
+
+def check_region(region: str) -> None:
+    """Rejects a region name AWS does not have, before any call is made."""
+    known = set(botocore.session.get_session().get_available_regions("ec2"))
+    if region not in known:
+        raise RegionError(f"aws.region = {region!r} is not an AWS region (known: {', '.join(sorted(known))})")

@@ -1,0 +1,259 @@
+"""A stack's AWS side: what it should have (pure), what a plan changes (pure), and up / down / status.
+
+``up`` observes every resource by name and tag, plans, then creates or converges only what differs, so a second run
+changes nothing. ``down`` terminates the stack's instances first and confirms they are gone, then deletes what carries
+the stack's tags, in reverse order; anything of the same name without those tags is left alone.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from hybrid.clock import Clock, SystemClock
+from hybrid.contracts import (ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Change, Fleet, Observed, Resource,
+                              ResourceDriver)
+from hybrid.errors import CloudError, NameTakenError, NotFoundError
+from hybrid.naming import (ROLE_APP_TIER, ROLE_DEAD_LETTERS, ROLE_INPUT, ROLE_OUTPUT, ROLE_REQUESTS,
+                           ROLE_RESPONSES, StackNames)
+from hybrid.settings import Settings
+from hybrid.wait import Poll, wait_for
+
+log = logging.getLogger(__name__)
+Report = Callable[[str], None]
+TERMINATE_TIMEOUT = 600.0
+DEPENDENCY_TIMEOUT = 180.0
+
+
+def stack_names(settings: Settings) -> StackNames:
+    return StackNames(settings.stack, settings.aws.ami_name)
+
+
+def manages_instance_profile(settings: Settings) -> bool:
+    choice = settings.aws.instance_profile
+    return choice == "yes" or (choice == "auto" and settings.aws.target == "aws")
+
+
+def desired_resources(settings: Settings, policy_document: str = "") -> list[Resource]:
+    """Every resource the stack's AWS side should have, in creation order."""
+    names, aws = stack_names(settings), settings.aws
+    resources = [_bucket(names.input_bucket, ROLE_INPUT, names), _bucket(names.output_bucket, ROLE_OUTPUT, names)]
+    for queue, role, size in ((names.request_queue, ROLE_REQUESTS, aws.request_message_bytes),
+                              (names.response_queue, ROLE_RESPONSES, aws.response_message_bytes)):
+        resources += [_queue(names.dead_letter_queue(queue), ROLE_DEAD_LETTERS, size, "", settings, names),
+                      _queue(queue, role, size, names.dead_letter_queue(queue), settings, names)]
+    resources += [
+        Resource("security_group", names.app_security_group, ROLE_APP_TIER, {"ingress": _ingress(aws.operator_cidr)},
+                 names.tags(ROLE_APP_TIER), inputs={"ssh_from": aws.operator_cidr}),
+        Resource("key_pair", names.key_pair, ROLE_APP_TIER, {}, names.tags(ROLE_APP_TIER)),
+        Resource("image", names.app_image, ROLE_APP_TIER, {"image_id": aws.ami_id} if aws.ami_id else {},
+                 names.tags(ROLE_APP_TIER), managed=not aws.ami_id and aws.target == "emulator"),
+    ]
+    if manages_instance_profile(settings):
+        from hybrid.aws.identity import policy_digest
+
+        resources.append(Resource("instance_profile", names.instance_profile, ROLE_APP_TIER,
+                                  {"policy": policy_digest(json.loads(policy_document)), "profile": "attached"},
+                                  names.tags(ROLE_APP_TIER), inputs={"policy_document": policy_document}))
+    return resources
+
+
+def _bucket(name: str, role: str, names: StackNames) -> Resource:
+    return Resource("bucket", name, role, {"public_access": "blocked", "encryption": "AES256"}, names.tags(role))
+
+
+def _queue(name: str, role: str, size: int, dead_letters: str, settings: Settings, names: StackNames) -> Resource:
+    aws = settings.aws
+    return Resource("queue", name, role, {
+        "MaximumMessageSize": str(size), "VisibilityTimeout": str(aws.visibility_timeout),
+        "MessageRetentionPeriod": str(aws.retention_seconds), "SqsManagedSseEnabled": "true",
+        "dead_letter_queue": dead_letters, "max_receive_count": str(aws.max_receive_count) if dead_letters else ""},
+        names.tags(role))
+
+
+def _ingress(cidr: str) -> str:
+    return f"tcp/22 from {cidr}" if cidr else "none"
+
+
+def plan(desired: Sequence[Resource], observed: Mapping[tuple[str, str], Observed | None]) -> list[Change]:
+    """What ``up`` would do. Raises one error listing every resource that blocks the stack (taken or missing)."""
+    changes, problems = [], []
+    for resource in desired:
+        found = observed.get((resource.kind, resource.name))
+        problem = _blocking_problem(resource, found)
+        if problem:
+            problems.append(problem)
+        elif found is None:
+            changes.append(Change(ACTION_CREATE, resource))
+        else:
+            changes.append(_compare(resource, found))
+    if problems:
+        kind = NotFoundError if all("does not exist" in p for p in problems) else NameTakenError
+        raise kind("the stack cannot be set up:\n  - " + "\n  - ".join(problems))
+    return changes
+
+
+def _blocking_problem(resource: Resource, found: Observed | None) -> str:
+    what = f"{resource.kind} {resource.name}"
+    if not resource.managed and found is None:
+        detail = f" (id {resource.properties['image_id']})" if resource.properties.get("image_id") else ""
+        return (f"{what}{detail} does not exist: bake it with `hybrid image bake --role app-tier`, "
+                "or set aws.ami_id to an existing AMI")
+    if resource.managed and found is not None and not found.owned:
+        state = f" ({found.state})" if found.state != "present" else ""
+        return (f"{what} exists but is not tagged for this stack{state}: the name is taken; "
+                "choose another stack name (--stack) or remove it")
+    return ""
+
+
+def _compare(resource: Resource, found: Observed) -> Change:
+    if not resource.managed:
+        return Change(ACTION_KEEP, resource)
+    differences = tuple(f"{key}: {found.properties.get(key, '?')!s} -> {value}"
+                        for key, value in resource.properties.items() if found.properties.get(key) != value)
+    return Change(ACTION_UPDATE if differences else ACTION_KEEP, resource, differences)
+
+
+@dataclass
+class AwsStack:
+    """One stack's AWS side, acting through drivers (boto3 adapters, or fakes in unit tests)."""
+
+    settings: Settings
+    drivers: Mapping[str, ResourceDriver]
+    fleet: Fleet
+    desired: list[Resource]
+    clock: Clock = field(default_factory=SystemClock)
+
+    def observe(self) -> dict[tuple[str, str], Observed | None]:
+        return {(r.kind, r.name): self.drivers[r.kind].observe(r) for r in self.desired}
+
+    def plan(self) -> list[Change]:
+        return plan(self.desired, self.observe())
+
+    def up(self, report: Report = log.info) -> list[Change]:
+        """Creates what is missing and converges what differs; returns the changes made."""
+        changes = self.plan()
+        for change in changes:
+            driver = self.drivers[change.resource.kind]
+            if change.action == ACTION_CREATE:
+                driver.create(change.resource)
+            elif change.action == ACTION_UPDATE:
+                found = driver.observe(change.resource)
+                driver.update(change.resource, found)  # type: ignore[arg-type]
+            if change.action != ACTION_KEEP:
+                report(f"{change.describe()}: done")
+        return [c for c in changes if c.action != ACTION_KEEP]
+
+    def down(self, report: Report = log.info, on_poll: Callable[[Poll[int]], None] | None = None) -> list[str]:
+        """Terminates the stack's instances, then deletes its tagged resources; returns one line per resource."""
+        outcomes = [self.terminate_instances(report, on_poll)]
+        report(outcomes[0])
+        for resource in reversed(self.desired):
+            outcomes.append(self._delete(resource))
+            report(outcomes[-1])
+        return outcomes
+
+    def terminate_instances(self, report: Report = log.info,
+                            on_poll: Callable[[Poll[int]], None] | None = None) -> str:
+        live = self.fleet.instances()
+        if not live:
+            return "instances: none running"
+        report(f"terminating {len(live)} instance(s): {', '.join(i.id for i in live)}")
+        self.fleet.terminate([i.id for i in live])
+        wait_for(f"{len(live)} instance(s) of stack {self.settings.stack} to terminate",
+                 lambda: self._termination_poll(len(live)), timeout=TERMINATE_TIMEOUT, interval=1.0,
+                 clock=self.clock, on_poll=on_poll)
+        return f"instances: {len(live)} terminated"
+
+    def _termination_poll(self, total: int) -> Poll[int]:
+        remaining = self.fleet.instances()
+        stuck = [i.id for i in remaining if i.state not in ("shutting-down", "terminated")]
+        if stuck:
+            self.fleet.terminate(stuck)
+        done = total - len(remaining)
+        return Poll(done, done=not remaining, progress=done / total if total else 1.0,
+                    state=f"{len(remaining)} still {', '.join(sorted({i.state for i in remaining}))}")
+
+    def _delete(self, resource: Resource) -> str:
+        what = f"{resource.kind} {resource.name}"
+        if not resource.managed:
+            return f"{what}: kept (referenced by id, not owned)"
+        found = self.drivers[resource.kind].observe(resource)
+        if found is None:
+            return f"{what}: already absent"
+        if not found.owned:
+            return f"{what}: left alone (not tagged for stack {self.settings.stack})"
+        deleted = self._delete_when_free(resource.kind, found)
+        return f"{what}: {'deleted' if deleted else 'kept'}"
+
+    def _delete_when_free(self, kind: str, found: Observed) -> bool:
+        """Deletes, retrying while the cloud still sees a dependency (a group of a terminating instance)."""
+        def attempt() -> Poll[bool]:
+            try:
+                return Poll(self.drivers[kind].delete(found), done=True)
+            except CloudError as exc:
+                if exc.code != "DependencyViolation":
+                    raise
+                return Poll(False, done=False, state=str(exc))
+
+        return wait_for(f"{kind} {found.name} to be free to delete", attempt, timeout=DEPENDENCY_TIMEOUT,
+                        interval=2.0, clock=self.clock)
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per resource (kind, name, id, state, detail), then one for the instances."""
+        rows = []
+        for resource in self.desired:
+            found = self.drivers[resource.kind].observe(resource)
+            rows.append(_status_row(resource, found, self._detail(resource, found)))
+        counts = Counter(i.state for i in self.fleet.instances())
+        rows.append({"kind": "instances", "name": ROLE_APP_TIER, "id": "",
+                     "state": f"{sum(counts.values())} live",
+                     "detail": ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"})
+        return rows
+
+    def _detail(self, resource: Resource, found: Observed | None) -> str:
+        if found is None or not found.owned:
+            return ""
+        detail = list(found.notes)
+        if resource.kind == "queue" and hasattr(self.drivers["queue"], "depth"):
+            depth = self.drivers["queue"].depth(found.id)  # type: ignore[attr-defined]
+            detail.insert(0, f"{depth.visible} visible, {depth.in_flight} in flight")
+        return "; ".join(detail)
+
+
+def _status_row(resource: Resource, found: Observed | None, detail: str) -> dict[str, Any]:
+    if found is None:
+        state = "missing"
+    elif resource.managed and not found.owned:
+        state = "taken (not this stack's)"
+    else:
+        state = found.state if found.state != "present" else "ok"
+        drift = _compare(resource, found).differences
+        if drift:
+            state, detail = "drifted", "; ".join(drift)
+    return {"kind": resource.kind, "name": resource.name, "id": found.id if found else "", "state": state,
+            "detail": detail}
+
+
+def build_aws_stack(settings: Settings, clock: Clock | None = None) -> AwsStack:
+    """The stack wired to boto3 clients for its target (AWS or the local server)."""
+    from hybrid.aws.compute import Ec2Fleet, ImageDriver, KeyPairDriver, SecurityGroupDriver
+    from hybrid.aws.identity import InstanceProfileDriver, worker_policy
+    from hybrid.aws.session import AwsClients
+    from hybrid.aws.storage import BucketDriver, QueueDriver
+
+    clients, stack = AwsClients(settings), settings.stack
+    policy = ""
+    if manages_instance_profile(settings):
+        account = clients.client("sts").get_caller_identity()["Account"]
+        policy = json.dumps(worker_policy(stack_names(settings), settings.aws.region, account), sort_keys=True)
+    drivers: dict[str, ResourceDriver] = {d.kind: d for d in (
+        BucketDriver(clients.s3, stack, settings.aws.region), QueueDriver(clients.sqs, stack),
+        SecurityGroupDriver(clients.ec2, stack), KeyPairDriver(clients.ec2, stack, settings.state_path / "keys"),
+        ImageDriver(clients.ec2, stack, can_register=settings.aws.target == "emulator"),
+        InstanceProfileDriver(clients.iam, stack))}
+    return AwsStack(settings, drivers, Ec2Fleet(clients.ec2, stack), desired_resources(settings, policy),
+                    clock or SystemClock())
+

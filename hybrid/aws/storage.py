@@ -1,0 +1,167 @@
+"""S3 buckets and SQS queues of a stack: idempotent create, converge, tolerant delete."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from hybrid.aws.session import MappedClient
+from hybrid.contracts import Observed, QueueDepth, Resource
+from hybrid.errors import CloudError, NotFoundError
+from hybrid.naming import STACK_TAG
+
+log = logging.getLogger(__name__)
+PUBLIC_ACCESS_BLOCKED = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+                         "RestrictPublicBuckets": True}
+FOREIGN_BUCKET_CODES = {"403", "Forbidden", "AccessDenied"}
+
+
+class BucketDriver:
+    """Private buckets: all public access blocked, default encryption, the stack's tags."""
+
+    kind = "bucket"
+
+    def __init__(self, s3: MappedClient, stack: str, region: str) -> None:
+        self.s3, self.stack, self.region = s3, stack, region
+
+    def observe(self, resource: Resource) -> Observed | None:
+        name = resource.name
+        try:
+            self.s3.head_bucket(Bucket=name)
+        except NotFoundError:
+            return None
+        except CloudError as exc:
+            if exc.code in FOREIGN_BUCKET_CODES:
+                return Observed(self.kind, name, name, owned=False, state="owned by another account")
+            raise
+        owned = self._tags(name).get(STACK_TAG) == self.stack
+        return Observed(self.kind, name, name, owned, {"public_access": self._public_access(name),
+                                                       "encryption": self._encryption(name)})
+
+    def create(self, resource: Resource) -> Observed:
+        config = {} if self.region == "us-east-1" else {
+            "CreateBucketConfiguration": {"LocationConstraint": self.region}}
+        self.s3.create_bucket(Bucket=resource.name, **config)
+        tags = [{"Key": k, "Value": v} for k, v in resource.tags.items()]
+        self.s3.put_bucket_tagging(Bucket=resource.name, Tagging={"TagSet": tags})
+        self.update(resource, Observed(self.kind, resource.name, resource.name, True))
+        return Observed(self.kind, resource.name, resource.name, True, dict(resource.properties))
+
+    def update(self, resource: Resource, observed: Observed) -> None:
+        self.s3.put_public_access_block(Bucket=resource.name, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCKED)
+        self.s3.put_bucket_encryption(Bucket=resource.name, ServerSideEncryptionConfiguration={"Rules": [
+            {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": resource.properties["encryption"]}}]})
+
+    def delete(self, observed: Observed) -> bool:
+        try:
+            self.empty(observed.name)
+            self.s3.delete_bucket(Bucket=observed.name)
+        except NotFoundError:
+            return False
+        return True
+
+    def empty(self, bucket: str) -> int:
+        """Deletes every object (and object version) in the bucket; returns how many."""
+        deleted = 0
+        for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            keys = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                    for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+            for start in range(0, len(keys), 1000):
+                self.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[start:start + 1000], "Quiet": True})
+            deleted += len(keys)
+        return deleted
+
+    def _tags(self, bucket: str) -> dict[str, str]:
+        try:
+            tag_set = self.s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
+        except NotFoundError:
+            return {}
+        return {t["Key"]: t["Value"] for t in tag_set}
+
+    def _public_access(self, bucket: str) -> str:
+        try:
+            config = self.s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        except NotFoundError:
+            return "open"
+        return "blocked" if all(config.get(k) for k in PUBLIC_ACCESS_BLOCKED) else "partly open"
+
+    def _encryption(self, bucket: str) -> str:
+        try:
+            rules = self.s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+        except NotFoundError:
+            return "none"
+        return rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] if rules else "none"
+
+
+QUEUE_ATTRIBUTES = ("MaximumMessageSize", "VisibilityTimeout", "MessageRetentionPeriod", "SqsManagedSseEnabled")
+
+
+class QueueDriver:
+    """Standard queues with a dead-letter queue (``dead_letter_queue`` / ``max_receive_count`` properties)."""
+
+    kind = "queue"
+
+    def __init__(self, sqs: MappedClient, stack: str) -> None:
+        self.sqs, self.stack = sqs, stack
+
+    def url(self, name: str) -> str | None:
+        try:
+            return self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        except NotFoundError:
+            return None
+
+    def observe(self, resource: Resource) -> Observed | None:
+        url = self.url(resource.name)
+        if url is None:
+            return None
+        try:
+            attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            tags = self.sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+        except NotFoundError:
+            return None
+        return Observed(self.kind, resource.name, url, tags.get(STACK_TAG) == self.stack,
+                        _queue_properties(attributes))
+
+    def create(self, resource: Resource) -> Observed:
+        url = self.sqs.create_queue(QueueName=resource.name, Attributes=self._attributes(resource.properties),
+                                    tags=dict(resource.tags))["QueueUrl"]
+        return Observed(self.kind, resource.name, url, True, dict(resource.properties))
+
+    def update(self, resource: Resource, observed: Observed) -> None:
+        self.sqs.set_queue_attributes(QueueUrl=observed.id, Attributes=self._attributes(resource.properties))
+
+    def delete(self, observed: Observed) -> bool:
+        try:
+            self.sqs.delete_queue(QueueUrl=observed.id)
+        except NotFoundError:
+            return False
+        return True
+
+    def depth(self, url: str) -> QueueDepth:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                 "ApproximateNumberOfMessagesDelayed"]
+        attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+        return QueueDepth(*(int(attributes.get(n, 0)) for n in names))
+
+    def _attributes(self, properties: Any) -> dict[str, str]:
+        attributes = {k: properties[k] for k in QUEUE_ATTRIBUTES if k in properties}
+        if properties.get("dead_letter_queue"):
+            attributes["RedrivePolicy"] = json.dumps({
+                "deadLetterTargetArn": self._arn(properties["dead_letter_queue"]),
+                "maxReceiveCount": int(properties["max_receive_count"])})
+        return attributes
+
+    def _arn(self, queue_name: str) -> str:
+        url = self.url(queue_name)
+        if url is None:
+            raise CloudError(f"dead-letter queue {queue_name} does not exist")
+        return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def _queue_properties(attributes: dict[str, str]) -> dict[str, str]:
+    properties = {k: str(attributes.get(k, "")).lower() if k == "SqsManagedSseEnabled" else str(attributes.get(k, ""))
+                  for k in QUEUE_ATTRIBUTES}
+    redrive = json.loads(attributes["RedrivePolicy"]) if attributes.get("RedrivePolicy") else {}
+    properties["dead_letter_queue"] = redrive.get("deadLetterTargetArn", ":").rsplit(":", 1)[-1]
+    properties["max_receive_count"] = str(redrive.get("maxReceiveCount", ""))
+    return properties

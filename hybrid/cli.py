@@ -1,0 +1,276 @@
+"""The ``hybrid`` command line. Exit codes: 0 done, 1 an operation failed, 2 bad usage or config,
+3 (``status`` only) the thing asked about is not running or not set up."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+import click
+
+from hybrid import settings as settings_module
+from hybrid.errors import ConfigError, HybridError
+from hybrid.settings import Settings
+from hybrid.wait import Poll
+
+EXIT_NOT_RUNNING = 3
+
+EPILOG = """\b
+Settings come from hybrid.toml (see hybrid.example.toml), then HYBRID_* variables, then flags:
+  hybrid --stack demo --set aws.region=eu-west-1 aws plan
+  HYBRID_AWS_TARGET=aws hybrid aws status --json
+List every key with `hybrid config keys`.
+
+\b
+Quick start on this machine (no cloud account needed):
+  hybrid emulator start      # local AWS-compatible server on 127.0.0.1
+  hybrid aws up              # buckets, queues, security group, key pair, AMI record
+  hybrid aws status
+  hybrid aws down
+  hybrid emulator stop
+"""
+
+
+class Context:
+    """What the top-level options decided; settings are loaded on first use so `--help` never fails on config."""
+
+    def __init__(self, config: str | None, overrides: dict[str, Any]) -> None:
+        self.config, self.overrides = config, overrides
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = settings_module.load(self.config, os.environ, self.overrides)
+        return self._settings
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--config", "config", metavar="PATH", help="settings file (default: ./hybrid.toml if present)")
+@click.option("--stack", metavar="NAME", help="stack name; derives every resource name and tag")
+@click.option("--state-dir", metavar="DIR", help="folder for local state (default .hybrid)")
+@click.option("--set", "assignments", metavar="SECTION.KEY=VALUE", multiple=True,
+              help="override one setting; repeatable")
+@click.option("-v", "--verbose", count=True, help="more log output (-vv for SDK debug)")
+@click.version_option(package_name="hybrid")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, stack: str | None, state_dir: str | None,
+         assignments: Sequence[str], verbose: int) -> None:
+    """hybrid: set up, run and tear down an image-recognition service that spans OpenStack and AWS."""
+    _configure_logging(verbose)
+    overrides: dict[str, Any] = {"stack": stack, "state_dir": state_dir}
+    try:
+        overrides.update(settings_module.parse_assignment(a) for a in assignments)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    ctx.obj = Context(config, overrides)
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose < 2:
+        for noisy in ("botocore", "boto3", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run() -> None:
+    """Console-script entry: project errors become one clear line and a trustworthy exit code."""
+    try:
+        main.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except HybridError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(exc.exit_code)
+
+
+# ---------------------------------------------------------------- output helpers
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def echo_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        click.echo("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+
+
+@contextmanager
+def progress(description: str) -> Iterator[Callable[[Poll[Any]], None]]:
+    """A progress bar on stderr fed by a wait's polls, drawn from the first poll on (a wait that never polls
+    shows nothing); shows the fraction done when known, and the last state."""
+    from tqdm import tqdm
+
+    bars: list[Any] = []
+
+    def on_poll(poll: Poll[Any]) -> None:
+        if not bars:
+            bars.append(tqdm(total=100, desc=description, file=sys.stderr, leave=False, mininterval=0.3,
+                             bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {elapsed} {postfix}"))
+        if poll.progress is not None:
+            bars[0].n = int(poll.progress * 100)
+        bars[0].set_postfix_str(poll.state, refresh=False)
+        bars[0].refresh()
+
+    try:
+        yield on_poll
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+# ---------------------------------------------------------------- config
+
+@main.group()
+def config() -> None:
+    """Inspect settings."""
+
+
+@config.command("show")
+@pass_context
+def config_show(ctx: Context) -> None:
+    """Print the effective settings as JSON (what instances receive as user data)."""
+    echo_json(ctx.settings.to_dict())
+
+
+@config.command("keys")
+def config_keys() -> None:
+    """List every setting with its default and meaning."""
+    for key, default, help_text in settings_module.describe():
+        click.echo(f"{key} = {default!r}\n    {help_text}")
+
+
+# ---------------------------------------------------------------- emulator
+
+@main.group()
+def emulator() -> None:
+    """The local AWS-compatible server (moto with the project's SQS fixes) on 127.0.0.1.
+
+    It keeps all state in memory: stopping it forgets every bucket, queue and instance.
+    """
+
+
+@emulator.command("start")
+@pass_context
+def emulator_start(ctx: Context) -> None:
+    """Start the server on a free port (does nothing if it already runs) and print its URL."""
+    from hybrid.emulator import start_emulator
+
+    with progress("starting local AWS server") as on_poll:
+        info = start_emulator(ctx.settings.state_path, on_poll=on_poll)
+    click.echo(f"local AWS server running at {info.url} (pid {info.pid}, log {info.log_path})")
+
+
+@emulator.command("stop")
+@pass_context
+def emulator_stop(ctx: Context) -> None:
+    """Stop the server (its state is lost). Fine if it is not running."""
+    from hybrid.emulator import stop_emulator
+
+    stopped = stop_emulator(ctx.settings.state_path)
+    click.echo(f"stopped local AWS server (pid {stopped.pid})" if stopped else "local AWS server was not running")
+
+
+@emulator.command("status")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@pass_context
+def emulator_status_command(ctx: Context, as_json: bool) -> None:
+    """Say whether the server runs; exit 3 if it does not."""
+    from hybrid.emulator import emulator_status
+    from hybrid.emulator.process import rss_mb
+
+    info = emulator_status(ctx.settings.state_path)
+    report = {"running": bool(info)}
+    if info:
+        report.update(url=info.url, pid=info.pid, uptime_s=round(time.time() - info.started_at, 1),
+                      rss_mb=rss_mb(info.pid), log=info.log_path)
+    if as_json:
+        echo_json(report)
+    elif info:
+        click.echo(f"running at {info.url} (pid {info.pid}, up {report['uptime_s']} s, {report['rss_mb']:.0f} MB)")
+    else:
+        click.echo("not running: start it with `hybrid emulator start`")
+    if not info:
+        sys.exit(EXIT_NOT_RUNNING)
+
+
+# ---------------------------------------------------------------- aws
+
+@main.group()
+def aws() -> None:
+    """The stack's AWS side: S3 buckets, SQS queues with dead-letter queues, security group, key pair, AMI and
+    (on AWS) the workers' instance profile.
+
+    With aws.target = emulator (the default) the calls go to the local server; with aws.target = aws they go to
+    AWS with your usual credentials. The code path is the same.
+    """
+
+
+@aws.command("plan")
+@pass_context
+def aws_plan(ctx: Context) -> None:
+    """Show what `up` would change, without changing anything."""
+    from hybrid.aws.stack import build_aws_stack
+
+    changes = [c for c in build_aws_stack(ctx.settings).plan() if c.action != "keep"]
+    for change in changes:
+        click.echo(change.describe())
+    click.echo(f"{len(changes)} change(s)" if changes else "no changes")
+
+
+@aws.command("up")
+@pass_context
+def aws_up(ctx: Context) -> None:
+    """Create or converge every AWS resource of the stack. Safe to run again: a second run changes nothing."""
+    from hybrid.aws.stack import build_aws_stack
+
+    started = time.monotonic()
+    changes = build_aws_stack(ctx.settings).up(report=click.echo)
+    click.echo(f"stack {ctx.settings.stack}: {len(changes)} change(s) in {time.monotonic() - started:.1f} s"
+               if changes else f"stack {ctx.settings.stack}: no changes")
+
+
+@aws.command("down")
+@pass_context
+def aws_down(ctx: Context) -> None:
+    """Terminate the stack's instances (and wait until they are gone), then delete its buckets (emptied first),
+    queues, security group, key pair and instance profile. Only resources tagged for the stack are touched; safe
+    after a half-finished `up` and safe to repeat."""
+    from hybrid.aws.stack import build_aws_stack
+
+    started = time.monotonic()
+    with progress("terminating instances") as on_poll:
+        build_aws_stack(ctx.settings).down(report=click.echo, on_poll=on_poll)
+    click.echo(f"stack {ctx.settings.stack}: down in {time.monotonic() - started:.1f} s")
+
+
+@aws.command("status")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@pass_context
+def aws_status(ctx: Context, as_json: bool) -> None:
+    """Every resource of the stack with its state, queue depths and instance counts. Exit 3 if any is missing."""
+    from hybrid.aws.stack import build_aws_stack
+
+    rows = build_aws_stack(ctx.settings).status()
+    if as_json:
+        echo_json({"stack": ctx.settings.stack, "target": ctx.settings.aws.target, "resources": rows})
+    else:
+        echo_table(rows, ("kind", "name", "state", "id", "detail"))
+    if any(r["state"] in ("missing", "taken (not this stack's)") for r in rows):
+        sys.exit(EXIT_NOT_RUNNING)

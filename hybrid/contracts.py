@@ -1,0 +1,107 @@
+"""The contracts every cloud adapter implements, stated once.
+
+Adapters (boto3 against AWS or the local server, in-memory fakes in unit tests) implement these Protocols and say
+little else. Every resource is found again by its stack's name and tags (``hybrid.naming``), never by local files,
+so a second run resumes instead of duplicating, and a teardown after a half-finished setup still finds everything.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol, Sequence
+
+ACTION_CREATE = "create"
+ACTION_UPDATE = "update"
+ACTION_KEEP = "keep"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A resource the stack should have.
+
+    ``properties`` are the settings to converge (compared as strings with what is observed). ``managed=False``
+    marks a resource the stack only refers to (an AMI given by id): it must exist, and is never changed or deleted.
+    ``inputs`` are what the driver needs to build it but cannot read back (a policy document whose digest is the
+    compared property).
+    """
+
+    kind: str
+    name: str
+    role: str
+    properties: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    managed: bool = True
+    inputs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A resource as the cloud reports it. ``owned``: it carries this stack's tags."""
+
+    kind: str
+    name: str
+    id: str
+    owned: bool
+    properties: Mapping[str, str] = field(default_factory=dict)
+    state: str = "present"
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One step of a plan: create, update (with the differences) or keep."""
+
+    action: str
+    resource: Resource
+    differences: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        what = f"{self.resource.kind} {self.resource.name}"
+        if self.action == ACTION_UPDATE:
+            return f"update {what}: " + "; ".join(self.differences)
+        return f"{self.action} {what}"
+
+
+class ResourceDriver(Protocol):
+    """Idempotent lifecycle of one kind of resource (bucket, queue, security group, ...)."""
+
+    kind: str
+
+    def observe(self, resource: Resource) -> Observed | None:
+        """The resource of that name as it is now, or None if there is none."""
+
+    def create(self, resource: Resource) -> Observed:
+        """Creates it, tagged for its stack, with ``resource.properties`` in force."""
+
+    def update(self, resource: Resource, observed: Observed) -> None:
+        """Brings an owned resource's properties to ``resource.properties``."""
+
+    def delete(self, observed: Observed) -> None:
+        """Deletes it (emptying it first where needed). Already gone is fine."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """An app-tier instance as the cloud reports it."""
+
+    id: str
+    state: str
+    launched_at: float
+    image_id: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class Fleet(Protocol):
+    """The app-tier instances of one stack, found by its ``hybrid:stack`` tag."""
+
+    def instances(self) -> list[Instance]:
+        """This stack's instances that are not yet terminated."""
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        """Asks for termination; ids already gone are fine."""
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    visible: int
+    in_flight: int
+    delayed: int = 0

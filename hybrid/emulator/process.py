@@ -1,0 +1,174 @@
+"""Start, stop and inspect the emulator subprocess. Its record lives in ``<state_dir>/emulator/``."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from hybrid.errors import EmulatorNotRunning, HybridError
+from hybrid.wait import Poll, wait_for
+
+log = logging.getLogger(__name__)
+SERVER_MODULE = "hybrid.emulator.server"
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class EmulatorInfo:
+    pid: int
+    port: int
+    started_at: float
+    log_path: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def emulator_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / "emulator"
+
+
+def _record_path(state_dir: Path) -> Path:
+    return emulator_dir(state_dir) / "emulator.json"
+
+
+def read_record(state_dir: Path) -> EmulatorInfo | None:
+    try:
+        return EmulatorInfo(**json.loads(_record_path(state_dir).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def emulator_status(state_dir: Path) -> EmulatorInfo | None:
+    """The running emulator of this state folder, or None. A record whose process is gone counts as not running."""
+    info = read_record(state_dir)
+    if info and is_emulator_process(info.pid) and answers(info.url):
+        return info
+    return None
+
+
+def endpoint_url(state_dir: Path) -> str:
+    """The emulator's URL, or ``EmulatorNotRunning`` saying how to start it."""
+    info = read_record(state_dir)
+    if info is None or not is_emulator_process(info.pid):
+        raise EmulatorNotRunning(f"the local AWS server is not running (no live emulator recorded in "
+                                 f"{emulator_dir(state_dir)}): start it with `hybrid emulator start`")
+    return info.url
+
+
+def start_emulator(state_dir: Path, on_poll: Callable[[Poll[int]], None] | None = None) -> EmulatorInfo:
+    """Starts the emulator unless this state folder's one is already running (idempotent)."""
+    running = emulator_status(state_dir)
+    if running:
+        return running
+    stop_emulator(state_dir)
+    folder = emulator_dir(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    port_file, log_path = folder / "port", folder / "emulator.log"
+    port_file.unlink(missing_ok=True)
+    process = _spawn(port_file, log_path)
+    port = wait_for("the local AWS server to listen", lambda: _probe_port(process, port_file, log_path),
+                    timeout=START_TIMEOUT, interval=0.1, on_poll=on_poll)
+    info = EmulatorInfo(pid=process.pid, port=port, started_at=time.time(), log_path=str(log_path))
+    _record_path(state_dir).write_text(json.dumps(asdict(info)))
+    log.info("emulator started at %s (pid %s)", info.url, info.pid)
+    return info
+
+
+def stop_emulator(state_dir: Path) -> EmulatorInfo | None:
+    """Stops this state folder's emulator if it runs; returns what was stopped. Tolerates one already gone."""
+    info = read_record(state_dir)
+    if info and is_emulator_process(info.pid):
+        _terminate(info.pid)
+    _record_path(state_dir).unlink(missing_ok=True)
+    return info if info and not is_emulator_process(info.pid) else None
+
+
+def _spawn(port_file: Path, log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen([sys.executable, "-m", SERVER_MODULE, "--port-file", str(port_file)],
+                                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+
+
+def _probe_port(process: subprocess.Popen, port_file: Path, log_path: Path) -> Poll[int]:
+    if process.poll() is not None:
+        return Poll(0, done=False, failed=f"the server exited with code {process.returncode}; last log lines:\n"
+                                          + _tail(log_path))
+    try:
+        port = int(port_file.read_text())
+    except (OSError, ValueError):
+        return Poll(0, done=False, state="starting")
+    return Poll(port, done=answers(f"http://127.0.0.1:{port}"), state="listening")
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def is_emulator_process(pid: int) -> bool:
+    """True if ``pid`` is alive and is our emulator (guards against a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return SERVER_MODULE.encode() in cmdline and status != "Z"
+
+
+def _terminate(pid: int) -> None:
+    for signum, patience in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline and is_emulator_process(pid):
+            _reap(pid)
+            time.sleep(0.05)
+        if not is_emulator_process(pid):
+            return
+    raise HybridError(f"emulator process {pid} did not stop")
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process in MB, from /proc."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None

@@ -1,0 +1,62 @@
+"""Entry point of the emulator subprocess: ``python -m hybrid.emulator.server --port-file PATH``.
+
+Applies the SQS fixes, serves moto on 127.0.0.1 on a free port (or ``--port``), writes the port to the port file
+once it is listening, and stops cleanly on SIGTERM or SIGINT.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+from hybrid.emulator import sqs_fixes
+
+log = logging.getLogger("hybrid.emulator")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one")
+    parser.add_argument("--port-file", required=True, help="where to write the port once listening")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
+    sqs_fixes.apply()
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    server.start()
+    port = server.get_host_and_port()[1]
+    _write_atomically(Path(args.port_file), str(port))
+    log.info("moto %s with SQS fixes listening on 127.0.0.1:%s (pid %s)", _moto_version(), port, os.getpid())
+    _wait_for_signal()
+    log.info("stopping")
+    server.stop()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _moto_version() -> str:
+    import moto
+
+    return moto.__version__
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""The project's one exception tree.
+
+SDK exceptions (botocore, openstacksdk, ...) stop at the adapter that called the SDK and are mapped to one of these,
+with a message an operator can act on::
+
+    HybridError                 anything this project raises on purpose; the CLI prints it and exits 1
+    ├── ConfigError             a bad setting: names the key, the value and what is allowed
+    ├── CredentialsError        no credentials, or credentials the cloud rejected
+    ├── EmulatorNotRunning      the local AWS server is not up (start it with `hybrid emulator start`)
+    ├── CloudError              any other error a cloud API returned
+    │   ├── NameTakenError      a resource name is owned by someone else (e.g. a global S3 bucket name)
+    │   ├── QuotaError          an account limit or quota was hit
+    │   ├── RegionError         the region is unknown or not enabled for this account
+    │   └── NotFoundError       the resource is not there
+    └── WaitTimeout             a wait gave up; says what it waited for and the last state seen
+"""
+from __future__ import annotations
+
+
+class HybridError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(HybridError):
+    """A setting has a bad value or type."""
+
+    exit_code = 2
+
+
+class CredentialsError(HybridError):
+    """No usable cloud credentials."""
+
+
+class EmulatorNotRunning(HybridError):
+    """The local AWS server is not running."""
+
+
+class CloudError(HybridError):
+    """A cloud API returned an error."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NameTakenError(CloudError):
+    """A resource name belongs to someone else."""
+
+
+class QuotaError(CloudError):
+    """An account limit was reached."""
+
+
+class RegionError(CloudError):
+    """The region is not valid for this account."""
+
+
+class NotFoundError(CloudError):
+    """The resource does not exist."""
+
+
+class WaitTimeout(HybridError):
+    """A wait ran out of time."""

@@ -1,0 +1,66 @@
+"""Every resource name and tag of a stack, derived from the stack name in one place."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STACK_TAG = "hybrid:stack"
+ROLE_TAG = "hybrid:role"
+
+ROLE_INPUT = "input"
+ROLE_OUTPUT = "output"
+ROLE_REQUESTS = "requests"
+ROLE_RESPONSES = "responses"
+ROLE_DEAD_LETTERS = "dead-letters"
+ROLE_APP_TIER = "app-tier"
+ROLE_WEB_TIER = "web-tier"
+
+
+@dataclass(frozen=True)
+class StackNames:
+    """Names of one stack's resources. Buckets carry the stack name, so it must be unique enough for S3."""
+
+    stack: str
+    ami_name_override: str = ""
+
+    @property
+    def input_bucket(self) -> str:
+        return f"{self.stack}-input"
+
+    @property
+    def output_bucket(self) -> str:
+        return f"{self.stack}-output"
+
+    @property
+    def request_queue(self) -> str:
+        return f"{self.stack}-requests"
+
+    @property
+    def response_queue(self) -> str:
+        return f"{self.stack}-responses"
+
+    def dead_letter_queue(self, queue: str) -> str:
+        return f"{queue}-dlq"
+
+    @property
+    def app_security_group(self) -> str:
+        return f"{self.stack}-app-tier"
+
+    @property
+    def key_pair(self) -> str:
+        return f"{self.stack}-key"
+
+    @property
+    def app_image(self) -> str:
+        return self.ami_name_override or f"{self.stack}-app-tier"
+
+    @property
+    def worker_role(self) -> str:
+        return f"{self.stack}-worker"
+
+    @property
+    def instance_profile(self) -> str:
+        return f"{self.stack}-worker"
+
+    def tags(self, role: str) -> dict[str, str]:
+        """The tags every resource of this stack carries; they, not local files, say what belongs to the stack."""
+        return {STACK_TAG: self.stack, ROLE_TAG: role}

@@ -1,0 +1,155 @@
+"""The AWS stack's plan and lifecycle, against state-holding fakes behind the driver and fleet contracts."""
+import pytest
+
+from hybrid.aws.stack import AwsStack, desired_resources, plan
+from hybrid.clock import FakeClock
+from hybrid.contracts import ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Observed, Resource
+from hybrid.errors import CloudError, NameTakenError, NotFoundError, WaitTimeout
+from hybrid.settings import load
+from tests.fakes import FakeFleet, InMemoryDriver
+
+KINDS = ("bucket", "queue", "security_group", "key_pair", "image", "instance_profile")
+
+
+def make_stack(overrides=None, fail_on_create="", fleet=None):
+    settings = load(None, {}, {"stack": "unit", **(overrides or {})})
+    drivers = {kind: InMemoryDriver(kind, fail_on_create) for kind in KINDS}
+    policy = '{"Statement": []}'
+    return AwsStack(settings, drivers, fleet or FakeFleet(), desired_resources(settings, policy), FakeClock())
+
+
+def resource(name="r", **properties):
+    return Resource("queue", name, "requests", properties, {"hybrid:stack": "unit"})
+
+
+def test_plan_creates_what_is_missing_and_keeps_what_matches():
+    wanted = [resource("a", size="1024"), resource("b", size="1024")]
+    observed = {("queue", "a"): None, ("queue", "b"): Observed("queue", "b", "id-b", True, {"size": "1024"})}
+    assert [c.action for c in plan(wanted, observed)] == [ACTION_CREATE, ACTION_KEEP]
+
+
+def test_plan_reports_each_difference_as_an_update():
+    observed = {("queue", "a"): Observed("queue", "a", "id", True, {"size": "262144", "timeout": "30"})}
+    [change] = plan([resource("a", size="1024", timeout="30")], observed)
+    assert change.action == ACTION_UPDATE
+    assert change.differences == ("size: 262144 -> 1024",)
+    assert "update queue a: size: 262144 -> 1024" == change.describe()
+
+
+def test_plan_refuses_a_name_owned_by_someone_else():
+    observed = {("queue", "a"): Observed("queue", "a", "id", owned=False)}
+    with pytest.raises(NameTakenError, match="queue a exists but is not tagged for this stack"):
+        plan([resource("a")], observed)
+
+
+def test_plan_requires_a_referenced_resource_to_exist():
+    image = Resource("image", "given", "app-tier", {"image_id": "ami-123"}, managed=False)
+    with pytest.raises(NotFoundError, match="ami-123"):
+        plan([image], {("image", "given"): None})
+    found = Observed("image", "given", "ami-123", owned=False)
+    assert plan([image], {("image", "given"): found})[0].action == ACTION_KEEP
+
+
+def test_desired_resources_cover_the_stack():
+    settings = load(None, {}, {"stack": "shop", "aws.operator_cidr": "203.0.113.7/32"})
+    by_name = {r.name: r for r in desired_resources(settings)}
+    assert set(by_name) == {"shop-input", "shop-output", "shop-requests", "shop-requests-dlq", "shop-responses",
+                            "shop-responses-dlq", "shop-app-tier", "shop-key"}
+    assert by_name["shop-requests"].properties["MaximumMessageSize"] == "1024"
+    assert by_name["shop-requests"].properties["dead_letter_queue"] == "shop-requests-dlq"
+    assert by_name["shop-requests"].properties["max_receive_count"] == "3"
+    assert by_name["shop-input"].properties == {"public_access": "blocked", "encryption": "AES256"}
+    assert by_name["shop-key"].tags == {"hybrid:stack": "shop", "hybrid:role": "app-tier"}
+    groups = [r for r in desired_resources(settings) if r.kind == "security_group"]
+    assert groups[0].properties == {"ingress": "tcp/22 from 203.0.113.7/32"}
+
+
+def test_instance_profile_only_on_aws_unless_asked():
+    emulator = load(None, {}, {"stack": "shop"})
+    on_aws = load(None, {}, {"stack": "shop", "aws.target": "aws"})
+    asked = load(None, {}, {"stack": "shop", "aws.instance_profile": "yes"})
+    policy = '{"Statement": []}'
+    assert "instance_profile" not in {r.kind for r in desired_resources(emulator, policy)}
+    assert "instance_profile" in {r.kind for r in desired_resources(on_aws, policy)}
+    assert "instance_profile" in {r.kind for r in desired_resources(asked, policy)}
+
+
+def test_on_aws_the_ami_must_already_exist():
+    settings = load(None, {}, {"stack": "shop", "aws.target": "aws", "aws.instance_profile": "no"})
+    [image] = [r for r in desired_resources(settings) if r.kind == "image"]
+    assert not image.managed
+
+
+def test_up_twice_changes_nothing_the_second_time():
+    stack = make_stack()
+    first = stack.up(report=lambda line: None)
+    assert len(first) == len(stack.desired)
+    assert stack.up(report=lambda line: None) == []
+    assert all(c.action == ACTION_KEEP for c in stack.plan())
+
+
+def test_up_converges_drift():
+    stack = make_stack()
+    stack.up(report=lambda line: None)
+    queues = stack.drivers["queue"]
+    queues.items["unit-requests"] = Observed("queue", "unit-requests", "id", True, {"MaximumMessageSize": "262144"})
+    changes = stack.up(report=lambda line: None)
+    assert [c.action for c in changes] == [ACTION_UPDATE]
+    assert ("update", "unit-requests") in queues.calls
+
+
+def test_down_after_a_half_finished_up_removes_everything_created():
+    stack = make_stack(fail_on_create="unit-app-tier")
+    with pytest.raises(CloudError, match="injected"):
+        stack.up(report=lambda line: None)
+    assert stack.drivers["bucket"].items and stack.drivers["queue"].items
+    lines = stack.down(report=lambda line: None)
+    assert all(not driver.items for driver in stack.drivers.values())
+    assert "queue unit-requests: deleted" in lines
+    assert "security_group unit-app-tier: already absent" in lines
+
+
+def test_down_leaves_resources_without_the_stack_tag():
+    stack = make_stack()
+    stack.drivers["bucket"].put_foreign("unit-input")
+    lines = stack.down(report=lambda line: None)
+    assert "unit-input" in stack.drivers["bucket"].items
+    assert "bucket unit-input: left alone (not tagged for stack unit)" in lines
+
+
+def test_down_terminates_instances_first_and_waits_until_they_are_gone():
+    fleet = FakeFleet(polls_to_terminate=3)
+    fleet.add("i-1")
+    fleet.add("i-2", state="pending")
+    stack = make_stack(fleet=fleet)
+    stack.up(report=lambda line: None)
+    order = []
+    stack.drivers["queue"].delete = lambda observed, f=stack.drivers["queue"].delete: (
+        order.append(("queue", len(fleet.live))), f(observed))[1]
+    lines = stack.down(report=lambda line: None)
+    assert lines[0] == "instances: 2 terminated"
+    assert fleet.live == {}
+    assert all(live == 0 for _, live in order)
+    assert stack.clock.sleeps, "the wait slept on the injected clock"
+
+
+def test_down_gives_up_on_instances_that_never_terminate():
+    fleet = FakeFleet(polls_to_terminate=10**9)
+    fleet.add("i-stuck")
+    stack = make_stack(fleet=fleet)
+    with pytest.raises(WaitTimeout, match="terminate"):
+        stack.down(report=lambda line: None)
+
+
+def test_status_marks_missing_taken_and_drifted():
+    stack = make_stack()
+    stack.up(report=lambda line: None)
+    del stack.drivers["key_pair"].items["unit-key"]
+    stack.drivers["bucket"].items["unit-output"] = Observed("bucket", "unit-output", "x", owned=False)
+    stack.drivers["bucket"].items["unit-input"] = Observed("bucket", "unit-input", "x", True,
+                                                           {"public_access": "open", "encryption": "AES256"})
+    rows = {r["name"]: r for r in stack.status()}
+    assert rows["unit-key"]["state"] == "missing"
+    assert rows["unit-output"]["state"].startswith("taken")
+    assert rows["unit-input"]["state"] == "drifted"
+    assert "public_access: open -> blocked" in rows["unit-input"]["detail"]
