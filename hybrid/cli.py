@@ -113,16 +113,18 @@ def echo_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 
 @contextmanager
 def progress(description: str) -> Iterator[Callable[[Poll[Any]], None]]:
-    """A progress bar on stderr fed by a wait's polls, drawn from the first poll on (a wait that never polls
-    shows nothing); shows the fraction done when known, and the last state."""
+    """A progress bar on stderr fed by a wait's polls: the fraction done when known, elapsed time and last state.
+
+    Drawn from the first poll on, and only on a terminal (logs and CI get the result lines alone)."""
     from tqdm import tqdm
 
     bars: list[Any] = []
 
     def on_poll(poll: Poll[Any]) -> None:
         if not bars:
+            shape = "{percentage:3.0f}%|{bar:20}| " if poll.progress is not None else ""
             bars.append(tqdm(total=100, desc=description, file=sys.stderr, leave=False, mininterval=0.3,
-                             bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {elapsed} {postfix}"))
+                             disable=None, bar_format="{desc}: " + shape + "{elapsed} {postfix}"))
         if poll.progress is not None:
             bars[0].n = int(poll.progress * 100)
         bars[0].set_postfix_str(poll.state, refresh=False)

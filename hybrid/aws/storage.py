@@ -61,15 +61,22 @@ class BucketDriver:
         return True
 
     def empty(self, bucket: str) -> int:
-        """Deletes every object (and object version) in the bucket; returns how many."""
+        """Deletes every object (and object version) in the bucket; returns how many.
+
+        Always lists from the start: paging on past a marker whose objects were just deleted can skip the rest.
+        """
         deleted = 0
-        for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        while True:
+            page = self.s3.list_object_versions(Bucket=bucket, MaxKeys=1000)
             keys = [{"Key": v["Key"], "VersionId": v["VersionId"]}
                     for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
-            for start in range(0, len(keys), 1000):
-                self.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[start:start + 1000], "Quiet": True})
+            if not keys:
+                return deleted
+            errors = self.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True}).get("Errors")
+            if errors:
+                raise CloudError(f"could not empty bucket {bucket}: {errors[0].get('Key')}: "
+                                 f"{errors[0].get('Message')} [{errors[0].get('Code')}]", errors[0].get("Code", ""))
             deleted += len(keys)
-        return deleted
 
     def _tags(self, bucket: str) -> dict[str, str]:
         try:
