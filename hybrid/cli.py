@@ -40,12 +40,13 @@ class Context:
 
     def __init__(self, config: str | None, overrides: dict[str, Any]) -> None:
         self.config, self.overrides = config, overrides
+        self.user_data: str | None = None
         self._settings: Settings | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = settings_module.load(self.config, os.environ, self.overrides)
+            self._settings = settings_module.load(self.config, os.environ, self.overrides, self.user_data)
         return self._settings
 
 
@@ -276,3 +277,30 @@ def aws_status(ctx: Context, as_json: bool) -> None:
         echo_table(rows, ("kind", "name", "state", "id", "detail"))
     if any(r["state"] in ("missing", "taken (not this stack's)") for r in rows):
         sys.exit(EXIT_NOT_RUNNING)
+
+
+# ---------------------------------------------------------------- app tier
+
+@main.command("worker")
+@click.option("--instance-id", default="", help="the instance this worker runs on (given by the local instance "
+                                                 "runner; on AWS read from the instance metadata service)")
+@click.option("--user-data", type=click.Path(exists=True, dir_okay=False),
+              help="settings JSON written at boot (replaces hybrid.toml)")
+@pass_context
+def worker_command(ctx: Context, instance_id: str, user_data: str | None) -> None:
+    """Run an app-tier worker: long-poll the request queue, classify batches, store labels, reply.
+
+    It terminates its own instance after worker.idle_timeout seconds without work and exits 0.
+    """
+    from app_tier.classifier import load_classifier
+    from app_tier.service import build_worker
+
+    ctx.user_data = user_data
+    settings = ctx.settings
+    classifier = load_classifier(settings.worker.runtime, settings.worker.threads,
+                                 settings.state_path / "models")
+    worker = build_worker(settings, instance_id, classifier)
+    click.echo(f"worker {instance_id or '(no instance)'}: model {classifier.model_id} on {classifier.runtime}, "
+               f"stack {settings.stack}", err=True)
+    reason = worker.run()
+    click.echo(f"worker {instance_id or '(no instance)'} stopped ({reason}): {worker.stats}", err=True)

@@ -7,7 +7,7 @@ so a second run resumes instead of duplicating, and a teardown after a half-fini
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 ACTION_CREATE = "create"
 ACTION_UPDATE = "update"
@@ -105,3 +105,58 @@ class QueueDepth:
     visible: int
     in_flight: int
     delayed: int = 0
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    """A received message: its body, the handle to delete or hide it, and how often it was received."""
+
+    message_id: str
+    receipt: str
+    body: str
+    receive_count: int = 1
+
+
+class MessageQueue(Protocol):
+    """One queue (SQS, or a fake). Sends take bodies; receives hide messages for ``visibility`` seconds."""
+
+    name: str
+
+    def send(self, bodies: Sequence[str]) -> None:
+        """Sends the bodies (in batches of 10)."""
+
+    def receive(self, max_messages: int, wait_seconds: int, visibility: int | None = None) -> list[QueueMessage]:
+        """Long-polls up to ``wait_seconds`` for at most ``max_messages`` (<= 10)."""
+
+    def delete(self, receipts: Sequence[str]) -> None:
+        """Deletes received messages; an already deleted one is fine."""
+
+    def hide(self, receipts: Sequence[str], seconds: int) -> None:
+        """Sets the messages' visibility timeout to ``seconds`` from now (0 makes them visible again)."""
+
+    def depth(self) -> QueueDepth:
+        """Visible, in-flight and delayed message counts."""
+
+
+class ObjectStore(Protocol):
+    """One bucket (S3, or a fake)."""
+
+    name: str
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Writes the object (overwrites: writes are idempotent by design)."""
+
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        """Reads it; ``NotFoundError`` if absent, ``CloudError`` if larger than ``max_bytes``."""
+
+    def exists(self, key: str) -> bool:
+        """True if the key is there."""
+
+
+class ImageClassifier(Protocol):
+    """Classifies image bytes in one batch. A bad image comes back as the exception in its slot, not raised."""
+
+    model_id: str
+
+    def classify(self, images: Sequence[bytes]) -> list[Any]:
+        """One ``Prediction`` (label, top5) or ``Exception`` per image, in order."""

@@ -12,6 +12,7 @@ with a message an operator can act on::
     │   ├── QuotaError          an account limit or quota was hit
     │   ├── RegionError         the region is unknown or not enabled for this account
     │   └── NotFoundError       the resource is not there
+    ├── TooLargeError           an object or upload is over its size limit
     └── WaitTimeout             a wait gave up; says what it waited for and the last state seen
 """
 from __future__ import annotations
@@ -59,6 +60,10 @@ class RegionError(CloudError):
 
 class NotFoundError(CloudError):
     """The resource does not exist."""
+
+
+class TooLargeError(HybridError):
+    """An object or upload is over its size limit."""
 
 
 class WaitTimeout(HybridError):

@@ -158,12 +158,18 @@ SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fiel
 
 
 def load(config_path: str | Path | None = None, environ: Mapping[str, str] | None = None,
-         overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Builds the settings from the config file, then the environment, then flags (``section.key`` -> value)."""
+         overrides: Mapping[str, Any] | None = None, user_data: str | Path | None = None) -> Settings:
+    """Builds the settings from the config file, then the environment, then flags (``section.key`` -> value).
+
+    On an instance, ``user_data`` (the JSON settings written at boot) takes the config file's place.
+    """
     environ = {} if environ is None else environ
     layered: dict[str, Any] = {}
-    _merge(layered, read_config_file(config_path or environ.get(f"{ENV_PREFIX}CONFIG"), config_path is not None
-                                     or f"{ENV_PREFIX}CONFIG" in environ))
+    if user_data is not None:
+        _merge(layered, read_user_data(Path(user_data)))
+    else:
+        _merge(layered, read_config_file(config_path or environ.get(f"{ENV_PREFIX}CONFIG"),
+                                         config_path is not None or f"{ENV_PREFIX}CONFIG" in environ))
     _merge(layered, values_from_environ(environ))
     _merge(layered, values_from_dotted(overrides or {}))
     return build(layered)
@@ -180,6 +186,19 @@ def read_config_file(path: str | Path | None, required: bool) -> dict[str, Any]:
         return tomllib.loads(file.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+
+
+def read_user_data(path: Path) -> dict[str, Any]:
+    """Settings JSON delivered as instance user data (``Settings.to_json``)."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read user data {path}: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"user data {path} is not settings JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"user data {path} is not a JSON object of settings")
+    return data
 
 
 def values_from_environ(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -68,3 +68,117 @@ class FakeFleet:
             if instance_id in self.live and instance_id not in self.countdown:
                 self.live[instance_id] = Instance(instance_id, "shutting-down", 0.0)
                 self.countdown[instance_id] = self.polls_to_terminate
+
+
+class InMemoryQueue:
+    """A queue with visibility timeouts, receive counts and a dead-letter queue, on an injected clock."""
+
+    def __init__(self, name: str, clock, max_receive: int = 3, dead_letters: "InMemoryQueue | None" = None) -> None:
+        self.name, self.clock, self.max_receive, self.dead_letters = name, clock, max_receive, dead_letters
+        self.messages: dict[str, dict] = {}
+        self.log: list[tuple[str, object]] = []
+        self._next = 0
+
+    def send(self, bodies):
+        for body in bodies:
+            self._next += 1
+            self.messages[f"m{self._next}"] = {"body": body, "visible_at": 0.0, "receives": 0, "receipt": ""}
+        self.log.append(("send", list(bodies)))
+
+    def receive(self, max_messages, wait_seconds, visibility=None):
+        from hybrid.contracts import QueueMessage
+
+        taken = self._take(max_messages, 30 if visibility is None else visibility)
+        if not taken and wait_seconds:
+            self.clock.sleep(wait_seconds)
+            taken = self._take(max_messages, 30 if visibility is None else visibility)
+        self.log.append(("receive", len(taken)))
+        return [QueueMessage(mid, m["receipt"], m["body"], m["receives"]) for mid, m in taken]
+
+    def _take(self, limit, visibility):
+        taken = []
+        for mid, message in list(self.messages.items()):
+            if len(taken) == limit or message["visible_at"] > self.clock.now():
+                continue
+            if self.dead_letters is not None and message["receives"] >= self.max_receive:
+                del self.messages[mid]
+                self.dead_letters.send([message["body"]])
+                continue
+            message["receives"] += 1
+            message["receipt"] = f"{mid}#{message['receives']}"
+            message["visible_at"] = self.clock.now() + visibility
+            taken.append((mid, message))
+        return taken
+
+    def delete(self, receipts):
+        self.log.append(("delete", list(receipts)))
+        for receipt in receipts:
+            self.messages.pop(receipt.split("#")[0], None)
+
+    def hide(self, receipts, seconds):
+        self.log.append(("hide", (list(receipts), seconds)))
+        for receipt in receipts:
+            message = self.messages.get(receipt.split("#")[0])
+            if message and message["receipt"] == receipt:
+                message["visible_at"] = self.clock.now() + seconds
+
+    def depth(self):
+        from hybrid.contracts import QueueDepth
+
+        visible = sum(m["visible_at"] <= self.clock.now() for m in self.messages.values())
+        return QueueDepth(visible, len(self.messages) - visible)
+
+
+class InMemoryStore:
+    """A bucket in a dict; ``failures`` makes the next N calls of an operation raise a transient error."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.objects: dict[str, bytes] = {}
+        self.failures: dict[str, int] = {}
+
+    def _maybe_fail(self, operation: str) -> None:
+        if self.failures.get(operation, 0) > 0:
+            self.failures[operation] -= 1
+            raise CloudError(f"injected transient {operation} failure", "SlowDown")
+
+    def put(self, key, data, content_type="application/octet-stream"):
+        self._maybe_fail("put")
+        self.objects[key] = data
+
+    def get(self, key, max_bytes=None):
+        from hybrid.errors import NotFoundError, TooLargeError
+
+        self._maybe_fail("get")
+        if key not in self.objects:
+            raise NotFoundError(f"no object {key}", "NoSuchKey")
+        if max_bytes is not None and len(self.objects[key]) > max_bytes:
+            raise TooLargeError(f"object {key} is too large")
+        return self.objects[key]
+
+    def exists(self, key):
+        return key in self.objects
+
+
+class FakePrediction:
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.top5 = ((label, 0.9), ("other", 0.05))
+
+
+class FakeClassifier:
+    """Labels an image by its first bytes (b"cat..." -> "cat"); bytes starting with b"bad" are a bad image."""
+
+    model_id = "fake-model@1"
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[int] = []
+        self.delay = delay
+
+    def classify(self, images):
+        import time
+
+        self.batches.append(len(images))
+        time.sleep(self.delay)
+        return [ValueError("cannot identify image file") if image.startswith(b"bad")
+                else FakePrediction(image.split(b"-")[0].decode()) for image in images]

@@ -19,6 +19,7 @@ from hybrid.wait import Poll, wait_for
 
 log = logging.getLogger(__name__)
 SERVER_MODULE = "hybrid.emulator.server"
+RUNNER_MODULE = "hybrid.emulator.instances"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
@@ -29,6 +30,7 @@ class EmulatorInfo:
     port: int
     started_at: float
     log_path: str
+    runner_pid: int = 0
 
     @property
     def url(self) -> str:
@@ -68,10 +70,10 @@ def endpoint_url(state_dir: Path) -> str:
 
 
 def start_emulator(state_dir: Path, on_poll: Callable[[Poll[int]], None] | None = None) -> EmulatorInfo:
-    """Starts the emulator unless this state folder's one is already running (idempotent)."""
+    """Starts the emulator and its local instance runner, unless they already run (idempotent)."""
     running = emulator_status(state_dir)
     if running:
-        return running
+        return _ensure_runner(state_dir, running)
     stop_emulator(state_dir)
     folder = emulator_dir(state_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -83,24 +85,40 @@ def start_emulator(state_dir: Path, on_poll: Callable[[Poll[int]], None] | None 
     info = EmulatorInfo(pid=process.pid, port=port, started_at=time.time(), log_path=str(log_path))
     _record_path(state_dir).write_text(json.dumps(asdict(info)))
     log.info("emulator started at %s (pid %s)", info.url, info.pid)
+    return _ensure_runner(state_dir, info)
+
+
+def _ensure_runner(state_dir: Path, info: EmulatorInfo) -> EmulatorInfo:
+    """Starts the local instance runner beside a running emulator if it is not running."""
+    if info.runner_pid and is_our_process(info.runner_pid, RUNNER_MODULE):
+        return info
+    runner = _spawn_module(RUNNER_MODULE, ["--state-dir", str(Path(state_dir).resolve())],
+                           emulator_dir(state_dir) / "instances.log")
+    info = EmulatorInfo(**{**asdict(info), "runner_pid": runner.pid})
+    _record_path(state_dir).write_text(json.dumps(asdict(info)))
     return info
 
 
 def stop_emulator(state_dir: Path) -> EmulatorInfo | None:
     """Stops this state folder's emulator if it runs; returns what was stopped. Tolerates one already gone."""
     info = read_record(state_dir)
+    if info and info.runner_pid and is_our_process(info.runner_pid, RUNNER_MODULE):
+        _terminate(info.runner_pid, RUNNER_MODULE)
     if info and is_emulator_process(info.pid):
-        _terminate(info.pid)
+        _terminate(info.pid, SERVER_MODULE)
     _record_path(state_dir).unlink(missing_ok=True)
     return info if info and not is_emulator_process(info.pid) else None
 
 
 def _spawn(port_file: Path, log_path: Path) -> subprocess.Popen:
+    return _spawn_module(SERVER_MODULE, ["--port-file", str(port_file)], log_path)
+
+
+def _spawn_module(module: str, args: list[str], log_path: Path) -> subprocess.Popen:
     env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as log_file:
-        return subprocess.Popen([sys.executable, "-m", SERVER_MODULE, "--port-file", str(port_file)],
-                                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+        return subprocess.Popen([sys.executable, "-m", module, *args], stdout=log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
 
 def _probe_port(process: subprocess.Popen, port_file: Path, log_path: Path) -> Poll[int]:
@@ -126,27 +144,32 @@ def answers(url: str) -> bool:
 
 def is_emulator_process(pid: int) -> bool:
     """True if ``pid`` is alive and is our emulator (guards against a reused pid)."""
+    return is_our_process(pid, SERVER_MODULE)
+
+
+def is_our_process(pid: int, module: str) -> bool:
+    """True if ``pid`` is alive (not a zombie) and runs ``module``."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
-    return SERVER_MODULE.encode() in cmdline and status != "Z"
+    return module.encode() in cmdline and status != "Z"
 
 
-def _terminate(pid: int) -> None:
+def _terminate(pid: int, module: str) -> None:
     for signum, patience in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
         try:
             os.kill(pid, signum)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + patience
-        while time.monotonic() < deadline and is_emulator_process(pid):
+        while time.monotonic() < deadline and is_our_process(pid, module):
             _reap(pid)
             time.sleep(0.05)
-        if not is_emulator_process(pid):
+        if not is_our_process(pid, module):
             return
-    raise HybridError(f"emulator process {pid} did not stop")
+    raise HybridError(f"process {pid} ({module}) did not stop")
 
 
 def _reap(pid: int) -> None:

@@ -1,0 +1,39 @@
+"""Wires a worker from settings: the stack's queues and buckets, the classifier, and its way to terminate."""
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from app_tier.termination import SelfTerminator, instance_id_from_metadata, no_instance, shutdown_now
+from app_tier.worker import Worker, WorkerConfig
+from hybrid.aws.channels import S3Store, SqsQueue
+from hybrid.aws.compute import Ec2Fleet
+from hybrid.aws.session import AwsClients
+from hybrid.aws.stack import stack_names
+from hybrid.contracts import ImageClassifier
+from hybrid.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(settings: Settings, instance_id: str, classifier: ImageClassifier) -> Worker:
+    clients, names = AwsClients(settings), stack_names(settings)
+
+    @lru_cache(maxsize=64)
+    def replies_to(queue_name: str) -> SqsQueue:
+        return SqsQueue(clients.sqs, queue_name)
+
+    return Worker(WorkerConfig.from_settings(settings), SqsQueue(clients.sqs, names.request_queue), replies_to,
+                  S3Store(clients.s3, names.input_bucket), S3Store(clients.s3, names.output_bucket), classifier,
+                  terminator(settings, clients, instance_id))
+
+
+def terminator(settings: Settings, clients: AwsClients, instance_id: str):
+    """Local instances end through the API only; on AWS the id comes from IMDSv2 and the OS is the fallback."""
+    on_aws = settings.aws.use_instance_metadata
+    if on_aws and not instance_id:
+        instance_id = instance_id_from_metadata()
+    if not instance_id:
+        return no_instance
+    fleet = Ec2Fleet(clients.ec2, settings.stack)
+    return SelfTerminator(fleet.terminate, instance_id, shutdown_now if on_aws else None)

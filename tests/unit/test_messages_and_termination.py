@@ -1,0 +1,93 @@
+import http.server
+import threading
+
+import pytest
+
+from app_tier.termination import SelfTerminator, instance_id_from_metadata
+from hybrid.errors import CloudError, HybridError
+from hybrid.messages import ClassifyReply, ClassifyRequest, MalformedMessage
+from hybrid.retry import is_transient, retry
+from hybrid.clock import FakeClock
+from hybrid.errors import NotFoundError
+
+
+def test_a_request_round_trips_and_fits_the_1kb_queue():
+    request = ClassifyRequest("0" * 32, "sha256/" + "f" * 64, "n" * 200, "stack-name-responses-web-12345")
+    assert ClassifyRequest.from_body(request.to_body()) == request
+    assert len(request.to_body().encode()) < 1024
+
+
+@pytest.mark.parametrize("body", ["", "[]", "{}", '{"v": 2, "id": "a", "key": "k", "name": "n", "reply_to": "q"}',
+                                  '{"v": 1, "id": "a", "key": "k", "reply_to": "q"}',
+                                  '{"v": 1, "id": "a", "key": "k", "name": "../etc/passwd", "reply_to": "q"}',
+                                  '{"v": 1, "id": "a", "key": "k", "name": "a\\nb", "reply_to": "q"}'])
+def test_malformed_requests_are_rejected(body):
+    with pytest.raises(MalformedMessage):
+        ClassifyRequest.from_body(body)
+
+
+def test_a_reply_round_trips():
+    reply = ClassifyReply("id", "cat", "tabby", (("tabby", 0.5), ("tiger cat", 0.25)), "m@1")
+    assert ClassifyReply.from_body(reply.to_body()) == reply
+    assert not ClassifyReply("id", "x", error="bad image").ok
+
+
+def test_retry_backs_off_on_transient_errors_only():
+    clock, attempts = FakeClock(), []
+
+    def flaky():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise CloudError("throttled", "SlowDown")
+        return "ok"
+    assert retry(flaky, "thing", clock=clock) == "ok"
+    assert clock.sleeps == [0.2, 0.4]
+    with pytest.raises(NotFoundError):
+        retry(lambda: (_ for _ in ()).throw(NotFoundError("gone")), "thing", clock=clock)
+    assert not is_transient(NotFoundError("gone")) and is_transient(CloudError("x"))
+
+
+def test_self_termination_falls_back_to_an_os_shutdown_only_when_given():
+    calls = []
+
+    def failing_api(ids):
+        raise CloudError("UnauthorizedOperation")
+    SelfTerminator(failing_api, "i-1", os_fallback=lambda: calls.append("shutdown"))()
+    assert calls == ["shutdown"]
+    with pytest.raises(HybridError):
+        SelfTerminator(failing_api, "i-1")()
+    SelfTerminator(lambda ids: calls.append(ids), "i-2")()
+    assert calls[-1] == ["i-2"]
+
+
+class FakeMetadataService(http.server.BaseHTTPRequestHandler):
+    """IMDSv2 on loopback: a token from PUT, the instance id only with that token."""
+
+    def do_PUT(self):
+        ok = self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+        self._answer(200 if ok else 400, b"token-123")
+
+    def do_GET(self):
+        ok = self.path == "/latest/meta-data/instance-id" and self.headers.get("X-aws-ec2-metadata-token") == \
+            "token-123"
+        self._answer(200 if ok else 401, b"i-0abc")
+
+    def _answer(self, code, body):
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_instance_id_comes_from_imdsv2_with_a_session_token():
+    server = http.server.HTTPServer(("127.0.0.1", 0), FakeMetadataService)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert instance_id_from_metadata(f"http://127.0.0.1:{server.server_port}") == "i-0abc"
+    finally:
+        server.shutdown()
+    with pytest.raises(HybridError, match="instance metadata service"):
+        instance_id_from_metadata("http://127.0.0.1:9", timeout=0.5)
