@@ -6,20 +6,26 @@ Part 1, SQS, against two servers started side by side in one run, both on 127.0.
   * ``patched``: the project's emulator (``hybrid.emulator.start_emulator``: moto plus ``sqs_fixes``);
   * ``unpatched``: a plain ``python -m moto.server``.
 Every message body is 1000 bytes. Rows:
-  * ``send``: ``send_message_batch`` of 10 into an empty queue, one thread, messages per second.
-  * ``receive+delete @ depth D``: the queue is filled to D messages, then one thread repeats
-    ``receive_message(MaxNumberOfMessages=10)`` + ``delete_message_batch``; after each round the queue is topped
-    up again (untimed), so every receive sees a queue of depth D. Messages per second over the timed calls only.
-    ``n`` is how many messages were timed: a slow server stops at a per-row time budget rather than the target.
-  * ``depth 3000 / depth 100``: the ratio of those two rates. Near 1.0 means receive cost does not grow with
-    queue depth; far below 1.0 means it does (plain moto walks the whole queue for each received message).
-  * ``concurrent``: 8 threads share one queue of N messages and receive (VisibilityTimeout=60, WaitTimeSeconds=1)
-    and delete until it is empty. ``duplicates`` counts deliveries of a MessageId already delivered: with a
-    60 s visibility timeout it must be 0; anything else means receive is not atomic across requests.
+  * ``send into empty queue``: ``send_message_batch`` of 10, one thread, the first N messages of a new queue.
+  * ``receive+delete @ depth D``: one queue per server is filled to D messages (untimed; both servers are filled
+    at the same time), then one thread repeats ``receive_message(MaxNumberOfMessages=10)`` +
+    ``delete_message_batch`` and tops the queue up with a batch of as many new messages after each round, so every
+    receive sees a queue of depth D. Messages per second over the timed receive and delete calls only. ``n`` is
+    how many messages were timed: a slow server stops at a per-row time budget rather than the target count.
+  * ``send @ depth D``: the top-up batches of that row, timed apart: the send rate at depth D.
+  * ``depth 3000 / depth 100``: the ratio of the receive+delete rates. Near 1.0 means receive cost does not grow
+    with queue depth; far below 1.0 means it does (plain moto walks the whole queue for each received message).
+    With ``--quick`` the deepest depth is 1000 (filling a queue gets slower with depth on both servers).
+  * ``concurrent``: 8 threads drain one queue of N messages together, each repeating receive
+    (VisibilityTimeout=60, WaitTimeSeconds=1) + delete until a receive comes back empty. ``duplicates`` counts
+    deliveries of a MessageId already delivered: with a 60 s visibility timeout it must be 0; anything else means
+    receive is not atomic across concurrent requests.
+Servers are measured one at a time; only the untimed fills run on both at once.
 
 Part 2, ``up`` / ``down`` of a stack (buckets, queues, security group, key pair, image record) on the patched
 emulator, with a fresh stack name each repetition: the first ``up`` (creates everything), a second ``up`` (must
-change nothing), then ``down``. Median and min in seconds over the repetitions.
+change nothing), then ``down``. Median and min in seconds over the repetitions, and each run in order: the first
+run also pays one-time costs (the server loads its EC2/S3 backends, the client builds its sessions).
 """
 from __future__ import annotations
 
@@ -40,7 +46,8 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable, Iterator  # noqa: E402
 
@@ -51,7 +58,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 BODY_BYTES = 1000
 BATCH = 10
-DEPTHS = (100, 1000, 3000)
 THREADS = 8
 CLIENT_CONFIG = botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5,
                                        read_timeout=120, max_pool_connections=THREADS * 2)
@@ -62,6 +68,7 @@ class Plan:
     """How much work each measurement does."""
 
     send_messages: int
+    depths: tuple[int, ...]
     receive_messages: int
     row_budget_s: float
     concurrent_messages: int
@@ -69,10 +76,12 @@ class Plan:
     stack_repeats: int
 
 
-FULL = Plan(send_messages=1000, receive_messages=300, row_budget_s=20.0, concurrent_messages=1000,
-            concurrent_budget_s=60.0, stack_repeats=3)
-QUICK = Plan(send_messages=300, receive_messages=100, row_budget_s=6.0, concurrent_messages=300,
-             concurrent_budget_s=20.0, stack_repeats=1)
+FULL = Plan(send_messages=500, depths=(100, 1000, 3000), receive_messages=300, row_budget_s=15.0,
+            concurrent_messages=1000, concurrent_budget_s=60.0, stack_repeats=3)
+# Filling a queue costs O(depth) per message on both servers (moto recomputes every queue attribute on each send),
+# so 0 -> 3000 takes about 90 s; --quick stops at depth 1000.
+QUICK = Plan(send_messages=200, depths=(100, 1000), receive_messages=100, row_budget_s=6.0,
+             concurrent_messages=300, concurrent_budget_s=20.0, stack_repeats=1)
 
 
 @dataclass(frozen=True)
@@ -100,10 +109,16 @@ class Concurrent:
 
 
 @dataclass(frozen=True)
-class SqsResults:
+class DepthResult:
+    receive_delete: Rate
     send: Rate
-    depth: dict[int, Rate]
-    concurrent: Concurrent
+
+
+@dataclass
+class SqsResults:
+    send: Rate = Rate(0, 0.0)
+    depth: dict[int, DepthResult] = field(default_factory=dict)
+    concurrent: Concurrent = Concurrent(0, 0, 0.0)
 
 
 # ---------------------------------------------------------------- servers
@@ -178,13 +193,8 @@ def body(number: int) -> str:
     return f"{number:010d}".ljust(BODY_BYTES, "x")
 
 
-@contextlib.contextmanager
-def fresh_queue(client: Any, label: str) -> Iterator[str]:
-    url = client.create_queue(QueueName=f"bench-{label}-{secrets.token_hex(3)}")["QueueUrl"]
-    try:
-        yield url
-    finally:
-        client.delete_queue(QueueUrl=url)
+def new_queue(client: Any, label: str) -> str:
+    return client.create_queue(QueueName=f"bench-{label}-{secrets.token_hex(3)}")["QueueUrl"]
 
 
 def send_batch(client: Any, queue_url: str, count: int, first: int = 0) -> None:
@@ -199,11 +209,19 @@ def fill(client: Any, queue_url: str, count: int) -> None:
         send_batch(client, queue_url, min(BATCH, count - first), first)
 
 
+def fill_all(targets: list[tuple[Any, str, int]]) -> None:
+    """Untimed: sends ``count`` messages to each ``(client, queue_url, count)``, all servers at once."""
+    with ThreadPoolExecutor(len(targets)) as pool:
+        for future in [pool.submit(fill, *target) for target in targets]:
+            future.result()
+
+
 def measure_send(client: Any, count: int) -> Rate:
-    with fresh_queue(client, "send") as queue_url:
-        start = time.perf_counter()
-        fill(client, queue_url, count)
-        return Rate(count, time.perf_counter() - start)
+    queue_url = new_queue(client, "send")
+    try:
+        return Rate(count, timed(lambda: fill(client, queue_url, count))[0])
+    finally:
+        client.delete_queue(QueueUrl=queue_url)
 
 
 def receive_and_delete(client: Any, queue_url: str, wait_seconds: int = 0) -> list[dict[str, Any]]:
@@ -215,62 +233,77 @@ def receive_and_delete(client: Any, queue_url: str, wait_seconds: int = 0) -> li
     return messages
 
 
-def measure_at_depth(client: Any, depth: int, target: int, budget_s: float) -> Rate:
-    """Receive+delete rate with the queue held at ``depth`` (topped up, untimed, after every round)."""
-    with fresh_queue(client, f"d{depth}") as queue_url:
-        fill(client, queue_url, depth)
-        done, timed, wall_start = 0, 0.0, time.monotonic()
-        while done < target and time.monotonic() - wall_start < budget_s:
-            start = time.perf_counter()
-            got = len(receive_and_delete(client, queue_url))
-            timed += time.perf_counter() - start
-            if not got:
-                raise RuntimeError(f"queue at depth {depth} returned no message")
-            done += got
-            send_batch(client, queue_url, got)
-        return Rate(done, timed)
+def measure_at_depth(client: Any, queue_url: str, depth: int, target: int, budget_s: float) -> DepthResult:
+    """Receive+delete rate of a queue holding ``depth`` messages, topped up after every round.
+
+    The top-up sends are timed apart: they give the send rate at that depth.
+    """
+    received = sent = 0
+    receive_s = send_s = 0.0
+    wall_start = time.monotonic()
+    while received < target and time.monotonic() - wall_start < budget_s:
+        seconds, messages = timed(lambda: receive_and_delete(client, queue_url))
+        if not messages:
+            raise RuntimeError(f"queue at depth {depth} returned no message")
+        received, receive_s = received + len(messages), receive_s + seconds
+        send_s += timed(lambda: send_batch(client, queue_url, len(messages)))[0]
+        sent += len(messages)
+    return DepthResult(Rate(received, receive_s), Rate(sent, send_s))
 
 
-def measure_concurrent(url: str, count: int, budget_s: float) -> Concurrent:
-    """``THREADS`` consumers drain one queue of ``count`` messages; counts repeated MessageIds."""
-    client = sqs_client(url)
-    with fresh_queue(client, "conc") as queue_url:
-        fill(client, queue_url, count)
-        delivered: list[str] = []
-        lock, barrier = threading.Lock(), threading.Barrier(THREADS + 1)
-        deadline = time.monotonic() + budget_s
+def measure_concurrent(url: str, queue_url: str, budget_s: float) -> Concurrent:
+    """``THREADS`` consumers drain a filled queue together; counts repeated MessageIds."""
+    delivered: list[str] = []
+    lock, barrier = threading.Lock(), threading.Barrier(THREADS + 1)
+    deadline = time.monotonic() + budget_s
 
-        def consume() -> None:
-            own = sqs_client(url)
-            barrier.wait()
-            while time.monotonic() < deadline:
-                messages = receive_and_delete(own, queue_url, wait_seconds=1)
-                if not messages:
-                    return
-                with lock:
-                    delivered.extend(m["MessageId"] for m in messages)
-
-        threads = [threading.Thread(target=consume, daemon=True) for _ in range(THREADS)]
-        for thread in threads:
-            thread.start()
+    def consume() -> None:
+        own = sqs_client(url)
         barrier.wait()
-        start = time.perf_counter()
-        for thread in threads:
-            thread.join()
-        return Concurrent(len(delivered), len(set(delivered)), time.perf_counter() - start)
+        while time.monotonic() < deadline:
+            messages = receive_and_delete(own, queue_url, wait_seconds=1)
+            if not messages:
+                return
+            with lock:
+                delivered.extend(m["MessageId"] for m in messages)
+
+    threads = [threading.Thread(target=consume, daemon=True) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return Concurrent(len(delivered), len(set(delivered)), time.perf_counter() - start)
 
 
-def measure_sqs(url: str, plan: Plan, progress: Callable[[str], None]) -> SqsResults:
-    client = sqs_client(url)
-    progress("send")
-    send = measure_send(client, plan.send_messages)
-    depth = {}
-    for d in DEPTHS:
-        progress(f"depth {d}")
-        depth[d] = measure_at_depth(client, d, plan.receive_messages, plan.row_budget_s)
-    progress("concurrent")
-    concurrent = measure_concurrent(url, plan.concurrent_messages, plan.concurrent_budget_s)
-    return SqsResults(send, depth, concurrent)
+def measure_sqs(urls: dict[str, str], plan: Plan) -> dict[str, SqsResults]:
+    """Every SQS row for every server. Fills run on all servers at once; timed parts run one server at a time."""
+    clients = {name: sqs_client(url) for name, url in urls.items()}
+    results = {name: SqsResults() for name in urls}
+    for name, client in clients.items():
+        progress(name, "send")
+        results[name].send = measure_send(client, plan.send_messages)
+    queues = {name: new_queue(client, "depth") for name, client in clients.items()}
+    depth_now = 0
+    for depth in plan.depths:
+        progress("all", f"fill to depth {depth}")
+        fill_all([(clients[name], queues[name], depth - depth_now) for name in urls])
+        depth_now = depth
+        for name, client in clients.items():
+            progress(name, f"receive+delete at depth {depth}")
+            results[name].depth[depth] = measure_at_depth(client, queues[name], depth, plan.receive_messages,
+                                                          plan.row_budget_s)
+    for name, client in clients.items():
+        client.delete_queue(QueueUrl=queues[name])
+    queues = {name: new_queue(client, "conc") for name, client in clients.items()}
+    progress("all", f"fill {plan.concurrent_messages} for the concurrent run")
+    fill_all([(clients[name], queues[name], plan.concurrent_messages) for name in urls])
+    for name, url in urls.items():
+        progress(name, f"concurrent, {THREADS} threads")
+        results[name].concurrent = measure_concurrent(url, queues[name], plan.concurrent_budget_s)
+        clients[name].delete_queue(QueueUrl=queues[name])
+    return results
 
 
 # ---------------------------------------------------------------- stack up / down
@@ -319,21 +352,23 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def ratio(results: SqsResults) -> str:
-    low, high = results.depth[DEPTHS[0]].per_second, results.depth[DEPTHS[-1]].per_second
+def ratio(results: SqsResults, depths: tuple[int, ...]) -> str:
+    low, high = (results.depth[d].receive_delete.per_second for d in (depths[0], depths[-1]))
     return f"{high / low:.2f}" if low else "n/a"
 
 
-def sqs_table(patched: SqsResults, unpatched: SqsResults, plan: Plan) -> str:
-    both = (patched, unpatched)
-    rows = [["send (batch of 10), msgs/s", *(r.send.cell() for r in both)]]
-    rows += [[f"receive+delete @ depth {d}, msgs/s", *(r.depth[d].cell() for r in both)] for d in DEPTHS]
-    rows.append([f"depth {DEPTHS[-1]} / depth {DEPTHS[0]}", *(ratio(r) for r in both)])
-    rows.append([f"concurrent {THREADS} threads, msgs/s",
+def sqs_table(results: dict[str, SqsResults], plan: Plan) -> str:
+    both, depths = list(results.values()), plan.depths
+    rows = [["send (batch of 10) into empty queue, msgs/s", *(r.send.cell() for r in both)]]
+    rows += [[f"send (batch of 10) @ depth {d}, msgs/s", *(r.depth[d].send.cell() for r in both)] for d in depths]
+    rows += [[f"receive+delete @ depth {d}, msgs/s", *(r.depth[d].receive_delete.cell() for r in both)]
+             for d in depths]
+    rows.append([f"receive+delete: depth {depths[-1]} / depth {depths[0]}", *(ratio(r, depths) for r in both)])
+    rows.append([f"concurrent {THREADS} threads receive+delete, msgs/s",
                  *(Rate(r.concurrent.unique, r.concurrent.seconds).cell() for r in both)])
     rows.append([f"concurrent duplicates / deliveries (of {plan.concurrent_messages})",
                  *(f"{r.concurrent.duplicates} / {r.concurrent.deliveries}" for r in both)])
-    return table(["SQS, 1000-byte bodies", "patched (emulator)", "unpatched moto"], rows)
+    return table(["SQS, 1000-byte bodies", *(f"{name}" for name in results)], rows)
 
 
 def stack_table(runs: list[StackRun]) -> str:
@@ -341,9 +376,10 @@ def stack_table(runs: list[StackRun]) -> str:
     for label, values in (("up (first, creates)", [r.first_up for r in runs]),
                           ("up (second, no changes)", [r.second_up for r in runs]),
                           ("down", [r.down for r in runs])):
-        rows.append([label, f"{statistics.median(values):.3f}", f"{min(values):.3f}", str(len(values))])
+        rows.append([label, f"{statistics.median(values):.3f}", f"{min(values):.3f}",
+                     ", ".join(f"{v:.3f}" for v in values)])
     changes = ", ".join(f"{r.first_changes}/{r.second_changes}" for r in runs)
-    return table(["stack on patched emulator", "median s", "min s", "runs"], rows) + \
+    return table(["stack on patched emulator", "median s", "min s", "each run, s"], rows) + \
         f"\nchanges made by first/second up, per run: {changes}"
 
 
@@ -358,14 +394,14 @@ def header() -> str:
 _T0 = time.perf_counter()
 
 
-def progress(server: str) -> Callable[[str], None]:
-    return lambda step: print(f"  {time.perf_counter() - _T0:7.1f}s [{server}] {step} ...", file=sys.stderr,
-                              flush=True)
+def progress(server: str, step: str) -> None:
+    print(f"  {time.perf_counter() - _T0:6.1f} s  [{server}] {step}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer messages and one stack run (about 1 minute)")
+    parser.add_argument("--quick", action="store_true",
+                        help="depths 100 and 1000 only, fewer messages, one stack run (about 1 minute)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
@@ -373,13 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-aws-") as tmp:
         state_dir = Path(tmp) / "state"
         with patched_emulator(state_dir) as patched_url, unpatched_moto(Path(tmp) / "moto.log") as plain_url:
-            patched = measure_sqs(patched_url, plan, progress("patched"))
-            unpatched = measure_sqs(plain_url, plan, progress("unpatched"))
+            results = measure_sqs({"patched (emulator)": patched_url, "unpatched moto": plain_url}, plan)
             print()
-            print(sqs_table(patched, unpatched, plan), flush=True)
+            print(sqs_table(results, plan), flush=True)
             runs = []
             for index in range(plan.stack_repeats):
-                progress("patched")(f"stack run {index + 1}")
+                progress("patched (emulator)", f"stack run {index + 1}")
                 runs.append(time_stack(state_dir, stack_name(index)))
             print()
             print(stack_table(runs))
