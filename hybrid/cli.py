@@ -281,6 +281,30 @@ def aws_status(ctx: Context, as_json: bool) -> None:
 
 # ---------------------------------------------------------------- app tier
 
+def _register_classify() -> None:
+    from app_tier.cli import classify
+
+    main.add_command(classify)
+
+
+_register_classify()
+
+
+@main.group()
+def models() -> None:
+    """The classifier's model files."""
+
+
+@models.command("prepare")
+def models_prepare() -> None:
+    """Export the ONNX model into the cache once (workers then start without importing torch)."""
+    from app_tier.classifier import load_classifier
+
+    started = time.monotonic()
+    classifier = load_classifier("auto", 1)
+    click.echo(f"{classifier.model_id} ready on {classifier.runtime} in {time.monotonic() - started:.1f} s")
+
+
 @main.command("worker")
 @click.option("--instance-id", default="", help="the instance this worker runs on (given by the local instance "
                                                  "runner; on AWS read from the instance metadata service)")
@@ -297,10 +321,54 @@ def worker_command(ctx: Context, instance_id: str, user_data: str | None) -> Non
 
     ctx.user_data = user_data
     settings = ctx.settings
-    classifier = load_classifier(settings.worker.runtime, settings.worker.threads,
-                                 settings.state_path / "models")
+    classifier = load_classifier(settings.worker.runtime, settings.worker.threads)
     worker = build_worker(settings, instance_id, classifier)
     click.echo(f"worker {instance_id or '(no instance)'}: model {classifier.model_id} on {classifier.runtime}, "
                f"stack {settings.stack}", err=True)
     reason = worker.run()
     click.echo(f"worker {instance_id or '(no instance)'} stopped ({reason}): {worker.stats}", err=True)
+
+
+# ---------------------------------------------------------------- autoscaler
+
+def timeline_path(settings: Settings) -> "Path":
+    from pathlib import Path
+
+    return Path(settings.state_dir) / "autoscale" / f"{settings.stack}-timeline.jsonl"
+
+
+@main.command("autoscale")
+@click.option("--ticks", type=int, default=None, help="stop after N ticks (default: run until interrupted)")
+@click.option("--plot", "plot_to", metavar="PNG", help="do not scale: draw the recorded timeline into PNG and exit")
+@pass_context
+def autoscale_command(ctx: Context, ticks: int | None, plot_to: str | None) -> None:
+    """Size the app-tier fleet from the request backlog, every scaling.poll_interval seconds.
+
+    Wants ceil((waiting + in flight) / scaling.messages_per_worker) workers, between scaling.min_workers and
+    scaling.max_workers, counting pending instances as capacity and launching the difference in one call. It never
+    terminates a running worker: workers end themselves after worker.idle_timeout. It does end instances stuck
+    pending, leaked (stopped) ones, and any beyond the maximum. Each tick is one log line and one row in
+    <state_dir>/autoscale/<stack>-timeline.jsonl.
+    """
+    from pathlib import Path
+
+    from hybrid.autoscale.loop import read_timeline
+    from hybrid.autoscale.plot import plot_timeline
+
+    settings = ctx.settings
+    if plot_to:
+        out = plot_timeline(read_timeline(timeline_path(settings)), Path(plot_to), f"stack {settings.stack}")
+        click.echo(f"timeline written to {out}")
+        return
+    import threading
+
+    from hybrid.autoscale.service import build_autoscaler
+
+    logging.getLogger("hybrid.autoscale").setLevel(logging.INFO)
+    scaler = build_autoscaler(settings, timeline_path(settings))
+    click.echo(f"autoscaling stack {settings.stack}: {settings.scaling.min_workers}..{settings.scaling.max_workers}"
+               f" workers, tick every {settings.scaling.poll_interval:g} s", err=True)
+    try:
+        scaler.run(threading.Event(), max_ticks=ticks)
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)

@@ -21,6 +21,16 @@ class SystemClock:
         time.sleep(max(0.0, seconds))
 
 
+class WallClock:
+    """Epoch seconds, for code that compares with cloud timestamps (an instance's launch time)."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
+
 class FakeClock:
     """A clock that moves only when slept on or advanced."""
 

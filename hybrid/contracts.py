@@ -99,6 +99,9 @@ class Fleet(Protocol):
     def terminate(self, instance_ids: Sequence[str]) -> None:
         """Asks for termination; ids already gone are fine."""
 
+    def launch(self, count: int, token: str) -> list[str]:
+        """Launches ``count`` app-tier instances in one call; the same ``token`` never launches twice."""
+
 
 @dataclass(frozen=True)
 class QueueDepth:

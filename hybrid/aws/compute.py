@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +16,7 @@ log = logging.getLogger(__name__)
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 ORIGIN_TAG = "hybrid:origin"
 ORIGIN_REGISTERED = "registered"
+LAUNCH_TOKEN_TAG = "hybrid:launch-token"
 
 
 def tag_specification(resource_type: str, tags: dict[str, str]) -> list[dict[str, Any]]:
@@ -179,11 +181,48 @@ class ImageDriver:
         return True
 
 
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How app-tier instances are launched. ``user_data`` is the workers' settings JSON: never credentials."""
+
+    image_id: str
+    instance_type: str
+    key_name: str
+    security_group_id: str
+    user_data: str
+    instance_profile: str = ""
+
+
 class Ec2Fleet:
     """The stack's app-tier instances, found by the ``hybrid:stack`` tag."""
 
-    def __init__(self, ec2: MappedClient, stack: str) -> None:
-        self.ec2, self.stack = ec2, stack
+    def __init__(self, ec2: MappedClient, stack: str, spec: LaunchSpec | None = None) -> None:
+        self.ec2, self.stack, self.spec = ec2, stack, spec
+
+    def launch(self, count: int, token: str) -> list[str]:
+        """One run_instances call for ``count`` instances. The token is sent as ClientToken and tagged, and
+        instances already carrying it are returned instead (the local server ignores ClientToken)."""
+        if self.spec is None:
+            raise HybridError("this fleet has no launch specification")
+        launched = self._with_token(token)
+        if launched:
+            return launched
+        spec = self.spec
+        tags = {STACK_TAG: self.stack, ROLE_TAG: ROLE_APP_TIER, LAUNCH_TOKEN_TAG: token}
+        extra = {"IamInstanceProfile": {"Name": spec.instance_profile}} if spec.instance_profile else {}
+        reply = self.ec2.run_instances(
+            ImageId=spec.image_id, InstanceType=spec.instance_type, KeyName=spec.key_name,
+            SecurityGroupIds=[spec.security_group_id], UserData=spec.user_data, MinCount=count, MaxCount=count,
+            ClientToken=token, InstanceInitiatedShutdownBehavior="terminate",
+            MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
+            TagSpecifications=tag_specification("instance", tags), **extra)
+        return [i["InstanceId"] for i in reply["Instances"]]
+
+    def _with_token(self, token: str) -> list[str]:
+        filters = [{"Name": f"tag:{LAUNCH_TOKEN_TAG}", "Values": [token]},
+                   {"Name": f"tag:{STACK_TAG}", "Values": [self.stack]}]
+        reservations = self.ec2.describe_instances(Filters=filters)["Reservations"]
+        return [i["InstanceId"] for r in reservations for i in r["Instances"]]
 
     def instances(self) -> list[Instance]:
         filters = [{"Name": f"tag:{STACK_TAG}", "Values": [self.stack]},

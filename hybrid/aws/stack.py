@@ -10,7 +10,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from hybrid.clock import Clock, SystemClock
 from hybrid.contracts import (ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Change, Fleet, Observed, Resource,
@@ -20,6 +20,9 @@ from hybrid.naming import (ROLE_APP_TIER, ROLE_DEAD_LETTERS, ROLE_INPUT, ROLE_OU
                            ROLE_RESPONSES, StackNames)
 from hybrid.settings import Settings
 from hybrid.wait import Poll, wait_for
+
+if TYPE_CHECKING:
+    from hybrid.aws.compute import LaunchSpec
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]
@@ -200,6 +203,19 @@ class AwsStack:
 
         return wait_for(f"{kind} {found.name} to be free to delete", attempt, timeout=DEPENDENCY_TIMEOUT,
                         interval=2.0, clock=self.clock)
+
+    def launch_spec(self, user_data: str) -> "LaunchSpec":
+        """What the autoscaler launches with: the stack's AMI, security group, key pair and instance profile."""
+        from hybrid.aws.compute import LaunchSpec
+
+        found = {r.kind: self.drivers[r.kind].observe(r) for r in self.desired}
+        missing = [kind for kind in ("image", "security_group", "key_pair") if found.get(kind) is None]
+        if missing:
+            raise NotFoundError(f"stack {self.settings.stack} is not set up ({', '.join(missing)} missing): "
+                                "run `hybrid aws up` first")
+        profile = found.get("instance_profile")
+        return LaunchSpec(found["image"].id, self.settings.aws.instance_type, found["key_pair"].name,
+                          found["security_group"].id, user_data, profile.name if profile else "")
 
     def status(self) -> list[dict[str, Any]]:
         """One row per resource (kind, name, id, state, detail), then one for the instances."""

@@ -34,10 +34,13 @@ class LocalInstanceRunner:
     ec2: MappedClient
     state_dir: Path
     spawn: Callable[[str, Path, Path, Path], subprocess.Popen] = field(default=None)  # type: ignore[assignment]
+    prepare: Callable[[], None] = field(default=None)  # type: ignore[assignment]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    prepared: bool = False
 
     def __post_init__(self) -> None:
         self.spawn = self.spawn or spawn_worker
+        self.prepare = self.prepare or prepare_model
 
     def tick(self) -> None:
         """One reconciliation: start, kill and reap so processes match live instances."""
@@ -70,6 +73,9 @@ class LocalInstanceRunner:
         return [i["InstanceId"] for r in reservations for i in r["Instances"]]
 
     def _start(self, instance_id: str) -> None:
+        if not self.prepared:
+            self.prepare()
+            self.prepared = True
         folder = self.state_dir / "instances" / instance_id
         folder.mkdir(parents=True, exist_ok=True)
         user_data = folder / "user-data.json"
@@ -99,6 +105,12 @@ class LocalInstanceRunner:
             self.ec2.terminate_instances(InstanceIds=[instance_id])
         except NotFoundError:
             pass
+
+
+def prepare_model() -> None:
+    """Exports the ONNX model once, so that workers start from the cache instead of each importing torch."""
+    log.info("preparing the model cache before the first worker starts")
+    subprocess.run([sys.executable, "-m", "hybrid", "models", "prepare"], check=False, stdin=subprocess.DEVNULL)
 
 
 def spawn_worker(instance_id: str, user_data: Path, log_path: Path, state_dir: Path) -> subprocess.Popen:

@@ -1,0 +1,88 @@
+"""Image bytes in, the model's input out: one float32 array (3, 224, 224), or a :class:`BadImageError` saying why not.
+
+The steps: open with PIL (only the formats in ``ALLOWED_FORMATS``), check the declared size against the limits below
+before decoding a pixel, let JPEG decode at reduced scale (``draft``), force a full load (a truncated file is an
+error, never a grey-filled guess), apply the EXIF orientation, convert to RGB, resize the shorter side to 256
+(bilinear) and take the centre 224 x 224 square, then scale 0..255 to (x - 127) / 128.
+
+PIL's global settings are left alone: ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False (its default) and
+``Image.MAX_IMAGE_PIXELS`` keeps PIL's default, because the tighter limit here is checked on its own. While one image
+opens, PIL's ``DecompressionBombWarning`` is turned into an error; before Python 3.14 ``warnings.catch_warnings``
+changes the process-wide filter for that moment.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from hybrid.errors import HybridError
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+MAX_PIXELS = 40_000_000
+MAX_SIDE = 12_000
+RESIZE_SHORTER_SIDE = 256
+CROP_SIZE = 224
+
+
+class BadImageError(HybridError):
+    """The bytes are not an image this service can classify; the message says why."""
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode image bytes into the model's input: float32, shape (3, 224, 224), values in [-127/128, 1]."""
+    if not data:
+        raise BadImageError("empty image: no bytes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = _load_checked(data)
+        except BadImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise BadImageError(f"decompression bomb: {exc}") from None
+        except Exception as exc:  # PIL raises many types on malformed input; each means "cannot decode"
+            raise BadImageError(_describe_decode_failure(exc)) from None
+    return _normalise(_centre_crop(image))
+
+
+def _load_checked(data: bytes) -> Image.Image:
+    """Open, check the declared size, decode every pixel, upright and RGB."""
+    image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    _check_size(*image.size)
+    image.draft("RGB", (RESIZE_SHORTER_SIDE, RESIZE_SHORTER_SIDE))
+    image.load()
+    return ImageOps.exif_transpose(image).convert("RGB")
+
+
+def _check_size(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise BadImageError(f"decompression bomb: {width}x{height} is over the {MAX_PIXELS:,}-pixel limit")
+    if max(width, height) > MAX_SIDE:
+        raise BadImageError(f"image too large: {width}x{height} has a side over {MAX_SIDE} pixels")
+    if min(width, height) < 1:
+        raise BadImageError(f"image has no pixels: {width}x{height}")
+
+
+def _describe_decode_failure(exc: Exception) -> str:
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)})"
+    if "truncated" in str(exc):
+        return f"truncated image: {exc}"
+    return f"corrupt image: {exc or type(exc).__name__}"
+
+
+def _centre_crop(image: Image.Image) -> Image.Image:
+    """Resize so the shorter side is 256, keep the centre 224 x 224; done as one resample of that region only."""
+    width, height = image.size
+    scale = RESIZE_SHORTER_SIDE / min(width, height)
+    side = CROP_SIZE / scale
+    left, top = (width - side) / 2, (height - side) / 2
+    return image.resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+
+
+def _normalise(image: Image.Image) -> np.ndarray:
+    pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)
+    return np.ascontiguousarray((pixels - 127.0) / 128.0)

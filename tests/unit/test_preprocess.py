@@ -1,0 +1,164 @@
+"""decode_image: the model's input from good images, one clear BadImageError from bad ones."""
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from app_tier.preprocess import BadImageError, decode_image
+from hybrid.errors import HybridError
+
+MAGENTA = (255, 0, 127)
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def noise_jpeg(width: int = 640, height: int = 480) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return encode(Image.fromarray(pixels), "JPEG", quality=90)
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims `width` x `height` 8-bit grey pixels: a decompression bomb's calling card."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + png_chunk(b"IEND", b""))
+
+
+# ------------------------------------------------------------------ good images
+
+@pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("GIF", "P"), ("WEBP", "RGB"),
+                                       ("BMP", "RGB"), ("JPEG", "CMYK")])
+def test_any_supported_format_and_mode_gives_rgb_float32_normalised(fmt, mode):
+    pixels = decode_image(encode(Image.new("RGB", (300, 200), MAGENTA).convert(mode), fmt))
+    assert pixels.shape == (3, 224, 224) and pixels.dtype == np.float32 and pixels.flags.c_contiguous
+    # (x - 127) / 128 per channel, in R, G, B order; JPEG may move a value by a few levels
+    np.testing.assert_allclose(pixels.mean(axis=(1, 2)), [(255 - 127) / 128, -127 / 128, 0], atol=4 / 128)
+
+
+def test_black_and_white_map_to_the_ends_of_the_range():
+    image = Image.new("L", (256, 256), 0)
+    image.paste(255, (128, 0, 256, 256))
+    pixels = decode_image(encode(image, "PNG"))
+    assert pixels.min() == -127 / 128 and pixels.max() == 1.0
+
+
+def test_greyscale_fills_all_three_channels():
+    pixels = decode_image(encode(Image.new("L", (256, 256), 191), "PNG"))
+    np.testing.assert_array_equal(pixels, np.full((3, 224, 224), (191 - 127) / 128, dtype=np.float32))
+
+
+@pytest.mark.parametrize("size", [(1000, 256), (256, 1000)])
+def test_keeps_the_centre_square_of_the_shorter_side(size):
+    """A 224-pixel green band centred along the longer side, red outside it: the crop must be all green."""
+    width, height = size
+    image = Image.new("RGB", size, (255, 0, 0))
+    band = (388, 0, 612, height) if width > height else (0, 388, width, 612)
+    image.paste((0, 255, 0), band)
+    pixels = decode_image(encode(image, "PNG"))
+    np.testing.assert_allclose(pixels[:, [0, 111, 223], :][:, :, [0, 111, 223]].reshape(3, -1).T,
+                               [[-127 / 128, 1.0, -127 / 128]] * 9, atol=1e-6)
+
+
+def test_small_images_are_scaled_up():
+    pixels = decode_image(encode(Image.new("RGB", (40, 30), MAGENTA), "PNG"))
+    assert pixels.shape == (3, 224, 224)
+
+
+def test_exif_orientation_is_applied():
+    """Stored 256 wide x 512 high, red above blue; orientation 6 shows it turned 90 degrees clockwise."""
+    image = Image.new("RGB", (256, 512), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 256, 256, 512))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    pixels = decode_image(encode(image, "JPEG", quality=95, exif=exif))
+    left, right = pixels[:, 112, 10], pixels[:, 112, 213]
+    assert left[2] > 0.9 > left[0]  # blue on the left
+    assert right[0] > 0.9 > right[2]  # red on the right
+
+
+# ------------------------------------------------------------------ bad images
+
+def test_bad_image_error_is_a_project_error():
+    assert issubclass(BadImageError, HybridError)
+
+
+def test_empty_bytes():
+    with pytest.raises(BadImageError, match="empty"):
+        decode_image(b"")
+
+
+@pytest.mark.parametrize("data", [b"hello, this is text", b"\xff\xd8\xff" + b"\0" * 10, b"GIF89a"])
+def test_not_an_image(data):
+    with pytest.raises(BadImageError, match="not an image"):
+        decode_image(data)
+
+
+def test_formats_outside_the_allowed_list_are_refused():
+    with pytest.raises(BadImageError, match="not an image in a supported format"):
+        decode_image(encode(Image.new("RGB", (300, 200)), "TIFF"))
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.98])
+def test_truncated_jpeg_is_refused_not_grey_filled(fraction):
+    data = noise_jpeg()
+    with pytest.raises(BadImageError, match="truncated"):
+        decode_image(data[:int(len(data) * fraction)])
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_truncated_png_is_refused():
+    data = encode(Image.new("RGB", (300, 200), MAGENTA), "PNG")
+    with pytest.raises(BadImageError, match="truncated"):
+        decode_image(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("side", [7000,  # over this module's 40-megapixel limit
+                                  10000,  # over PIL's warning limit: the warning counts as an error
+                                  20000])  # over PIL's error limit
+def test_decompression_bomb_is_refused_before_decoding(side):
+    with pytest.raises(BadImageError, match="decompression bomb"):
+        decode_image(png_claiming(side, side))
+
+
+def test_a_real_highly_compressible_bomb_is_refused():
+    data = encode(Image.new("L", (8000, 8000)), "PNG")
+    assert len(data) < 200_000
+    with pytest.raises(BadImageError, match="decompression bomb"):
+        decode_image(data)
+
+
+def test_pil_bomb_warning_becomes_the_error_and_filters_are_restored():
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(BadImageError, match="could be decompression bomb"):
+            decode_image(png_claiming(10000, 10000))
+    assert caught == []
+    assert warnings.filters == before
+
+
+@pytest.mark.parametrize("size", [(13000, 10), (10, 13000)])
+def test_huge_side_is_refused(size):
+    with pytest.raises(BadImageError, match="too large"):
+        decode_image(encode(Image.new("L", size), "PNG"))
+
+
+def test_corrupt_data_after_a_valid_header():
+    data = bytearray(encode(Image.new("RGB", (300, 200), MAGENTA), "PNG"))
+    data[60:80] = b"\x00" * 20  # inside the compressed pixel data
+    with pytest.raises(BadImageError):
+        decode_image(bytes(data))
