@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import click
@@ -331,9 +332,7 @@ def worker_command(ctx: Context, instance_id: str, user_data: str | None) -> Non
 
 # ---------------------------------------------------------------- autoscaler
 
-def timeline_path(settings: Settings) -> "Path":
-    from pathlib import Path
-
+def timeline_path(settings: Settings) -> Path:
     return Path(settings.state_dir) / "autoscale" / f"{settings.stack}-timeline.jsonl"
 
 
@@ -350,8 +349,6 @@ def autoscale_command(ctx: Context, ticks: int | None, plot_to: str | None) -> N
     pending, leaked (stopped) ones, and any beyond the maximum. Each tick is one log line and one row in
     <state_dir>/autoscale/<stack>-timeline.jsonl.
     """
-    from pathlib import Path
-
     from hybrid.autoscale.loop import read_timeline
     from hybrid.autoscale.plot import plot_timeline
 

@@ -45,14 +45,17 @@ class InMemoryDriver:
 class FakeFleet:
     """Instances that take ``polls_to_terminate`` looks before they leave the live list after termination."""
 
-    def __init__(self, polls_to_terminate: int = 2) -> None:
+    def __init__(self, polls_to_terminate: int = 2, now=lambda: 0.0) -> None:
+        self.now = now
         self.live: dict[str, Instance] = {}
         self.countdown: dict[str, int] = {}
         self.polls_to_terminate = polls_to_terminate
         self.terminate_calls: list[list[str]] = []
+        self.launch_calls: list[tuple[int, str]] = []
+        self.fail_launches = 0
 
     def add(self, instance_id: str, state: str = "running") -> None:
-        self.live[instance_id] = Instance(instance_id, state, launched_at=0.0)
+        self.live[instance_id] = Instance(instance_id, state, launched_at=self.now())
 
     def instances(self) -> list[Instance]:
         for instance_id in list(self.countdown):
@@ -61,6 +64,16 @@ class FakeFleet:
                 del self.countdown[instance_id]
                 self.live.pop(instance_id, None)
         return list(self.live.values())
+
+    def launch(self, count: int, token: str) -> list[str]:
+        self.launch_calls.append((count, token))
+        if self.fail_launches:
+            self.fail_launches -= 1
+            raise CloudError("injected launch failure", "InsufficientInstanceCapacity")
+        ids = [f"i-{len(self.live) + len(self.launch_calls)}-{n}" for n in range(count)]
+        for instance_id in ids:
+            self.add(instance_id, state="pending")
+        return ids
 
     def terminate(self, instance_ids: Sequence[str]) -> None:
         self.terminate_calls.append(list(instance_ids))

@@ -8,6 +8,7 @@ import pytest
 
 from hybrid.emulator import start_emulator, stop_emulator
 from hybrid.settings import Settings, load
+from tests.integration.rig import Stack
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,14 @@ def settings_for(state_dir):
         dotted = {key.replace("__", "."): value for key, value in overrides.items()}
         return load(None, {}, {"stack": stack, "state_dir": str(state_dir), **dotted})
     return make
+
+
+@pytest.fixture
+def stack(settings_for, stack_name, raw_client):
+    def make(**overrides):
+        made.append(Stack(settings_for(stack_name, **overrides), raw_client))
+        return made[-1]
+    made = []
+    yield make
+    for each in made:
+        each.aws.down(report=lambda line: None)

@@ -1,0 +1,64 @@
+"""The control loop around the policy, against fakes of the queue and fleet contracts and a fake clock."""
+import json
+import logging
+
+from hybrid.autoscale.loop import Autoscaler, Timeline, read_timeline
+from hybrid.clock import FakeClock
+from hybrid.errors import CloudError
+from hybrid.settings import load
+from tests.fakes import FakeFleet, InMemoryQueue
+
+
+def make(tmp_path, max_workers="20"):
+    clock = FakeClock(1_000_000.0)
+    queue = InMemoryQueue("requests", clock)
+    fleet = FakeFleet(now=clock.now)
+    scaling = load(None, {}, {"scaling.max_workers": max_workers}).scaling
+    return Autoscaler(scaling, queue, fleet, clock, Timeline(tmp_path / "timeline.jsonl")), queue, fleet, clock
+
+
+def test_a_burst_launches_up_to_the_maximum_in_one_call(tmp_path, caplog):
+    scaler, queue, fleet, _ = make(tmp_path)
+    queue.send([f"m{i}" for i in range(100)])
+    with caplog.at_level(logging.INFO, logger="hybrid.autoscale"):
+        decision = scaler.tick()
+        assert scaler.tick().to_launch == 0, "pending instances count as capacity"
+    assert decision.to_launch == 20
+    assert len(fleet.launch_calls) == 1 and fleet.launch_calls[0][0] == 20 and fleet.launch_calls[0][1]
+    assert len(fleet.live) == 20
+    assert len([r for r in caplog.records if r.message.startswith("tick ")]) == 2
+
+
+def test_each_tick_is_one_timeline_row(tmp_path):
+    scaler, queue, fleet, _ = make(tmp_path, max_workers="3")
+    queue.send(["a", "b"])
+    scaler.tick()
+    scaler.tick()
+    rows = read_timeline(tmp_path / "timeline.jsonl")
+    assert [(r["visible"], r["pending"], r["desired"], r["launch"]) for r in rows] == [(2, 0, 2, 2), (2, 2, 2, 0)]
+    assert all(r["reason"] for r in rows)
+    json.dumps(rows)
+
+
+def test_cloud_errors_are_logged_and_the_loop_goes_on(tmp_path):
+    scaler, queue, fleet, clock = make(tmp_path)
+    queue.send(["a"])
+    fleet.fail_launches = 1
+    first = scaler.tick()
+    assert first.to_launch == 1 and fleet.live == {}
+    assert "launch" in read_timeline(tmp_path / "timeline.jsonl")[0]["error"]
+    assert scaler.tick().to_launch == 1 and len(fleet.live) == 1, "the next tick tries again"
+
+    def broken_depth():
+        raise CloudError("throttled", "Throttling")
+    queue.depth = broken_depth
+    assert scaler.tick() is None
+
+
+def test_run_ticks_on_the_injected_clock(tmp_path):
+    scaler, _, _, clock = make(tmp_path)
+    import threading
+
+    scaler.run(threading.Event(), max_ticks=5)
+    assert scaler.ticks == 5
+    assert clock.sleeps == [1.0] * 5
