@@ -6,7 +6,8 @@ and a duplicate delivery is harmless (every write is an idempotent overwrite):
 1. parse each request; a malformed one is made visible again at once and reaches the dead-letter queue after
    ``max_receive_count`` receives, while the worker goes on;
 2. fetch each image from the input bucket;
-3. classify the good images in one batch, extending the batch's visibility while it runs;
+3. classify the good images in one batch, extending the batch's visibility while it runs (images are fetched and
+   results stored by a small thread pool, so bucket calls overlap);
 4. write the label to the output bucket under the image name, and the full result under the content hash;
 5. send the replies; 6. only then delete the requests.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -77,6 +79,7 @@ class Worker:
     clock: Clock = field(default_factory=SystemClock)
     stats: WorkerStats = field(default_factory=WorkerStats)
     stop: threading.Event = field(default_factory=threading.Event)
+    io_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "worker-io"))
 
     def run(self) -> str:
         """Works until idle for ``idle_timeout`` (then terminates its instance) or until ``stop`` is set."""
@@ -111,7 +114,7 @@ class Worker:
         jobs = [job for job in (self._parse(m) for m in messages) if job]
         with VisibilityExtender(self.requests, [j.message.receipt for j in jobs], self.config.visibility,
                                 self.stats):
-            fetched = [job for job in jobs if self._fetch(job)]
+            fetched = [job for job, ok in zip(jobs, self.io_pool.map(self._fetch, jobs)) if ok]
             self._classify([job for job in fetched if job.reply is None])
             done = [job for job in fetched if job.reply is not None]
             self._store([job for job in done if job.reply.ok])
@@ -153,19 +156,22 @@ class Worker:
                 job.reply = self._error_reply(job, f"not a usable image: {result}")
             else:
                 job.reply = ClassifyReply(job.request.id, job.request.name, result.label, tuple(result.top5),
-                                          self.classifier.model_id)
+                                          self.classifier.model_id, key=job.request.key)
 
     def _error_reply(self, job: Job, error: str) -> ClassifyReply:
         log.info("request %s (%s): %s", job.request.id, job.request.name, error)
-        return ClassifyReply(job.request.id, job.request.name, model=self.classifier.model_id, error=error)
+        return ClassifyReply(job.request.id, job.request.name, model=self.classifier.model_id, error=error,
+                             key=job.request.key)
 
     def _store(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            digest = hashlib.sha256(job.image).hexdigest()
-            retry(lambda: self.outputs.put(job.request.name, job.reply.label.encode(), "text/plain; charset=utf-8"),
-                  f"storing the label of {job.request.name}", clock=self.clock)
-            retry(lambda: self.outputs.put(f"{RESULTS_PREFIX}{digest}.json", job.reply.to_body().encode(),
-                                           "application/json"), f"storing result {digest}", clock=self.clock)
+        list(self.io_pool.map(self._store_one, jobs))
+
+    def _store_one(self, job: Job) -> None:
+        digest = hashlib.sha256(job.image).hexdigest()
+        retry(lambda: self.outputs.put(job.request.name, job.reply.label.encode(), "text/plain; charset=utf-8"),
+              f"storing the label of {job.request.name}", clock=self.clock)
+        retry(lambda: self.outputs.put(f"{RESULTS_PREFIX}{digest}.json", job.reply.to_body().encode(),
+                                       "application/json"), f"storing result {digest}", clock=self.clock)
 
     def _reply(self, jobs: list[Job]) -> None:
         by_queue: dict[str, list[str]] = {}

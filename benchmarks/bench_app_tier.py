@@ -26,17 +26,22 @@ batch). Then:
     queue. ``images/s`` is N over the time from the first send to the last reply. The latency percentiles of the
     burst include queueing (everything was enqueued at t=0, so p50 is about half the burst), so read them as "time
     to drain", and the unloaded row as the per-request latency.
-  * ``worker CPU``: the worker process's user+system CPU time during the burst (from /proc/<pid>/stat), as a share
-    of one core: near 100 % means the single-threaded worker is compute-bound; well below means it waits on
-    SQS / S3 (the local server shares this machine's CPUs, its CPU time is shown beside it).
+  * ``CPU during burst``: user+system CPU time during the burst (from /proc/<pid>/stat) of the worker, the local
+    server (moto), the instance runner (it polls ``describe_instances`` every 0.25 s) and this client, each as a
+    share of one core. Near 100 % for the worker means the single-threaded worker is compute-bound; well below
+    means it waits on SQS / S3. All of them share this machine's CPUs, so on a small machine the local server
+    and the client take CPU a real worker on its own instance would have to itself.
 The ratio lines divide the end-to-end rate by the model-only onnx rates at batch 8 (the worker's batch size):
 ``classify`` (decode included) is the fair comparison; 1.0 would mean the AWS round trips cost nothing.
 
 Part 3, memory, in MiB (kB / 1024 from /proc/<pid>/status, as ``hybrid.emulator.process.rss_mb``): the worker
 (found by its instance id in /proc/*/cmdline) once loaded and idle after its first reply (VmRSS), and its peak
 over its whole life after the burst (VmHWM); the same for the model-only children (before loading the model,
-after load + one batch-1 call, and peak up to batch 16). The issue's goal is at most 300 MB per worker on the fast
-path (onnx): PASS when both the idle RSS and the peak of the worker are at most 300 MiB.
+after load + one batch-1 call, the peak once every row up to batch 8 had run -- the worker's batch size -- and the
+peak up to batch 16; rows run in order of batch size, the table prints them grouped by call). The issue's goal is
+at most 300 MB per worker on the fast path (onnx): PASS when both the idle RSS and the peak of the worker are at
+most 300 MiB. ``libtorch mapped`` (part 2) says whether /proc/<pid>/maps of the worker holds libtorch: on the fast
+path it must say no (the ONNX export is cached, so the worker never imports torch).
 
 Part 4, teardown: the stack goes down (which terminates the instance, and the runner kills its worker) and the
 emulator stops, in ``finally`` blocks; then /proc is scanned for any process still naming the instance or the
@@ -44,30 +49,29 @@ temporary state folder, and a WARNING is printed for each.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import datetime
+import hashlib
+import importlib.metadata
+import io
+import json
+import math
 import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import datetime  # noqa: E402
-import hashlib  # noqa: E402
-import importlib.metadata  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import secrets  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Iterator, Sequence  # noqa: E402
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -129,6 +133,14 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def maps_library(pid: int, name: str) -> bool | None:
+    """Whether a shared library whose path contains ``name`` is mapped into the process (None if unreadable)."""
+    try:
+        return name in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return None
 
 
 def processes_naming(markers: Sequence[str]) -> list[tuple[int, str]]:
@@ -282,7 +294,8 @@ def run_model_child(runtime: str, photo_dir: Path, reps: int) -> ModelResult:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child-runtime", runtime,
                            "--photo-dir", str(photo_dir), "--reps", str(reps)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+                          check=False, capture_output=True, text=True, env=env, cwd=ROOT,
+                          stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise RuntimeError(f"model child for {runtime} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     data = json.loads(done.stdout.strip().splitlines()[-1])
@@ -309,6 +322,7 @@ class WorkerRun:
     instance_id: str = ""
     pid: int = 0
     runtime_line: str = ""
+    torch_mapped: bool | None = None
     cold_start_s: float = 0.0
     unloaded_s: list[float] = field(default_factory=list)
     requests: int = 0
@@ -553,6 +567,7 @@ def run_worker_phase(plan: Plan, photos: dict[str, bytes], state_dir: Path, name
                  f"{run.cold_start_s:.1f} s")
         time.sleep(1.0)
         run.rss_idle = proc_status_mib(run.pid).get("VmRSS")
+        run.torch_mapped = maps_library(run.pid, "libtorch")
         run.unloaded_s = round_trip(rig, keys, plan.unloaded_requests, "single", timeout=60)
         progress(f"sending a burst of {plan.requests} requests")
         burst(rig, keys, run, info, plan.requests)
@@ -592,7 +607,9 @@ def worker_report(run: WorkerRun, onnx: ModelResult) -> str:
         model_rate = onnx.row(call, WORKER_BATCH).median_rate
         rows.append([f"ratio end-to-end / onnx {call}() batch {WORKER_BATCH} ({model_rate:.1f} images/s)",
                      f"{run.rate / model_rate:.2f}"])
-    return f"worker: {run.runtime_line}\n" + table(["one worker (batch_size 8, 1 thread)", "value"], rows)
+    torch = {True: "yes", False: "no", None: "unknown"}[run.torch_mapped]
+    heading = f"worker: {run.runtime_line}\nlibtorch mapped in the worker process: {torch}\n"
+    return heading + table(["one worker (batch_size 8, 1 thread)", "value"], rows)
 
 
 def memory_report(run: WorkerRun, models: list[ModelResult]) -> str:

@@ -153,6 +153,12 @@ def config_show(ctx: Context) -> None:
     echo_json(ctx.settings.to_dict())
 
 
+@config.command("example")
+def config_example() -> None:
+    """Print a documented hybrid.toml with every key at its default."""
+    click.echo(settings_module.example_toml(), nl=False)
+
+
 @config.command("keys")
 def config_keys() -> None:
     """List every setting with its default and meaning."""
@@ -369,3 +375,24 @@ def autoscale_command(ctx: Context, ticks: int | None, plot_to: str | None) -> N
         scaler.run(threading.Event(), max_ticks=ticks)
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
+
+
+# ---------------------------------------------------------------- web tier
+
+@main.command("web")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="gunicorn worker processes (each with web.threads threads and its own reply queue)")
+@pass_context
+def web_command(ctx: Context, processes: int) -> None:
+    """Serve the web tier with gunicorn on web.bind (default 127.0.0.1:8000).
+
+    \b
+    POST / or /upload with one image (multipart field inputFile or myfile) -> "name:label"
+    GET /healthz, /status (JSON), /metrics (Prometheus)
+    Try: curl -F inputFile=@cat.jpg http://127.0.0.1:8000/
+    """
+    from web_tier.server import WebServer
+
+    settings = ctx.settings
+    click.echo(f"web tier of stack {settings.stack} on http://{settings.web.bind}/", err=True)
+    WebServer(settings, processes).run()

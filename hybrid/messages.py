@@ -6,7 +6,8 @@ A request carries S3 keys and ids, never image bytes, so it fits the request que
 
 A reply carries the label, the top-5, the model id, or an error for an image that could not be classified::
 
-    {"v": 1, "id": ..., "name": ..., "label": "tabby", "top5": [["tabby", 0.61], ...], "model": ..., "error": ""}
+    {"v": 1, "id": ..., "name": ..., "key": <the request's key>, "label": "tabby", "top5": [["tabby", 0.61], ...],
+     "model": ..., "error": ""}
 """
 from __future__ import annotations
 
@@ -52,13 +53,14 @@ class ClassifyReply:
     top5: tuple[tuple[str, float], ...] = field(default_factory=tuple)
     model: str = ""
     error: str = ""
+    key: str = ""
 
     @property
     def ok(self) -> bool:
         return not self.error
 
     def to_body(self) -> str:
-        return json.dumps({"v": VERSION, "id": self.id, "name": self.name, "label": self.label,
+        return json.dumps({"v": VERSION, "id": self.id, "name": self.name, "key": self.key, "label": self.label,
                            "top5": [[label, round(p, 4)] for label, p in self.top5], "model": self.model,
                            "error": self.error}, separators=(",", ":"))
 
@@ -70,7 +72,7 @@ class ClassifyReply:
         except (TypeError, ValueError):
             raise MalformedMessage("reply: top5 must be [[label, probability], ...]") from None
         return cls(id=_text(data, "id"), name=_text(data, "name"), label=str(data.get("label", "")), top5=top5,
-                   model=str(data.get("model", "")), error=str(data.get("error", "")))
+                   model=str(data.get("model", "")), error=str(data.get("error", "")), key=str(data.get("key", "")))
 
 
 def _json_object(body: str) -> dict:

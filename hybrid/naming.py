@@ -38,6 +38,14 @@ class StackNames:
     def response_queue(self) -> str:
         return f"{self.stack}-responses"
 
+    def reply_queue(self, owner: str) -> str:
+        """A web-tier process's own response queue: ``<stack>-replies-<owner>`` (owner = host-pid)."""
+        return f"{self.reply_queue_prefix}{owner}"
+
+    @property
+    def reply_queue_prefix(self) -> str:
+        return f"{self.stack}-replies-"
+
     def dead_letter_queue(self, queue: str) -> str:
         return f"{queue}-dlq"
 

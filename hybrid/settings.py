@@ -15,6 +15,7 @@ import dataclasses
 import ipaddress
 import json
 import re
+import textwrap
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -113,7 +114,7 @@ class WebSettings:
     request_timeout: float = _opt(60.0, "seconds a request waits for its label before 504", min=0.1, max=3600.0)
     cache_max_entries: int = _opt(100_000, "result-cache entries kept; the least recently used go first",
                                   min=1, max=10_000_000)
-    threads: int = _opt(64, "gunicorn threads per process", min=1, max=1024)
+    threads: int = _opt(128, "gunicorn threads per process (one per request being answered)", min=1, max=1024)
 
 
 def _check_stack(value: str) -> str | None:
@@ -330,3 +331,27 @@ def describe() -> list[tuple[str, Any, str]]:
     for name, section_type in SECTIONS.items():
         rows += [(f"{name}.{f.name}", f.default, f.metadata["help"]) for f in dataclasses.fields(section_type)]
     return rows
+
+
+def example_toml() -> str:
+    """The documented example config: every key with its default and meaning (``hybrid config example``)."""
+    lines = ["# hybrid settings: copy to hybrid.toml and change what you need. Every key is optional; these are the",
+             "# defaults. Precedence: this file < HYBRID_<SECTION>_<KEY> environment variables < --set SECTION.KEY=VALUE.",
+             "# Example: HYBRID_AWS_TARGET=aws hybrid aws plan    or    hybrid --set aws.target=aws aws plan",
+             "# No credentials belong here: AWS credentials come from your usual AWS configuration (profile, env).",
+             "# Regenerate with: hybrid config example > hybrid.example.toml"]
+    current = ""
+    for key, default, help_text in describe():
+        section, _, name = key.rpartition(".")
+        if section != current:
+            lines += ["", f"[{section}]"]
+            current = section
+        lines += [f"# {line}" for line in textwrap.wrap(help_text, 110)]
+        lines.append(f"{name} = {_toml_value(default)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value) if isinstance(value, str) else repr(value)

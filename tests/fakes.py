@@ -195,3 +195,46 @@ class FakeClassifier:
         time.sleep(self.delay)
         return [ValueError("cannot identify image file") if image.startswith(b"bad")
                 else FakePrediction(image.split(b"-")[0].decode()) for image in images]
+
+
+class BlockingQueue:
+    """A thread-safe queue whose receive really waits (up to ``wait_seconds``) for a send: for threaded tests."""
+
+    def __init__(self, name: str) -> None:
+        import threading
+
+        self.name = name
+        self.bodies: list[str] = []
+        self.sent: list[str] = []
+        self._ready = threading.Condition()
+        self._next = 0
+
+    def send(self, bodies):
+        with self._ready:
+            self.bodies.extend(bodies)
+            self.sent.extend(bodies)
+            self._ready.notify_all()
+
+    def receive(self, max_messages, wait_seconds, visibility=None):
+        from hybrid.contracts import QueueMessage
+
+        with self._ready:
+            self._ready.wait_for(lambda: self.bodies, timeout=wait_seconds)
+            taken, self.bodies = self.bodies[:max_messages], self.bodies[max_messages:]
+        messages = []
+        for body in taken:
+            self._next += 1
+            messages.append(QueueMessage(f"m{self._next}", f"r{self._next}", body))
+        return messages
+
+    def delete(self, receipts):
+        return None
+
+    def hide(self, receipts, seconds):
+        return None
+
+    def depth(self):
+        from hybrid.contracts import QueueDepth
+
+        with self._ready:
+            return QueueDepth(len(self.bodies), 0)

@@ -16,8 +16,9 @@ EC2_TRUST = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Princip
 
 
 def worker_policy(names: StackNames, region: str, account: str) -> dict[str, Any]:
-    """Least privilege for a worker: its stack's queues and buckets, and terminating its stack's instances."""
-    queues = [names.request_queue, names.response_queue]
+    """Least privilege for a worker: its stack's queues (the web processes' own reply queues included) and buckets,
+    and terminating its stack's instances."""
+    queues = [names.request_queue, names.response_queue, f"{names.reply_queue_prefix}*"]
     buckets = [names.input_bucket, names.output_bucket]
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "Queues", "Effect": "Allow",

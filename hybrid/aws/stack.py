@@ -153,10 +153,20 @@ class AwsStack:
         """Terminates the stack's instances, then deletes its tagged resources; returns one line per resource."""
         outcomes = [self.terminate_instances(report, on_poll)]
         report(outcomes[0])
+        for extra in self._reply_queues():
+            outcomes.append(f"queue {extra.name}: {'deleted' if self.drivers['queue'].delete(extra) else 'gone'}")
+            report(outcomes[-1])
         for resource in reversed(self.desired):
             outcomes.append(self._delete(resource))
             report(outcomes[-1])
         return outcomes
+
+    def _reply_queues(self) -> list[Observed]:
+        """The web processes' own reply queues that carry this stack's tag."""
+        discover = getattr(self.drivers["queue"], "discover", None)
+        if discover is None:
+            return []
+        return [q for q in discover(stack_names(self.settings).reply_queue_prefix) if q.owned]
 
     def terminate_instances(self, report: Report = log.info,
                             on_poll: Callable[[Poll[int]], None] | None = None) -> str:

@@ -144,6 +144,14 @@ class QueueDriver:
             return False
         return True
 
+    def discover(self, prefix: str) -> list[Observed]:
+        """Queues whose name starts with ``prefix`` (the web processes' own reply queues)."""
+        urls = []
+        for page in self.sqs.get_paginator("list_queues").paginate(QueueNamePrefix=prefix):
+            urls += page.get("QueueUrls", [])
+        found = [self.observe(Resource(self.kind, url.rsplit("/", 1)[-1], "")) for url in urls]
+        return [f for f in found if f is not None]
+
     def depth(self, url: str) -> QueueDepth:
         names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
                  "ApproximateNumberOfMessagesDelayed"]

@@ -1,0 +1,548 @@
+"""The web tier's JSON result cache: key, persistence, atomic writes, merging across processes, eviction, threads."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import random
+import stat
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hybrid.clock import FakeClock
+from web_tier import cache as cache_module
+from web_tier.cache import CachedResult, ResultCache, image_digest
+
+
+def result(label: str, model: str = "m1") -> CachedResult:
+    return CachedResult(label, ((label, 0.75), ("other", 0.125)), model)
+
+
+def digest(name: object) -> str:
+    return image_digest(f"image bytes {name}".encode())
+
+
+def read_document(path: Path) -> dict:
+    return json.loads(path.read_bytes())
+
+
+FAKE = object()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "cache" / "results.json"
+
+
+@pytest.fixture
+def open_cache(path):
+    """Opens caches on ``path`` (a FakeClock unless given a clock or None, no flusher unless asked) and closes them all afterwards."""
+    opened: list[ResultCache] = []
+
+    def make(max_entries: int = 1000, clock=FAKE, flush_interval=None) -> ResultCache:
+        clock = FakeClock(1000.0) if clock is FAKE else clock
+        cache = ResultCache(path, max_entries, clock=clock, flush_interval=flush_interval)
+        opened.append(cache)
+        return cache
+
+    yield make
+    for cache in opened:
+        cache.close()
+
+
+def wait_until(condition, timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+# --- key ---------------------------------------------------------------------------------------------------------
+
+def test_the_digest_is_the_sha256_of_the_bytes():
+    assert image_digest(b"cat") == hashlib.sha256(b"cat").hexdigest()
+    assert image_digest(b"") != image_digest(b"\x00")
+
+
+def test_the_same_bytes_under_two_names_are_one_entry(tmp_path, open_cache):
+    (tmp_path / "cat.jpg").write_bytes(b"\xff\xd8 same pixels")
+    (tmp_path / "renamed.png").write_bytes(b"\xff\xd8 same pixels")
+    cache = open_cache()
+    cache.put(image_digest((tmp_path / "cat.jpg").read_bytes()), result("tabby"))
+    cache.put(image_digest((tmp_path / "renamed.png").read_bytes()), result("tabby"))
+    assert cache.entries == 1
+    assert cache.get(image_digest((tmp_path / "renamed.png").read_bytes())) == result("tabby")
+
+
+def test_different_bytes_never_share_an_entry(open_cache):
+    blobs = [b"", b"\x00", b"\x00\x00", b"a", b"b"] + [random.Random(i).randbytes(64) for i in range(2000)]
+    cache = open_cache(max_entries=10_000)
+    for index, blob in enumerate(blobs):
+        cache.put(image_digest(blob), result(f"label-{index}"))
+    assert cache.entries == len(blobs)
+    assert all(cache.get(image_digest(blob)).label == f"label-{index}" for index, blob in enumerate(blobs))
+
+
+def test_a_file_name_is_not_a_key(open_cache):
+    cache = open_cache()
+    with pytest.raises(ValueError, match="SHA-256"):
+        cache.put("cat.jpg", result("tabby"))
+    with pytest.raises(ValueError):
+        cache.put(digest(1).upper(), result("tabby"))
+    assert cache.get("cat.jpg") is None
+
+
+def test_a_result_must_be_well_formed():
+    assert result("x").top5 == (("x", 0.75), ("other", 0.125))
+    assert CachedResult("x", [["x", 1]], "m").top5 == (("x", 1.0),)
+    with pytest.raises(ValueError):
+        CachedResult("x", (("x", float("nan")),), "m")
+    with pytest.raises(ValueError):
+        CachedResult("x", (("x", 0.5),), "")
+
+
+# --- current model -----------------------------------------------------------------------------------------------
+
+def test_a_new_model_hides_the_old_models_entries(open_cache):
+    cache = open_cache()
+    cache.put(digest("a"), result("tabby", model="m1"))
+    assert cache.get(digest("a")) == result("tabby", model="m1")
+    cache.put(digest("b"), result("beagle", model="m2"))
+    assert cache.current_model == "m2"
+    assert cache.get(digest("a")) is None
+    assert cache.get(digest("b")) == result("beagle", model="m2")
+    assert cache.entries == 2, "other models' entries stay until evicted"
+    cache.put(digest("c"), result("goldfish", model="m1"))
+    assert cache.get(digest("a")) == result("tabby", model="m1"), "switching back makes them answer again"
+
+
+def test_the_same_image_under_two_models_is_two_entries(open_cache):
+    cache = open_cache()
+    cache.put(digest("a"), result("tabby", model="m1"))
+    cache.put(digest("a"), result("tiger cat", model="m2"))
+    assert cache.entries == 2
+    assert cache.get(digest("a")).label == "tiger cat"
+
+
+# --- persistence -------------------------------------------------------------------------------------------------
+
+def test_a_new_instance_answers_every_entry(path, open_cache):
+    first = open_cache()
+    for i in range(200):
+        first.put(digest(i), result(f"old-{i}", model="m1"))
+    for i in range(300):
+        first.put(digest(i), CachedResult(f"label-{i}", ((f"label-{i}", i / 300), ("x", 1 / 3)), "m2"))
+    first.close()
+    second = open_cache()
+    assert second.current_model == "m2"
+    assert second.entries == 500
+    for i in range(300):
+        assert second.get(digest(i)) == CachedResult(f"label-{i}", ((f"label-{i}", i / 300), ("x", 1 / 3)), "m2")
+    assert second.hits == 300 and second.misses == 0
+
+
+def test_the_file_has_the_documented_shape(path, open_cache):
+    cache = open_cache(clock=FakeClock(1234.5))
+    cache.put(digest("a"), result("tabby"))
+    cache.flush()
+    assert read_document(path) == {"version": 1, "current_model": "m1", "entries": {
+        f"m1|{digest('a')}": {"label": "tabby", "top5": [["tabby", 0.75], ["other", 0.125]], "last_used": 1234.5}}}
+
+
+def test_a_missing_file_is_an_empty_cache(path, open_cache):
+    cache = open_cache()
+    assert (cache.entries, cache.current_model, cache.get(digest("a"))) == (0, "", None)
+    cache.flush()
+    assert not path.exists(), "nothing to write yet"
+
+
+# --- atomic writes -----------------------------------------------------------------------------------------------
+
+def test_every_flush_leaves_valid_json_and_no_temp_files(path, open_cache):
+    cache = open_cache()
+    for round_ in range(5):
+        for i in range(20):
+            cache.put(digest((round_, i)), result(f"r{round_}-{i}"))
+        cache.flush()
+        assert sorted(os.listdir(path.parent)) == ["results.json", "results.json.lock"]
+        assert len(read_document(path)["entries"]) == 20 * (round_ + 1)
+
+
+def test_a_write_syncs_the_file_then_replaces_it_then_syncs_the_folder(path, open_cache, monkeypatch):
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        events.append("fsync folder" if stat.S_ISDIR(os.fstat(descriptor).st_mode) else "fsync file")
+        real_fsync(descriptor)
+
+    def replace(source, target):
+        events.append(f"replace {Path(source).parent == Path(target).parent}")
+        real_replace(source, target)
+
+    monkeypatch.setattr(cache_module.os, "fsync", fsync)
+    monkeypatch.setattr(cache_module.os, "replace", replace)
+    cache = open_cache()
+    cache.put(digest("a"), result("tabby"))
+    cache.flush()
+    assert events == ["fsync file", "replace True", "fsync folder"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_retries_later(path, open_cache, monkeypatch):
+    cache = open_cache()
+    cache.put(digest("a"), result("tabby"))
+    cache.flush()
+    before = path.read_bytes()
+    cache.put(digest("b"), result("beagle"))
+    real_replace = os.replace
+
+    def failing_replace(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache_module.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space"):
+        cache.flush()
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(path.parent)) == ["results.json", "results.json.lock"]
+    monkeypatch.setattr(cache_module.os, "replace", real_replace)
+    cache.flush()
+    assert set(read_document(path)["entries"]) == {f"m1|{digest('a')}", f"m1|{digest('b')}"}
+
+
+# --- corrupt files -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content", [
+    b"{not json",
+    b"\xff\xfe\x00\x01 binary",
+    b"",
+    b"[1, 2, 3]",
+    b'{"version": 2, "current_model": "m1", "entries": {}}',
+    b'{"version": 1, "current_model": "m1", "entries": []}',
+    b'{"version": 1, "current_model": 7, "entries": {}}',
+])
+def test_a_corrupt_file_is_moved_aside_and_the_cache_starts_empty(path, open_cache, caplog, content):
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="web_tier.cache"):
+        cache = open_cache()
+    assert (cache.entries, cache.current_model) == (0, "")
+    assert not path.exists()
+    moved = list(path.parent.glob("results.json.corrupt-*"))
+    assert len(moved) == 1 and moved[0].read_bytes() == content
+    assert any("moved it to" in record.message for record in caplog.records)
+    cache.put(digest("a"), result("tabby"))
+    cache.flush()
+    assert read_document(path)["current_model"] == "m1"
+
+
+def test_a_file_corrupted_while_running_is_moved_aside_at_the_next_write(path, open_cache):
+    cache = open_cache()
+    cache.put(digest("a"), result("tabby"))
+    cache.flush()
+    path.write_bytes(b"\x00garbage")
+    cache.put(digest("b"), result("beagle"))
+    cache.flush()
+    assert len(read_document(path)["entries"]) == 2
+    assert len(list(path.parent.glob("results.json.corrupt-*"))) == 1
+
+
+def test_malformed_entries_are_skipped_with_one_warning(path, open_cache, caplog):
+    good = {"label": "tabby", "top5": [["tabby", 0.9]], "last_used": 5.0}
+    entries = {
+        f"m1|{digest('good')}": good,
+        digest("no model"): good,
+        f"m1|{digest('short')[:10]}": good,
+        f"m1|{digest('upper').upper()}": good,
+        f"m1|{digest('label')}": {**good, "label": 3},
+        f"m1|{digest('top5')}": {**good, "top5": [["tabby"]]},
+        f"m1|{digest('top5 type')}": {**good, "top5": "tabby"},
+        f"m1|{digest('time')}": {**good, "last_used": "yesterday"},
+        f"m1|{digest('bool')}": {**good, "last_used": True},
+        f"m1|{digest('nan')}": {**good, "top5": [["tabby", float("nan")]]},
+        f"m1|{digest('value')}": ["tabby"],
+    }
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"version": 1, "current_model": "m1", "entries": entries}))
+    with caplog.at_level(logging.WARNING, logger="web_tier.cache"):
+        cache = open_cache()
+    assert cache.entries == 1
+    assert cache.get(digest("good")) == CachedResult("tabby", (("tabby", 0.9),), "m1")
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "ignored 10 malformed entries" in warnings[0]
+    assert path.exists(), "a good file with bad entries is not moved aside"
+
+
+# --- eviction ----------------------------------------------------------------------------------------------------
+
+def test_the_least_recently_used_entry_goes_first(open_cache):
+    clock = FakeClock(100.0)
+    cache = open_cache(max_entries=3, clock=clock)
+    for name in "abc":
+        clock.advance(1)
+        cache.put(digest(name), result(name))
+    clock.advance(1)
+    assert cache.get(digest("a")) is not None, "a hit makes 'a' the most recently used"
+    clock.advance(1)
+    cache.put(digest("d"), result("d"))
+    assert [name for name in "abcd" if cache.get(digest(name))] == ["a", "c", "d"]
+    clock.advance(1)
+    cache.put(digest("e"), result("e"))
+    assert cache.entries == 3
+    assert cache.get(digest("a")) is None, "'a' was used before c and d were read back"
+
+
+def test_other_models_entries_go_before_any_current_model_entry(open_cache):
+    clock = FakeClock(100.0)
+    cache = open_cache(max_entries=3, clock=clock)
+    cache.put(digest("old current"), result("a", model="m1"))
+    clock.advance(1)
+    cache.put(digest("recent other"), result("b", model="m2"))
+    clock.advance(1)
+    cache.put(digest("c"), result("c", model="m1"))
+    clock.advance(1)
+    cache.put(digest("d"), result("d", model="m1"))
+    assert cache.entries == 3
+    assert cache.get(digest("old current")) is not None, "the older m1 entry outlives the newer m2 entry"
+    cache.put(digest("recent other"), result("b", model="m2"))
+    assert cache.get(digest("recent other")) is not None
+    assert cache.entries == 3
+
+
+def test_eviction_uses_last_used_kept_in_the_file(path, open_cache):
+    clock = FakeClock(100.0)
+    first = open_cache(max_entries=3, clock=clock)
+    for name in "abc":
+        clock.advance(1)
+        first.put(digest(name), result(name))
+    clock.advance(1)
+    first.get(digest("a"))
+    first.close()
+    second = open_cache(max_entries=3, clock=clock)
+    clock.advance(1)
+    second.put(digest("d"), result("d"))
+    assert [name for name in "abcd" if second.get(digest(name))] == ["a", "c", "d"]
+
+
+def test_a_smaller_cap_at_start_keeps_the_most_recent(path, open_cache):
+    clock = FakeClock(100.0)
+    first = open_cache(clock=clock)
+    for i in range(10):
+        clock.advance(1)
+        first.put(digest(i), result(str(i)))
+    first.close()
+    second = open_cache(max_entries=4, clock=clock)
+    assert [i for i in range(10) if second.get(digest(i))] == [6, 7, 8, 9]
+
+
+# --- several instances on one file (as several processes) --------------------------------------------------------
+
+def test_two_instances_on_one_file_end_with_the_union(path, open_cache):
+    one, two = open_cache(clock=FakeClock(10.0)), open_cache(clock=FakeClock(20.0))
+    one.put(digest("x"), result("x"))
+    two.put(digest("y"), result("y"))
+    one.flush()
+    two.flush()
+    one.put(digest("z"), result("z"))
+    one.flush()
+    assert set(read_document(path)["entries"]) == {f"m1|{digest(name)}" for name in "xyz"}
+    assert one.get(digest("y")) == result("y"), "a write also brings the other's entries into memory"
+
+
+def test_for_a_key_in_both_the_later_use_wins(path, open_cache):
+    early, late = open_cache(clock=FakeClock(10.0)), open_cache(clock=FakeClock(50.0))
+    late.put(digest("x"), result("late"))
+    early.put(digest("x"), result("early"))
+    late.flush()
+    early.flush()
+    entry = read_document(path)["entries"][f"m1|{digest('x')}"]
+    assert (entry["label"], entry["last_used"]) == ("late", 50.0)
+    assert early.get(digest("x")).label == "late"
+
+
+def test_every_instance_follows_the_latest_model_switch(path, open_cache):
+    clock = FakeClock(10.0)
+    stays, switches = open_cache(clock=clock), open_cache(clock=clock)
+    stays.put(digest("a"), result("a", model="m1"))
+    stays.flush()
+    switches.flush()
+    switches.put(digest("b"), result("b", model="m2"))
+    switches.flush()
+    stays.get(digest("a"))
+    stays.flush()
+    assert read_document(path)["current_model"] == "m2"
+    assert stays.current_model == "m2"
+    assert stays.get(digest("b")) == result("b", model="m2")
+
+
+def test_a_merge_evicts_down_to_the_cap(path, open_cache):
+    one, two = open_cache(max_entries=3, clock=FakeClock(10.0)), open_cache(max_entries=3, clock=FakeClock(20.0))
+    for name in "abc":
+        one.put(digest(name), result(name))
+    one.flush()
+    two.put(digest("d"), result("d"))
+    two.put(digest("e"), result("e"))
+    two.flush()
+    kept = read_document(path)["entries"]
+    assert len(kept) == 3 and {f"m1|{digest('d')}", f"m1|{digest('e')}"} <= set(kept)
+    assert two.entries == 3
+
+
+def _put_from_another_process(path: str, worker: int, count: int, barrier) -> None:
+    cache = ResultCache(Path(path), 10_000, flush_interval=None)
+    barrier.wait()
+    for i in range(count):
+        cache.put(image_digest(f"{worker}-{i}".encode()), result(f"w{worker}-{i}"))
+        if i % 10 == 9:
+            cache.flush()
+    cache.close()
+
+
+def test_processes_sharing_one_file_lose_no_entries(path):
+    context = multiprocessing.get_context("spawn")
+    workers, count = 3, 150
+    barrier = context.Barrier(workers)
+    processes = [context.Process(target=_put_from_another_process, args=(str(path), worker, count, barrier))
+                 for worker in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+    assert [process.exitcode for process in processes] == [0] * workers
+    expected = {f"m1|{image_digest(f'{w}-{i}'.encode())}" for w in range(workers) for i in range(count)}
+    assert set(read_document(path)["entries"]) == expected
+    with ResultCache(path, 10_000, flush_interval=None) as reopened:
+        assert reopened.get(image_digest(b"2-149")) == result("w2-149")
+
+
+# --- threads -----------------------------------------------------------------------------------------------------
+
+def test_many_threads_mixing_gets_and_puts(path, open_cache):
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so races show
+    try:
+        run_threads(path, open_cache)
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def run_threads(path: Path, open_cache) -> None:
+    cache = open_cache(max_entries=300, clock=None, flush_interval=0.01)
+    threads_count, operations, keys = 32, 150, 600
+    barrier = threading.Barrier(threads_count)
+    errors: list[BaseException] = []
+    tallies: list[tuple[int, int, int]] = []
+
+    def work(seed: int) -> None:
+        rng, hits, misses, wrong = random.Random(seed), 0, 0, 0
+        try:
+            barrier.wait()
+            for _ in range(operations):
+                key = rng.randrange(keys)
+                if rng.random() < 0.4:
+                    cache.put(digest(key), result(f"label-{key}"))
+                    continue
+                found = cache.get(digest(key))
+                hits, misses = hits + (found is not None), misses + (found is None)
+                wrong += found is not None and found.label != f"label-{key}"
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            errors.append(error)
+        tallies.append((hits, misses, wrong))
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(tallies) == threads_count
+    assert sum(t[2] for t in tallies) == 0, "a hit answered another image's label"
+    assert (cache.hits, cache.misses) == (sum(t[0] for t in tallies), sum(t[1] for t in tallies))
+    assert cache.hits > 0 and cache.misses > 0
+    assert 0 < cache.entries <= 300
+    cache.close()
+    assert len(read_document(path)["entries"]) == cache.entries
+    assert sorted(os.listdir(path.parent)) == ["results.json", "results.json.lock"]
+
+
+def test_hit_rate_counts_lookups(open_cache):
+    cache = open_cache()
+    assert cache.hit_rate == 0.0
+    cache.put(digest("a"), result("a"))
+    for name in "aaab":
+        cache.get(digest(name))
+    assert (cache.hits, cache.misses, cache.hit_rate) == (3, 1, 0.75)
+
+
+# --- batching, close ---------------------------------------------------------------------------------------------
+
+def test_the_background_flusher_writes_soon_after_a_put(path, open_cache):
+    cache = open_cache(clock=None, flush_interval=0.05)
+    cache.put(digest("a"), result("a"))
+    assert wait_until(lambda: path.exists() and f"m1|{digest('a')}" in read_document(path)["entries"])
+
+
+def test_the_flusher_waits_for_the_interval_on_the_injected_clock(path, open_cache):
+    clock = FakeClock(100.0)
+    cache = open_cache(clock=clock, flush_interval=0.05)
+    cache.put(digest("a"), result("a"))
+    time.sleep(0.3)
+    assert not path.exists(), "no time has passed on the cache's clock"
+    clock.advance(0.05)
+    assert wait_until(path.exists)
+
+
+def test_the_flusher_batches_writes(path, open_cache, monkeypatch):
+    writes: list[float] = []
+    real_replace = os.replace
+
+    def counting_replace(source, target):
+        writes.append(time.monotonic())
+        real_replace(source, target)
+
+    monkeypatch.setattr(cache_module.os, "replace", counting_replace)
+    cache = open_cache(clock=None, flush_interval=0.2)
+    deadline = time.monotonic() + 1.0
+    count = 0
+    while time.monotonic() < deadline:
+        cache.put(digest(count % 50), result(str(count)))
+        count += 1
+    cache.close()
+    assert count > 100
+    assert 2 <= len(writes) <= 1.0 / 0.2 + 2, f"{len(writes)} writes for {count} puts"
+
+
+def test_close_writes_what_is_pending_and_stops_the_thread(path, open_cache):
+    cache = open_cache(clock=None, flush_interval=60.0)
+    cache.put(digest("a"), result("a"))
+    started = time.monotonic()
+    cache.close()
+    assert time.monotonic() - started < 5
+    assert f"m1|{digest('a')}" in read_document(path)["entries"]
+    assert not [t for t in threading.enumerate() if t.name == "result-cache-flusher"]
+    cache.close()
+
+
+def test_the_context_manager_closes(path):
+    with ResultCache(path, 10, clock=FakeClock(1.0), flush_interval=None) as cache:
+        cache.put(digest("a"), result("a"))
+        assert not path.exists()
+    assert read_document(path)["current_model"] == "m1"
+
+
+def test_hits_are_persisted_too(path, open_cache):
+    clock = FakeClock(10.0)
+    cache = open_cache(clock=clock)
+    cache.put(digest("a"), result("a"))
+    cache.flush()
+    clock.advance(5)
+    cache.get(digest("a"))
+    cache.flush()
+    assert read_document(path)["entries"][f"m1|{digest('a')}"]["last_used"] == 15.0

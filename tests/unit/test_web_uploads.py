@@ -1,0 +1,55 @@
+import io
+
+import pytest
+from PIL import Image
+from werkzeug.datastructures import FileStorage, MultiDict
+
+from web_tier.uploads import UploadError, image_name, read_upload
+
+
+def jpeg(size=(64, 48), color=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def files(*entries):
+    return MultiDict([(field, FileStorage(io.BytesIO(data), filename=name)) for field, name, data in entries])
+
+
+@pytest.mark.parametrize("field", ["inputFile", "myfile", "anything"])
+def test_one_file_in_any_field(field):
+    upload = read_upload(files((field, "cat.jpg", jpeg())), 10_000_000)
+    assert upload.name == "cat" and len(upload.digest) == 64
+
+
+@pytest.mark.parametrize("entries, status, text", [
+    ((), 400, "no file"),
+    ((("inputFile", "a.jpg", jpeg()), ("myfile", "b.jpg", jpeg())), 400, "exactly one file"),
+    ((("inputFile", "empty.jpg", b""),), 400, "empty"),
+    ((("inputFile", "notes.jpg", b"just some text, not pixels"),), 415, "not an image"),
+    ((("inputFile", "cut.jpg", jpeg((640, 480))[:600]),), 400, "truncated"),
+])
+def test_bad_uploads_are_refused_with_a_clear_4xx(entries, status, text):
+    with pytest.raises(UploadError) as error:
+        read_upload(files(*entries), 10_000_000)
+    assert error.value.status == status
+    assert text in str(error.value).lower()
+
+
+def test_an_upload_over_the_limit_is_413():
+    with pytest.raises(UploadError) as error:
+        read_upload(files(("inputFile", "big.jpg", jpeg((800, 600)))), 1000)
+    assert error.value.status == 413
+
+
+@pytest.mark.parametrize("filename, expected", [
+    ("cat.jpg", "cat"), ("test_07.JPEG", "test_07"), ("../../etc/passwd", "passwd"), ("..\\..\\boot.ini", "boot"),
+    ("a\x00b\x1fc\nd.png", "abcd"), ("..", "image"), ("", "image"), (".bashrc", "bashrc"),
+    ("x" * 1000 + ".jpg", "x" * 120), ("dog photo.v2.png", "dog photo.v2"), ("ça va?.jpg", "a va"),
+])
+def test_names_are_sanitised(filename, expected):
+    name = image_name(filename)
+    assert name == expected
+    assert "/" not in name and "\\" not in name and ".." not in name and len(name) <= 120
+    assert all(ch.isprintable() for ch in name)

@@ -1,0 +1,142 @@
+"""The web tier's Flask app: ``create_app(settings)``, or ``create_app(settings, runtime)`` with given parts.
+
+    POST / or /upload   one image (multipart field inputFile, myfile, or any single file field)
+                        -> 200 text/plain "name:label"; JSON (label, top-5, cached, timings) with Accept: application/json
+    GET /healthz        200 "ok" while the reply dispatcher runs
+    GET /status         JSON: queue depths, fleet size, cache entries and hit rate, requests in flight
+    GET /metrics        Prometheus text
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from hybrid.errors import HybridError
+from hybrid.settings import Settings
+from web_tier.runtime import WebRuntime
+from web_tier.service import ImageRejected, Outcome, RequestTimeout
+from web_tier.uploads import Upload, UploadError, read_upload
+
+log = logging.getLogger("web_tier.requests")
+MULTIPART_OVERHEAD = 64 * 1024
+FORM = """<!doctype html><title>hybrid</title><h1>Image recognition</h1>
+<form method=post enctype=multipart/form-data><input type=file name=inputFile accept="image/*">
+<input type=submit value=Classify></form><p>Or: <code>curl -F inputFile=@cat.jpg {url}</code></p>"""
+
+
+def create_app(settings: Settings, runtime: WebRuntime | None = None) -> Flask:
+    app = Flask("web_tier")
+    app.config["MAX_CONTENT_LENGTH"] = settings.web.max_upload_bytes + MULTIPART_OVERHEAD
+    if runtime is None:
+        from web_tier.runtime import build_runtime
+
+        runtime = build_runtime(settings)
+    app.extensions["hybrid"] = runtime
+    app.extensions["hybrid.max_upload"] = settings.web.max_upload_bytes
+    _register_routes(app)
+    app.after_request(_log_request)
+    return app
+
+
+def runtime_of(app: Flask) -> WebRuntime:
+    return app.extensions["hybrid"]
+
+
+def _register_routes(app: Flask) -> None:
+    app.add_url_rule("/", "upload", _upload, methods=["POST"])
+    app.add_url_rule("/upload", "upload_alias", _upload, methods=["POST"])
+    app.add_url_rule("/", "form", lambda: Response(FORM.format(url=request.url_root), mimetype="text/html"))
+    app.add_url_rule("/healthz", "healthz", _healthz)
+    app.add_url_rule("/status", "status", lambda: jsonify(runtime_of(_app()).status()))
+    app.add_url_rule("/metrics", "metrics", _metrics)
+    app.register_error_handler(HTTPException, _http_error)
+
+
+def _app() -> Flask:
+    from flask import current_app
+
+    return current_app  # type: ignore[return-value]
+
+
+def _upload() -> Response:
+    g.started = time.perf_counter()
+    runtime = runtime_of(_app())
+    try:
+        upload = read_upload(request.files, _app().extensions["hybrid.max_upload"])
+        g.name = upload.name
+        outcome = runtime.service.classify(upload)
+    except UploadError as exc:
+        return _fail(exc.status, str(exc), "bad_request")
+    except ImageRejected as exc:
+        return _fail(422, f"the app tier could not classify this image: {exc}", "rejected")
+    except RequestTimeout as exc:
+        return _fail(504, str(exc), "timeout")
+    except HybridError as exc:
+        log.error("request failed: %s", exc)
+        return _fail(503, f"the service is unavailable: {exc}", "unavailable")
+    return _answer(upload, outcome)
+
+
+def _answer(upload: Upload, outcome: Outcome) -> Response:
+    g.label, g.outcome = outcome.label, "hit" if outcome.cached else "shared" if outcome.shared else "miss"
+    _observe(200)
+    if _wants_json():
+        return jsonify(name=upload.name, label=outcome.label, top5=[[label, p] for label, p in outcome.top5],
+                       cached=outcome.cached, shared=outcome.shared, model=outcome.model, timings=outcome.timings)
+    return Response(f"{upload.name}:{outcome.label}", mimetype="text/plain")
+
+
+def _fail(status: int, message: str, outcome: str) -> Response:
+    g.outcome = outcome
+    _observe(status)
+    if _wants_json():
+        response = jsonify(error=message, status=status)
+    else:
+        response = Response(f"error: {message}\n", mimetype="text/plain")
+    response.status_code = status
+    return response
+
+
+def _observe(status: int) -> None:
+    runtime_of(_app()).metrics.observe(g.get("outcome", "error"), status, time.perf_counter() - g.started)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    if isinstance(exc, RequestEntityTooLarge):
+        g.started = g.get("started", time.perf_counter())
+        limit = _app().extensions["hybrid.max_upload"]
+        return _fail(413, f"the request body is larger than the {limit}-byte limit", "bad_request")
+    response = Response(f"error: {exc.description}\n", mimetype="text/plain")
+    response.status_code = exc.code or 500
+    return response
+
+
+def _wants_json() -> bool:
+    return request.accept_mimetypes.best_match(["text/plain", "application/json"]) == "application/json"
+
+
+def _healthz() -> Response:
+    alive = runtime_of(_app()).dispatcher.alive
+    return Response("ok\n" if alive else "reply dispatcher stopped\n", status=200 if alive else 503,
+                    mimetype="text/plain")
+
+
+def _metrics() -> Response:
+    runtime = runtime_of(_app())
+    gauges = {"cache_entries": runtime.cache.entries, "cache_hit_rate": runtime.cache.hit_rate,
+              "requests_in_flight": runtime.dispatcher.waiting, "late_replies_total": runtime.dispatcher.late_replies}
+    return Response(runtime.metrics.render(gauges), mimetype="text/plain; version=0.0.4")
+
+
+def _log_request(response: Response) -> Response:
+    details: list[Any] = [request.method, request.path, response.status_code]
+    if request.method == "POST":
+        details += [f"name={g.get('name', '-')}", f"label={g.get('label', '-')}", f"outcome={g.get('outcome', '-')}"]
+    if "started" in g:
+        details.append(f"{(time.perf_counter() - g.started) * 1000:.1f}ms")
+    log.info(" ".join(str(d) for d in details))
+    return response

@@ -1,0 +1,477 @@
+"""The web tier's durable result cache: image content + model id -> label, kept in one JSON file.
+
+Key
+    ``(model id, SHA-256 hex of the image bytes)``, never the file name: the same bytes uploaded under any name share
+    one entry, different bytes never do. The web tier learns the model id only from a worker's reply, so the cache
+    keeps a *current model*: the model of the most recent :meth:`ResultCache.put`, persisted in the file.
+    :meth:`ResultCache.get` looks up ``(current model, digest)``; entries of other models stay (until evicted, and
+    they go first) but never answer.
+
+File format (version 1)::
+
+    {"version": 1,
+     "current_model": "efficientnet-lite0@3",
+     "entries": {"<model>|<sha256 hex>": {"label": "tabby", "top5": [["tabby", 0.91], ...], "last_used": 1.7e9}}}
+
+    ``last_used`` is in seconds on the cache's clock (epoch seconds by default). A missing file is an empty cache. A
+    file that cannot be read or parsed, or has another version, is logged as a warning and moved aside to
+    ``<path>.corrupt-<UTC timestamp>``, and the cache starts empty: the server never fails on it. Malformed entries in
+    a good file are skipped with one warning per read.
+
+Atomic write
+    Holding this instance's write lock and the sidecar ``fcntl.flock`` on ``<path>.lock`` (shared by every process
+    using the file): re-read the file, merge it into memory, evict, then write a temp file in the same folder, flush,
+    ``os.fsync`` it, ``os.replace`` it over the file and ``os.fsync`` the folder. A reader sees the old file or the new
+    one, never a part of either; a failed write leaves the old file and no temp file.
+
+Merge rule
+    The union of the file's entries and memory's; for a key in both, the one with the later ``last_used`` wins. The
+    current model is this instance's if one of its puts changed the model since its last write, else the file's, so
+    every process follows the latest model switch. The merged, evicted set becomes both memory and the file, so
+    several processes (gunicorn workers) share one file without losing each other's entries.
+
+Eviction rule (on every put and after every merge; at most ``max_entries`` entries)
+    Entries of models other than the current one go first, least recently used first; then the current model's,
+    least recently used first. ``last_used`` is set by a put and by every hit.
+
+Writes are batched: puts and hits change memory and mark the cache dirty; a background thread writes when the cache
+is dirty and ``flush_interval`` seconds have passed on the cache's clock since the last write. ``flush()`` writes now,
+``close()`` stops the thread and writes. Create a cache after forking (one per gunicorn worker, in the app factory):
+the flusher thread does not survive a fork. A model switch re-sorts memory (n log n), which is fine for the rare
+deployments of a new model.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple, Self
+
+from hybrid.clock import Clock, WallClock
+
+logger = logging.getLogger(__name__)
+
+FILE_VERSION = 1
+KEY_SEPARATOR = "|"
+_HEX_DIGITS = frozenset("0123456789abcdef")
+_CLOCK_TOLERANCE = 1e-6  # seconds; absorbs float rounding in clock arithmetic
+
+
+@dataclass(frozen=True)
+class CachedResult:
+    """What the cache answers for an image: its label, the top five ``(label, probability)`` and the model."""
+
+    label: str
+    top5: tuple[tuple[str, float], ...]
+    model: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label, str) or not isinstance(self.model, str) or not self.model:
+            raise ValueError("label must be a string and model a non-empty string")
+        object.__setattr__(self, "top5", tuple(_checked_pair(pair) for pair in self.top5))
+
+
+def image_digest(data: bytes) -> str:
+    """The cache key's content part: the SHA-256 hex of the image bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_digest(text: object) -> bool:
+    """Whether ``text`` is a lowercase SHA-256 hex digest, as :func:`image_digest` returns."""
+    return isinstance(text, str) and len(text) == 64 and _HEX_DIGITS.issuperset(text)
+
+
+def _checked_pair(pair: Any) -> tuple[str, float]:
+    name, probability = pair
+    if not isinstance(name, str) or not _is_number(probability):
+        raise ValueError(f"top5 pairs are (label, finite number), not {pair!r}")
+    return name, float(probability)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class _Entry:
+    __slots__ = ("last_used", "result")
+
+    def __init__(self, result: CachedResult, last_used: float) -> None:
+        self.result = result
+        self.last_used = last_used
+
+
+class _Item(NamedTuple):
+    model: str
+    digest: str
+    entry: _Entry
+
+
+class _Entries:
+    """The entries in memory, in least-recently-used order: the current model's and the others'. No locks, no I/O."""
+
+    def __init__(self) -> None:
+        self.model = ""
+        self._current: OrderedDict[str, _Entry] = OrderedDict()
+        self._others: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._others)
+
+    def touch(self, digest: str, now: float) -> CachedResult | None:
+        """The current model's result for ``digest``, marked as used ``now``; None when there is none."""
+        entry = self._current.get(digest)
+        if entry is None:
+            return None
+        entry.last_used = now
+        self._current.move_to_end(digest)
+        return entry.result
+
+    def put(self, digest: str, result: CachedResult, now: float) -> bool:
+        """Stores ``result`` as the most recently used entry; True when it changed the current model."""
+        switched = result.model != self.model
+        if switched:
+            self.switch_model(result.model)
+        self._current[digest] = _Entry(result, now)
+        self._current.move_to_end(digest)
+        return switched
+
+    def switch_model(self, model: str) -> None:
+        items = self.items()
+        self.model = model
+        self._rebuild(items)
+
+    def merge(self, incoming: list[_Item]) -> None:
+        """Adds ``incoming``; for a key held already, the later ``last_used`` wins. Order is then by ``last_used``."""
+        if not incoming:
+            return
+        merged = {(item.model, item.digest): item for item in self.items()}
+        for item in incoming:
+            mine = merged.get((item.model, item.digest))
+            if mine is None or item.entry.last_used > mine.entry.last_used:
+                merged[(item.model, item.digest)] = item
+        self._rebuild(list(merged.values()))
+
+    def evict(self, max_entries: int) -> int:
+        """Drops other models' entries, then the current model's, least recently used first, down to the cap."""
+        evicted = 0
+        while len(self) > max_entries:
+            (self._others or self._current).popitem(last=False)
+            evicted += 1
+        return evicted
+
+    def items(self) -> list[_Item]:
+        """Every entry, other models' first, each part least recently used first."""
+        others = [_Item(model, digest, entry) for (model, digest), entry in self._others.items()]
+        return others + [_Item(self.model, digest, entry) for digest, entry in self._current.items()]
+
+    def _rebuild(self, items: list[_Item]) -> None:
+        self._current.clear()
+        self._others.clear()
+        for item in sorted(items, key=lambda item: item.entry.last_used):
+            if item.model == self.model:
+                self._current[item.digest] = item.entry
+            else:
+                self._others[(item.model, item.digest)] = item.entry
+
+
+@dataclass(frozen=True)
+class _FileContent:
+    model: str
+    entries: list[_Item]
+
+
+class _FileId(NamedTuple):
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+class _CorruptFile(Exception):
+    pass
+
+
+class ResultCache:
+    """The durable, thread-safe result cache; see the module docstring for the key, file, merge and eviction rules."""
+
+    def __init__(self, path: Path, max_entries: int, clock: Clock | None = None,
+                 flush_interval: float | None = 0.5) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, not {max_entries}")
+        if flush_interval is not None and flush_interval <= 0:
+            raise ValueError(f"flush_interval must be positive or None, not {flush_interval}")
+        self.path = Path(path)
+        self.max_entries = max_entries
+        self._clock: Clock = clock or WallClock()
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._entries = _Entries()
+        self._dirty = False
+        self._model_switched = False
+        self._hits = 0
+        self._misses = 0
+        self._seen: _FileId | None = None
+        self._last_write = self._clock.now()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._load()
+        if flush_interval is not None:
+            self._start_flusher(flush_interval)
+
+    @property
+    def current_model(self) -> str:
+        """The model of the most recent put (here or, once merged, in another process); "" before any."""
+        return self._entries.model
+
+    @property
+    def hits(self) -> int:
+        return self._hits
+
+    @property
+    def misses(self) -> int:
+        return self._misses
+
+    @property
+    def entries(self) -> int:
+        return len(self._entries)
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits over lookups since this instance started; 0.0 before any lookup."""
+        lookups = self._hits + self._misses
+        return self._hits / lookups if lookups else 0.0
+
+    def get(self, digest: str) -> CachedResult | None:
+        """The current model's result for the image with this digest, or None."""
+        with self._lock:
+            result = self._entries.touch(digest, self._clock.now())
+            if result is None:
+                self._misses += 1
+                return None
+            self._hits += 1
+            self._dirty = True
+            return result
+
+    def put(self, digest: str, result: CachedResult) -> None:
+        """Stores ``result`` for the image with this digest; ``result.model`` becomes the current model."""
+        if not is_digest(digest):
+            raise ValueError(f"not a SHA-256 hex digest: {digest!r} (use image_digest(image bytes))")
+        if not isinstance(result, CachedResult):
+            raise TypeError(f"expected a CachedResult, not {type(result).__name__}")
+        with self._lock:
+            if self._entries.put(digest, result, self._clock.now()):
+                self._model_switched = True
+                logger.info("result cache %s: current model is now %s", self.path, result.model)
+            self._entries.evict(self.max_entries)
+            self._dirty = True
+
+    def flush(self) -> None:
+        """Merges with the file and writes it now, if anything changed since the last write. Raises OSError."""
+        with self._write_lock:
+            with self._lock:
+                if not self._dirty:
+                    return
+                self._dirty = False
+            try:
+                self._merge_and_write()
+            except BaseException:
+                with self._lock:
+                    self._dirty = True
+                raise
+
+    def close(self) -> None:
+        """Stops the background flusher and writes what is pending. Safe to call twice."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
+        self.flush()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def _load(self) -> None:
+        try:
+            with self._file_lock():
+                content = self._read_file()
+        except OSError as error:
+            logger.warning("result cache %s: cannot take its lock file (%s); starting empty", self.path, error)
+            return
+        if content is not None:
+            self._entries.model = content.model
+            self._entries.merge(content.entries)
+            self._entries.evict(self.max_entries)
+        logger.info("result cache %s: %d entries, current model %r", self.path, self.entries, self.current_model)
+
+    def _merge_and_write(self) -> None:
+        with self._file_lock():
+            content = self._read_file(skip_if_seen=True)
+            if True:
+                switched = self._model_switched
+                self._model_switched = False
+                if content is not None:
+                    self._merge(content, switched)
+                self._entries.evict(self.max_entries)
+                model, items = self._entries.model, self._entries.items()
+            try:
+                self._write(model, items)
+            except BaseException:
+                with self._lock:
+                    self._model_switched = self._model_switched or switched
+                raise
+
+    def _merge(self, content: _FileContent, switched_here: bool) -> None:
+        if not switched_here and content.model and content.model != self._entries.model:
+            logger.info("result cache %s: following the file's current model %s", self.path, content.model)
+            self._entries.switch_model(content.model)
+        self._entries.merge(content.entries)
+
+    def _write(self, model: str, items: list[_Item]) -> None:
+        _write_atomic(self.path, _encode(model, items))
+        self._seen = _file_id(os.stat(self.path))
+        self._last_write = self._clock.now()
+        logger.debug("result cache %s: wrote %d entries", self.path, len(items))
+
+    def _read_file(self, skip_if_seen: bool = False) -> _FileContent | None:
+        """The file's content; None when it is missing, moved aside as corrupt, or (skip_if_seen) unchanged."""
+        try:
+            with open(self.path, "rb") as file:
+                seen = _file_id(os.fstat(file.fileno()))
+                if skip_if_seen and seen == self._seen:
+                    return None
+                raw = file.read()
+            content = _decode(raw, self.path)
+        except FileNotFoundError:
+            return None
+        except (OSError, _CorruptFile) as error:
+            self._move_aside(error)
+            return None
+        self._seen = seen
+        return content
+
+    def _move_aside(self, reason: Exception) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        try:
+            os.replace(self.path, target)
+        except OSError as error:
+            logger.warning("result cache %s is unusable (%s) and could not be moved aside (%s); ignoring it",
+                           self.path, reason, error)
+            return
+        logger.warning("result cache %s is unusable (%s): moved it to %s and started empty", self.path, reason, target)
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
+
+    def _start_flusher(self, interval: float) -> None:
+        self._flusher = threading.Thread(target=self._run_flusher, args=(interval,), name="result-cache-flusher",
+                                         daemon=True)
+        self._flusher.start()
+
+    def _run_flusher(self, interval: float) -> None:
+        while not self._stop.wait(self._pause(interval)):
+            if self._dirty and self._write_due(interval):
+                try:
+                    self.flush()
+                except Exception:
+                    logger.exception("result cache %s: write failed; retrying in %g s", self.path, interval)
+
+    def _until_next_write(self, interval: float) -> float:
+        """Seconds on the clock until a write is allowed: ``interval`` after the last one."""
+        return interval - (self._clock.now() - self._last_write)
+
+    def _write_due(self, interval: float) -> bool:
+        remaining = self._until_next_write(interval)
+        return remaining <= _CLOCK_TOLERANCE or remaining > interval  # past due, or the clock went back
+
+    def _pause(self, interval: float) -> float:
+        remaining = self._until_next_write(interval)
+        return remaining if _CLOCK_TOLERANCE < remaining <= interval else interval
+
+
+def _file_id(stat: os.stat_result) -> _FileId:
+    return _FileId(stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _encode(model: str, items: list[_Item]) -> bytes:
+    entries = {f"{item.model}{KEY_SEPARATOR}{item.digest}": {
+        "label": item.entry.result.label, "top5": item.entry.result.top5, "last_used": item.entry.last_used,
+    } for item in items}
+    document = {"version": FILE_VERSION, "current_model": model, "entries": entries}
+    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _decode(raw: bytes, path: Path) -> _FileContent:
+    try:
+        document = json.loads(raw)
+    except ValueError as error:
+        raise _CorruptFile(f"not JSON: {error}") from None
+    if not isinstance(document, dict) or document.get("version") != FILE_VERSION:
+        raise _CorruptFile(f"not a version {FILE_VERSION} cache file")
+    model, raw_entries = document.get("current_model"), document.get("entries")
+    if not isinstance(model, str) or not isinstance(raw_entries, dict):
+        raise _CorruptFile("current_model or entries missing or of the wrong type")
+    items = [item for item in (_decode_entry(key, value) for key, value in raw_entries.items()) if item]
+    if len(items) < len(raw_entries):
+        logger.warning("result cache %s: ignored %d malformed entries", path, len(raw_entries) - len(items))
+    return _FileContent(model, items)
+
+
+def _decode_entry(key: str, value: Any) -> _Item | None:
+    model, separator, digest = key.rpartition(KEY_SEPARATOR)
+    if not separator or not model or not is_digest(digest) or not isinstance(value, dict):
+        return None
+    last_used, top5 = value.get("last_used"), value.get("top5")
+    if not _is_number(last_used) or not isinstance(top5, list):
+        return None
+    try:
+        result = CachedResult(value.get("label"), tuple(top5), model)
+    except (TypeError, ValueError):
+        return None
+    return _Item(model, digest, _Entry(result, float(last_used)))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, flush, fsync, replace, fsync the folder. The old file stays if any step fails."""
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

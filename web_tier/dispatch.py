@@ -1,0 +1,95 @@
+"""One dispatcher thread per server process: long-polls the process's own reply queue in batches and completes the
+requests waiting for those replies. Nothing busy-waits: a waiting request blocks on its future.
+
+Each server process has its own reply queue, so no process ever sees another's replies. A reply that arrives after
+its request gave up (504) is not lost: it goes to ``on_late_reply`` (the result cache).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Callable
+
+from hybrid.contracts import MessageQueue
+from hybrid.errors import HybridError
+from hybrid.messages import ClassifyReply, MalformedMessage
+
+log = logging.getLogger(__name__)
+
+
+class ReplyDispatcher:
+    def __init__(self, queue: MessageQueue, on_late_reply: Callable[[ClassifyReply], None],
+                 wait_seconds: int = 2) -> None:
+        self.queue, self.on_late_reply, self.wait_seconds = queue, on_late_reply, wait_seconds
+        self._waiting: dict[str, Future[ClassifyReply]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reply-dispatcher", daemon=True)
+        self.late_replies = 0
+
+    def start(self) -> "ReplyDispatcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.wait_seconds + 5)
+
+    def expect(self, request_id: str) -> Future[ClassifyReply]:
+        """A future the reply with this id will complete. Call before sending the request."""
+        future: Future[ClassifyReply] = Future()
+        with self._lock:
+            self._waiting[request_id] = future
+        return future
+
+    def forget(self, request_id: str) -> None:
+        """The request gave up: a reply arriving later goes to ``on_late_reply``."""
+        with self._lock:
+            self._waiting.pop(request_id, None)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                messages = self.queue.receive(10, self.wait_seconds, 30)
+            except HybridError as exc:
+                log.warning("reply queue %s: receive failed (%s); retrying", self.queue.name, exc)
+                self._stop.wait(1.0)
+                continue
+            for message in messages:
+                self._deliver(message.body)
+            if messages:
+                self._delete([m.receipt for m in messages])
+
+    def _deliver(self, body: str) -> None:
+        try:
+            reply = ClassifyReply.from_body(body)
+        except MalformedMessage as exc:
+            log.warning("dropping a malformed reply: %s", exc)
+            return
+        with self._lock:
+            future = self._waiting.pop(reply.id, None)
+        if future is not None:
+            future.set_result(reply)
+            return
+        self.late_replies += 1
+        try:
+            self.on_late_reply(reply)
+        except Exception:  # noqa: BLE001 - a late reply must never stop the dispatcher
+            log.exception("handling late reply %s failed", reply.id)
+
+    def _delete(self, receipts: list[str]) -> None:
+        try:
+            self.queue.delete(receipts)
+        except HybridError as exc:
+            log.warning("could not delete %d replies (%s): they will be delivered again", len(receipts), exc)

@@ -1,0 +1,131 @@
+"""What one server process runs: its own reply queue, the dispatcher thread, the result cache and the service.
+
+Built after gunicorn forks (threads do not survive a fork) and closed when the process exits: the cache is flushed
+and the process's reply queue deleted. Reply queues of dead processes on this host are deleted at start; any left
+(a crashed host) carry the stack's tag and go with `hybrid aws down`.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hybrid.aws.channels import S3Store, SqsQueue
+from hybrid.aws.compute import Ec2Fleet
+from hybrid.aws.session import AwsClients
+from hybrid.aws.stack import stack_names
+from hybrid.aws.storage import QueueDriver
+from hybrid.contracts import Fleet, MessageQueue, Resource
+from hybrid.errors import HybridError
+from hybrid.naming import ROLE_RESPONSES
+from hybrid.settings import Settings
+from web_tier.cache import ResultCache
+from web_tier.dispatch import ReplyDispatcher
+from web_tier.metrics import Metrics
+from web_tier.service import ClassifyService
+
+log = logging.getLogger(__name__)
+REPLY_RETENTION_SECONDS = 3600
+
+
+@dataclass
+class WebRuntime:
+    service: ClassifyService
+    dispatcher: ReplyDispatcher
+    cache: ResultCache
+    requests: MessageQueue
+    replies: MessageQueue
+    fleet: Fleet | None
+    metrics: Metrics
+    on_close: Any = None
+
+    def status(self) -> dict[str, Any]:
+        return {"queues": {"requests": _depth(self.requests), "replies": _depth(self.replies)},
+                "fleet": _fleet(self.fleet),
+                "cache": {"entries": self.cache.entries, "hit_rate": round(self.cache.hit_rate, 4),
+                          "hits": self.cache.hits, "misses": self.cache.misses,
+                          "model": self.cache.current_model},
+                "in_flight": {"requests": self.dispatcher.waiting, "images": self.service.inflight},
+                "counters": vars(self.service.counters), "late_replies": self.dispatcher.late_replies}
+
+    def close(self) -> None:
+        self.dispatcher.stop()
+        self.cache.close()
+        if self.on_close:
+            self.on_close()
+
+
+def _depth(queue: MessageQueue) -> dict[str, int] | str:
+    try:
+        depth = queue.depth()
+    except HybridError as exc:
+        return f"unavailable: {exc}"
+    return {"visible": depth.visible, "in_flight": depth.in_flight}
+
+
+def _fleet(fleet: Fleet | None) -> dict[str, int] | str:
+    if fleet is None:
+        return "unknown"
+    try:
+        states = [i.state for i in fleet.instances()]
+    except HybridError as exc:
+        return f"unavailable: {exc}"
+    return {"running": states.count("running"), "pending": states.count("pending"), "total": len(states)}
+
+
+def assemble(inputs, requests, replies: MessageQueue, cache: ResultCache, request_timeout: float,
+             fleet: Fleet | None = None, on_close: Any = None, wait_seconds: int = 2) -> WebRuntime:
+    """A runtime from its parts (fakes in unit tests, SQS/S3 adapters in production); starts the dispatcher."""
+    holder: dict[str, ClassifyService] = {}
+    dispatcher = ReplyDispatcher(replies, lambda reply: holder["service"].remember(reply), wait_seconds)
+    service = ClassifyService(inputs, requests, replies.name, dispatcher, cache, request_timeout)
+    holder["service"] = service
+    dispatcher.start()
+    return WebRuntime(service, dispatcher, cache, requests, replies, fleet, Metrics(), on_close)
+
+
+def build_runtime(settings: Settings) -> WebRuntime:
+    clients, names = AwsClients(settings), stack_names(settings)
+    queues = QueueDriver(clients.sqs, settings.stack)
+    delete_stale_reply_queues(queues, names.reply_queue_prefix + host_tag() + "-")
+    reply_name = names.reply_queue(f"{host_tag()}-{os.getpid()}")
+    reply_queue = ensure_reply_queue(queues, reply_name, settings)
+    cache = ResultCache(Path(settings.state_dir) / "web" / f"{settings.stack}-cache.json",
+                        settings.web.cache_max_entries)
+    return assemble(S3Store(clients.s3, names.input_bucket), SqsQueue(clients.sqs, names.request_queue),
+                    SqsQueue(clients.sqs, reply_name), cache, settings.web.request_timeout,
+                    Ec2Fleet(clients.ec2, settings.stack), lambda: queues.delete(reply_queue))
+
+
+def ensure_reply_queue(queues: QueueDriver, name: str, settings: Settings):
+    resource = Resource("queue", name, ROLE_RESPONSES, {
+        "MaximumMessageSize": str(settings.aws.response_message_bytes), "VisibilityTimeout": "30",
+        "MessageRetentionPeriod": str(REPLY_RETENTION_SECONDS)}, stack_names(settings).tags(ROLE_RESPONSES))
+    return queues.observe(resource) or queues.create(resource)
+
+
+def delete_stale_reply_queues(queues: QueueDriver, prefix: str) -> None:
+    """Reply queues of this host whose process is gone."""
+    for queue in queues.discover(prefix):
+        pid = queue.name.rsplit("-", 1)[-1]
+        if queue.owned and pid.isdigit() and not _alive(int(pid)):
+            log.info("deleting reply queue %s of a process that is gone", queue.name)
+            queues.delete(queue)
+
+
+def host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

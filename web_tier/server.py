@@ -1,0 +1,45 @@
+"""`hybrid web`: the Flask app served by gunicorn (threaded workers), configured from the settings."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from hybrid.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class WebServer(BaseApplication):
+    """gunicorn with the app built inside each worker process, after the fork (its threads must start there)."""
+
+    def __init__(self, settings: Settings, processes: int = 1) -> None:
+        self.settings, self.processes = settings, processes
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in gunicorn_options(self.settings, self.processes).items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from web_tier.app import create_app
+
+        logging.getLogger("web_tier").setLevel(logging.INFO)
+        return create_app(self.settings)
+
+
+def gunicorn_options(settings: Settings, processes: int) -> dict[str, Any]:
+    web = settings.web
+    return {"bind": web.bind, "workers": processes, "worker_class": "gthread", "threads": web.threads,
+            "timeout": int(web.request_timeout) + 30, "graceful_timeout": 10, "keepalive": 5,
+            "worker_exit": _close_runtime, "accesslog": None, "errorlog": "-", "loglevel": "info",
+            "proc_name": f"hybrid-web-{settings.stack}", "preload_app": False}
+
+
+def _close_runtime(server: Any, worker: Any) -> None:
+    """gunicorn's worker_exit hook: flush the cache and delete this process's reply queue."""
+    app = getattr(worker, "wsgi", None)
+    runtime = getattr(app, "extensions", {}).get("hybrid") if app is not None else None
+    if runtime is not None:
+        runtime.close()

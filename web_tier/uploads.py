@@ -1,0 +1,71 @@
+"""Reading one uploaded image from a multipart request, with every bad case a clear 4xx and nothing enqueued."""
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from werkzeug.datastructures import FileStorage, MultiDict
+
+from hybrid.errors import HybridError
+
+PREFERRED_FIELDS = ("inputFile", "myfile")
+MAX_NAME_CHARS = 120
+UNSAFE = re.compile(r"[^A-Za-z0-9._ +=@,()\[\]-]+")
+
+
+class UploadError(HybridError):
+    """A request the web tier refuses; ``status`` is the HTTP code to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+    digest: str
+
+
+def read_upload(files: MultiDict, max_bytes: int) -> Upload:
+    """The one image of a multipart upload: field inputFile or myfile, or any single file field."""
+    storage = _the_one_file(files)
+    data = storage.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise UploadError(413, f"the image is larger than the {max_bytes}-byte limit")
+    if not data:
+        raise UploadError(400, "the uploaded file is empty")
+    _check_image(data)
+    return Upload(image_name(storage.filename or ""), data, hashlib.sha256(data).hexdigest())
+
+
+def _the_one_file(files: MultiDict) -> FileStorage:
+    uploads = [(field, f) for field, f in files.items(multi=True) if isinstance(f, FileStorage)]
+    if not uploads:
+        raise UploadError(400, "no file in the request: send one image as multipart/form-data field 'inputFile'")
+    if len(uploads) > 1:
+        fields = ", ".join(sorted({field for field, _ in uploads}))
+        raise UploadError(400, f"send exactly one file per request (got {len(uploads)}: {fields})")
+    return uploads[0][1]
+
+
+def _check_image(data: bytes) -> None:
+    """Decodes fully, as the worker will: not an image, truncated, a bomb or too large is refused here."""
+    from app_tier.preprocess import BadImageError, decode_image
+
+    try:
+        decode_image(data)
+    except BadImageError as exc:
+        raise UploadError(415 if "not an image" in str(exc) else 400, str(exc)) from None
+
+
+def image_name(filename: str) -> str:
+    """The name a reply and an output key use: the file name without folders or extension, made safe."""
+    base = re.split(r"[\\/]", filename)[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
+    cleaned = "".join(c for c in unicodedata.normalize("NFKC", stem) if unicodedata.category(c)[0] != "C")
+    cleaned = UNSAFE.sub("_", cleaned).strip(" ._")[:MAX_NAME_CHARS].strip(" ._")
+    return cleaned or "image"
