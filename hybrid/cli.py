@@ -41,6 +41,7 @@ class Context:
 
     def __init__(self, config: str | None, overrides: dict[str, Any]) -> None:
         self.config, self.overrides = config, overrides
+        self.assignments: list[str] = []
         self.user_data: str | None = None
         self._settings: Settings | None = None
 
@@ -73,6 +74,7 @@ def main(ctx: click.Context, config: str | None, stack: str | None, state_dir: s
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     ctx.obj = Context(config, overrides)
+    ctx.obj.assignments = list(assignments)
 
 
 def _configure_logging(verbose: int) -> None:
@@ -396,3 +398,74 @@ def web_command(ctx: Context, processes: int) -> None:
     settings = ctx.settings
     click.echo(f"web tier of stack {settings.stack} on http://{settings.web.bind}/", err=True)
     WebServer(settings, processes).run()
+
+
+# ---------------------------------------------------------------- the local stack
+
+def child_args(ctx: Context) -> list[str]:
+    """The global options that give a child process the same settings as this one."""
+    settings = ctx.settings
+    args = ["--state-dir", str(settings.state_path.resolve()), "--stack", settings.stack]
+    if ctx.config:
+        args += ["--config", str(Path(ctx.config).resolve())]
+    for assignment in ctx.assignments:
+        args += ["--set", assignment]
+    return args
+
+
+@main.group()
+def local() -> None:
+    """The whole service on this machine: local AWS server, stack, autoscaler, web tier, workers.
+
+    \b
+    hybrid local up        start everything not yet running; prints the URL
+    hybrid local status    processes and cloud resources
+    hybrid local down      stop everything, remove the stack; nothing is left
+    """
+
+
+@local.command("up")
+@pass_context
+def local_up(ctx: Context) -> None:
+    """Start the local AWS server, set up the stack, start the autoscaler and the web tier (idempotent)."""
+    from hybrid import local as local_stack
+
+    url = local_stack.up(ctx.settings, child_args(ctx), report=click.echo)
+    click.echo(f"web tier: {url}/   (try: curl -F inputFile=@cat.jpg {url}/)")
+
+
+@local.command("down")
+@pass_context
+def local_down(ctx: Context) -> None:
+    """Stop the web tier and autoscaler, remove the stack (instances first), stop the local server."""
+    from hybrid import local as local_stack
+
+    leftovers = local_stack.down(ctx.settings, report=click.echo)
+    if leftovers:
+        raise HybridError(f"{len(leftovers)} process(es) of {ctx.settings.state_path} are still running")
+    click.echo("local stack is down: no process and no resource left")
+
+
+@local.command("status")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@pass_context
+def local_status(ctx: Context, as_json: bool) -> None:
+    """Processes of the local stack and the stack's cloud resources. Exit 3 if the web tier is not running."""
+    from hybrid import local as local_stack
+    from hybrid.emulator import emulator_status
+
+    processes = local_stack.status(ctx.settings)
+    resources = []
+    if emulator_status(ctx.settings.state_path):
+        from hybrid.aws.stack import build_aws_stack
+
+        resources = build_aws_stack(ctx.settings).status()
+    if as_json:
+        echo_json({"processes": processes, "resources": resources})
+    else:
+        echo_table(processes, ("process", "pid", "state", "detail"))
+        if resources:
+            click.echo()
+            echo_table(resources, ("kind", "name", "state", "detail"))
+    if not any(p["process"] == "web" and p["state"] == "running" for p in processes):
+        sys.exit(EXIT_NOT_RUNNING)

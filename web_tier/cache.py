@@ -321,7 +321,7 @@ class ResultCache:
     def _merge_and_write(self) -> None:
         with self._file_lock():
             content = self._read_file(skip_if_seen=True)
-            if True:
+            with self._lock:
                 switched = self._model_switched
                 self._model_switched = False
                 if content is not None:

@@ -34,7 +34,9 @@ def gunicorn_options(settings: Settings, processes: int) -> dict[str, Any]:
     return {"bind": web.bind, "workers": processes, "worker_class": "gthread", "threads": web.threads,
             "timeout": int(web.request_timeout) + 30, "graceful_timeout": 10, "keepalive": 5,
             "worker_exit": _close_runtime, "accesslog": None, "errorlog": "-", "loglevel": "info",
-            "proc_name": f"hybrid-web-{settings.stack}", "preload_app": False}
+            "proc_name": f"hybrid-web-{settings.stack}", "preload_app": False,
+            # One shared control socket in $HOME would make two servers on one machine collide.
+            "control_socket_disable": True}
 
 
 def _close_runtime(server: Any, worker: Any) -> None:

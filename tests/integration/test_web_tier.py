@@ -54,7 +54,11 @@ class WebServer:
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
     def post(self, name: str, data: bytes, field: str = "inputFile", json: bool = False, timeout: float = 120):
         headers = {"Accept": "application/json"} if json else {}
@@ -68,8 +72,8 @@ def web(stack, state_dir, tmp_path):
 
     def make(rig=None, **overrides):
         rig = rig or stack(worker__idle_timeout="120")
-        servers.append(WebServer(rig, state_dir, tmp_path / f"web-{len(servers)}.log", **overrides).start())
-        return servers[-1]
+        servers.append(WebServer(rig, state_dir, tmp_path / f"web-{len(servers)}.log", **overrides))
+        return servers[-1].start()
     yield make
     for server in servers:
         server.stop()

@@ -1,0 +1,214 @@
+"""The whole embedded stack on this machine: local AWS server (+ instance runner), the stack's AWS side, the
+autoscaler and the web tier, each a process whose pid, command and log live in ``<state_dir>/local/``.
+
+``up`` starts what is not running (idempotent) and returns the web tier's URL. ``down`` stops, by process id, what
+``up`` started, tears the stack's AWS side down (instances first), stops the local server, and checks that no
+process of this state folder is left.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from hybrid.emulator.process import emulator_status, is_our_process, start_emulator, stop_emulator
+from hybrid.errors import HybridError
+from hybrid.settings import Settings
+from hybrid.wait import Poll, wait_for
+
+log = logging.getLogger(__name__)
+Report = Callable[[str], None]
+SERVICES = ("autoscaler", "web")
+STOP_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    name: str
+    pid: int
+    command: list[str]
+    log_path: str
+    started_at: float
+
+
+def local_dir(settings: Settings) -> Path:
+    return settings.state_path.resolve() / "local"
+
+
+def web_url(settings: Settings) -> str:
+    return f"http://{settings.web.bind}"
+
+
+def read_records(settings: Settings) -> dict[str, ServiceRecord]:
+    path = local_dir(settings) / "services.json"
+    try:
+        return {name: ServiceRecord(**record) for name, record in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _write_records(settings: Settings, records: dict[str, ServiceRecord]) -> None:
+    path = local_dir(settings) / "services.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({name: asdict(r) for name, r in records.items()}, indent=2))
+
+
+def is_running(record: ServiceRecord) -> bool:
+    """Alive, not a zombie, and still running the recorded command (guards against a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{record.pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{record.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return cmdline == "\0".join(record.command).encode() + b"\0" and state != "Z"
+
+
+def up(settings: Settings, child_args: Sequence[str], report: Report = log.info) -> str:
+    """Starts every part that is not running; returns the web tier's URL."""
+    from hybrid.aws.stack import build_aws_stack
+
+    info = start_emulator(settings.state_path)
+    report(f"local AWS server: {info.url} (pid {info.pid}), instance runner pid {info.runner_pid}")
+    changes = build_aws_stack(settings).up(report=lambda line: None)
+    report(f"stack {settings.stack}: {len(changes)} change(s)" if changes else f"stack {settings.stack}: ready")
+    _prepare_model(report)
+    records = read_records(settings)
+    for name, command in (("autoscaler", "autoscale"), ("web", "web")):
+        if name in records and is_running(records[name]):
+            report(f"{name}: already running (pid {records[name].pid})")
+            continue
+        records[name] = _start_service(settings, name, [*child_args, command])
+        _write_records(settings, records)
+        report(f"{name}: started (pid {records[name].pid}, log {records[name].log_path})")
+    wait_for("the web tier to answer", lambda: _health(settings, records["web"]), timeout=60, interval=0.25)
+    return web_url(settings)
+
+
+def _prepare_model(report: Report) -> None:
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "hybrid", "models", "prepare"], check=True, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL)
+    report(f"model: ready ({time.monotonic() - started:.1f} s)")
+
+
+def _start_service(settings: Settings, name: str, args: list[str]) -> ServiceRecord:
+    log_path = local_dir(settings) / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "hybrid", *args]
+    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=env, start_new_session=True)
+    return ServiceRecord(name, process.pid, command, str(log_path), time.time())
+
+
+def _health(settings: Settings, record: ServiceRecord) -> Poll[bool]:
+    if not _alive(record.pid):
+        return Poll(False, done=False, failed=f"the web tier exited; see {record.log_path}:\n"
+                                              + _tail(Path(record.log_path)))
+    try:
+        with urllib.request.urlopen(f"{web_url(settings)}/healthz", timeout=2) as reply:
+            return Poll(True, done=reply.status == 200)
+    except OSError:
+        return Poll(False, done=False, state="starting")
+
+
+def down(settings: Settings, report: Report = log.info) -> list[str]:
+    """Stops the services, removes the stack's AWS side, stops the local server; returns what is left (none)."""
+    from hybrid.aws.stack import build_aws_stack
+
+    records = read_records(settings)
+    for name in reversed(SERVICES):
+        if name in records:
+            report(f"{name}: {_stop(records[name])}")
+    _write_records(settings, {})
+    if emulator_status(settings.state_path):
+        build_aws_stack(settings).down(report=report)
+    stopped = stop_emulator(settings.state_path)
+    report(f"local AWS server: {'stopped' if stopped else 'was not running'}")
+    leftovers = processes_of(settings.state_path.resolve())
+    for pid, command in leftovers:
+        report(f"left over: pid {pid}: {command}")
+    return [command for _, command in leftovers]
+
+
+def _stop(record: ServiceRecord) -> str:
+    if not is_running(record):
+        return "was not running"
+    for signum, patience in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
+        os.killpg(record.pid, signum)
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline and is_running(record):
+            _reap(record.pid)
+            time.sleep(0.1)
+        if not is_running(record):
+            return f"stopped (pid {record.pid})"
+    raise HybridError(f"{record.name} (pid {record.pid}) did not stop")
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (its command line may not be final yet right after the fork)."""
+    _reap(pid)
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def processes_of(state_dir: Path) -> list[tuple[int, str]]:
+    """Live processes whose command line names this state folder (workers, services, the local server)."""
+    found = []
+    marker = str(state_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append((int(entry.name), cmdline.replace(b"\0", b" ").decode(errors="replace").strip()))
+    return found
+
+
+def status(settings: Settings) -> list[dict[str, object]]:
+    """One row per local process: the local server, its runner, the services and every worker."""
+    rows: list[dict[str, object]] = []
+    info = emulator_status(settings.state_path)
+    rows.append({"process": "local AWS server", "pid": info.pid if info else "", "state": "running" if info
+                 else "stopped", "detail": info.url if info else ""})
+    if info:
+        alive = is_our_process(info.runner_pid, "hybrid.emulator.instances")
+        rows.append({"process": "instance runner", "pid": info.runner_pid, "state": "running" if alive
+                     else "stopped", "detail": ""})
+    for name, record in read_records(settings).items():
+        rows.append({"process": name, "pid": record.pid, "state": "running" if is_running(record) else "stopped",
+                     "detail": web_url(settings) if name == "web" else record.log_path})
+    for pid, command in processes_of(settings.state_path.resolve()):
+        if " worker " in f" {command} ":
+            rows.append({"process": "worker", "pid": pid, "state": "running",
+                         "detail": command.split("--instance-id ")[-1].split()[0]})
+    return rows
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
