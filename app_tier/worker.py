@@ -26,7 +26,7 @@ from app_tier.idle import poll_wait, should_terminate
 from hybrid.clock import Clock, SystemClock
 from hybrid.contracts import ImageClassifier, MessageQueue, ObjectStore, QueueMessage
 from hybrid.errors import HybridError, NotFoundError, TooLargeError
-from hybrid.messages import ClassifyReply, ClassifyRequest, MalformedMessage
+from hybrid.messages import ClassifyReply, ClassifyRequest, MalformedMessage, requests_from_body
 from hybrid.retry import is_transient, retry
 
 log = logging.getLogger(__name__)
@@ -111,20 +111,22 @@ class Worker:
     def process(self, messages: Sequence[QueueMessage]) -> None:
         """Handles one received batch end to end."""
         self.stats.batches += 1
-        jobs = [job for job in (self._parse(m) for m in messages) if job]
+        parsed = [(message, self._parse(message)) for message in messages]
+        jobs = [job for _, message_jobs in parsed for job in message_jobs or []]
         with VisibilityExtender(self.requests, [j.message.receipt for j in jobs], self.config.visibility,
                                 self.stats):
             fetched = [job for job, ok in zip(jobs, self.io_pool.map(self._fetch, jobs)) if ok]
             self._classify([job for job in fetched if job.reply is None])
             done = [job for job in fetched if job.reply is not None]
             self._store([job for job in done if job.reply.ok])
-        self._reply(done)
-        self.requests.delete([job.message.receipt for job in done])
+        self._reply([job for job in done if job.request.reply_to])
+        self.requests.delete(_finished(parsed, done))
         self.stats.answered += len(done)
 
-    def _parse(self, message: QueueMessage) -> Job | None:
+    def _parse(self, message: QueueMessage) -> list[Job] | None:
+        """The message's jobs ([] for an S3 test event), or None for a malformed one (released for redelivery)."""
         try:
-            return Job(message, ClassifyRequest.from_body(message.body))
+            return [Job(message, request) for request in requests_from_body(message.body)]
         except MalformedMessage as exc:
             self.stats.malformed += 1
             log.warning("malformed request %s (receive %d): %s", message.message_id, message.receive_count, exc)
@@ -179,6 +181,13 @@ class Worker:
             by_queue.setdefault(job.request.reply_to, []).append(job.reply.to_body())
         for queue_name, bodies in by_queue.items():
             retry(lambda: self.replies_to(queue_name).send(bodies), f"replying to {queue_name}", clock=self.clock)
+
+
+def _finished(parsed: list[tuple[QueueMessage, list[Job] | None]], done: list[Job]) -> list[str]:
+    """Receipts of well-formed messages all of whose requests are answered (an S3 test event has none)."""
+    answered = {id(job) for job in done}
+    return [message.receipt for message, jobs in parsed
+            if jobs is not None and all(id(job) in answered for job in jobs)]
 
 
 class VisibilityExtender:

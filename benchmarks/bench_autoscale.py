@@ -1,7 +1,7 @@
 """Benchmark of the autoscaler on the local AWS server with local instances: reaction time and a 100-request burst.
 
 Run: ``.venv/bin/python benchmarks/bench_autoscale.py [--quick] [--plot PNG]`` (only 127.0.0.1 is contacted;
-nothing is left running). Results go to stdout, progress lines to stderr. About 1.5 minutes; ``--quick`` about 1.
+nothing is left running). Results go to stdout, progress lines to stderr. About 1 minute; ``--quick`` about 30 s.
 
 Setup. ``start_emulator`` starts the project's local AWS server and its instance runner in a temporary state folder;
 the runner turns every pending/running app-tier EC2 instance into a ``hybrid worker`` process (polling
@@ -14,9 +14,9 @@ uploaded once to the input bucket. A thread of this script long-polls the respon
 ``time.time()`` as it arrives. All times below are wall-clock seconds.
 
 Part 1, reaction time from a fleet at 0 (3 repetitions, 1 with ``--quick``; between them the script waits until the
-stack has no pending/running instance). One request is sent; t=0 is right after ``send_message`` returned (the
-message is then visible in the request queue). Every 20 ms the script polls ``describe_instances`` and the request
-queue's ``ApproximateNumberOfMessagesNotVisible``:
+stack has no pending/running instance). One request is sent; t=0 is right after its ``send_message_batch``
+returned (the message is then visible in the request queue). Every 20 ms the script polls ``describe_instances``
+and the request queue's ``ApproximateNumberOfMessagesNotVisible``:
   (a) ``instance seen``: the first instance of the stack is pending or running;
   (b) ``consumed``: the request is in flight (a worker received it);
   (c) ``answered``: its reply arrived on the response queue.
@@ -38,10 +38,13 @@ everything sent at t=0, it is mostly waiting for a worker), and the time from th
 at 0 instances (each worker stops after ``idle_timeout`` without work; the figure also holds the final empty long
 poll, the terminate call and the 0.25 s sampling). ``--plot PNG`` draws this burst's autoscaler timeline (queue
 depths, answered requests and the fleet over time) with ``hybrid.autoscale.plot.plot_timeline``.
+How to read it: the policy wants one worker per queued message (``messages_per_worker = 1``), but a worker takes
+up to ``batch_size = 8`` at once, so only ceil(100 / 8) = 13 workers can get work; the others start, find the queue
+empty and stop after ``idle_timeout``. The local server's instances are ``running`` at once (never ``pending``).
 
 Teardown, always: the autoscaler threads stop, the stack goes down (terminating its instances, whose workers the
-runner kills), the emulator and runner stop; then /proc is scanned for any ``hybrid worker`` process left and a
-WARNING is printed for each.
+runner kills), the emulator and runner stop; then /proc is scanned for ``hybrid worker`` processes: a WARNING is
+printed for each one of this run still alive after 5 s; those of other state folders (not started here) are listed.
 
 Caveat: every worker, the local server, the runner and this script share this machine's CPUs; on a small machine
 20 workers starting at once slow each other down, which a real fleet of separate instances would not.

@@ -4,6 +4,10 @@ A request carries S3 keys and ids, never image bytes, so it fits the request que
 
     {"v": 1, "id": "<correlation id>", "key": "<input-bucket key>", "name": "<image name>", "reply_to": "<queue>"}
 
+Batch mode puts no request on the queue itself: the input bucket's event notification does, for keys under
+``batch/<sha256>/<file name>``. ``requests_from_body`` turns such an S3 event into requests that need no reply,
+and the S3 test event into none.
+
 A reply carries the label, the top-5, the model id, or an error for an image that could not be classified::
 
     {"v": 1, "id": ..., "name": ..., "key": <the request's key>, "label": "tabby", "top5": [["tabby", 0.61], ...],
@@ -13,12 +17,17 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
+import urllib.parse
 from dataclasses import dataclass, field
 
 from hybrid.errors import HybridError
 
 VERSION = 1
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._ +=@,()\[\]-]{1,200}$")
+UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._ +=@,()\[\]-]+")
+MAX_NAME_CHARS = 120
+BATCH_PREFIX = "batch/"
 
 
 class MalformedMessage(HybridError):
@@ -90,3 +99,42 @@ def _text(data: dict, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise MalformedMessage(f"field {key!r} missing or not a string")
     return value
+
+
+def image_name(filename: str) -> str:
+    """The name a reply and an output key use: the file name without folders or extension, made safe."""
+    base = re.split(r"[\\/]", filename)[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
+    cleaned = "".join(c for c in unicodedata.normalize("NFKC", stem) if unicodedata.category(c)[0] != "C")
+    cleaned = UNSAFE_CHARACTERS.sub("_", cleaned).strip(" ._")[:MAX_NAME_CHARS].strip(" ._")
+    return cleaned or "image"
+
+
+def batch_key(digest: str, filename: str) -> str:
+    """Where batch mode uploads an image: under its content hash, keeping a safe file name."""
+    return f"{BATCH_PREFIX}{digest}/{image_name(filename)}"
+
+
+def requests_from_body(body: str) -> list[ClassifyRequest]:
+    """The requests a queue message carries: one (from the web tier), one per S3 record (batch mode, no reply),
+    or none (the S3 test event). Raises ``MalformedMessage`` for anything else."""
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        raise MalformedMessage(f"not JSON: {body[:60]!r}") from None
+    if isinstance(data, dict) and data.get("Event") == "s3:TestEvent":
+        return []
+    if isinstance(data, dict) and isinstance(data.get("Records"), list):
+        return [_request_from_record(record) for record in data["Records"]]
+    return [ClassifyRequest.from_body(body)]
+
+
+def _request_from_record(record: object) -> ClassifyRequest:
+    try:
+        key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])  # type: ignore[index]
+    except (TypeError, KeyError):
+        raise MalformedMessage("S3 event record without s3.object.key") from None
+    parts = key.split("/")
+    if len(parts) != 3 or f"{parts[0]}/" != BATCH_PREFIX or not re.fullmatch(r"[0-9a-f]{64}", parts[1]):
+        raise MalformedMessage(f"S3 event for a key outside batch/<sha256>/<name>: {key[:80]!r}")
+    return ClassifyRequest(f"batch:{parts[1]}", key, image_name(parts[2]), reply_to="")

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple, Self, TypeVar
 
 from hybrid.clock import Clock, WallClock
 
@@ -67,6 +67,10 @@ FILE_VERSION = 1
 KEY_SEPARATOR = "|"
 _HEX_DIGITS = frozenset("0123456789abcdef")
 _CLOCK_TOLERANCE = 1e-6  # seconds; absorbs float rounding in clock arithmetic
+_CHUNK = 1000  # entries per file line, per encode/parse call and per merge step under the lock
+_COMPACT = (",", ":")
+_ENTRIES_OPEN = '"entries":{'
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -119,10 +123,13 @@ class _Item(NamedTuple):
 
 
 class _Entries:
-    """The entries in memory, in least-recently-used order: the current model's and the others'. No locks, no I/O."""
+    """The entries in memory: the current model's and the others', each in least-recently-used order while
+    ``in_order``. Model switches and merges add entries out of order; eviction re-sorts by ``last_used`` before it
+    drops anything. No locks, no I/O."""
 
     def __init__(self) -> None:
         self.model = ""
+        self.in_order = True
         self._current: OrderedDict[str, _Entry] = OrderedDict()
         self._others: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
 
@@ -148,23 +155,30 @@ class _Entries:
         return switched
 
     def switch_model(self, model: str) -> None:
-        items = self.items()
+        for digest, entry in self._current.items():
+            self._others[(self.model, digest)] = entry
+        self._current.clear()
+        for key in [key for key in self._others if key[0] == model]:
+            self._current[key[1]] = self._others.pop(key)
         self.model = model
-        self._rebuild(items)
+        self.in_order = False
 
-    def merge(self, incoming: list[_Item]) -> None:
-        """Adds ``incoming``; for a key held already, the later ``last_used`` wins. Order is then by ``last_used``."""
-        if not incoming:
-            return
-        merged = {(item.model, item.digest): item for item in self.items()}
-        for item in incoming:
-            mine = merged.get((item.model, item.digest))
-            if mine is None or item.entry.last_used > mine.entry.last_used:
-                merged[(item.model, item.digest)] = item
-        self._rebuild(list(merged.values()))
+    def is_newer(self, model: str, digest: str, last_used: float) -> bool:
+        """Whether an entry used at ``last_used`` would replace what memory holds for this key (or fill its gap)."""
+        mine = self._current.get(digest) if model == self.model else self._others.get((model, digest))
+        return mine is None or last_used > mine.last_used
+
+    def adopt(self, model: str, digest: str, entry: _Entry) -> None:
+        if model == self.model:
+            self._current[digest] = entry
+        else:
+            self._others[(model, digest)] = entry
+        self.in_order = False
 
     def evict(self, max_entries: int) -> int:
         """Drops other models' entries, then the current model's, least recently used first, down to the cap."""
+        if len(self) > max_entries and not self.in_order:
+            self._sort()
         evicted = 0
         while len(self) > max_entries:
             (self._others or self._current).popitem(last=False)
@@ -172,24 +186,20 @@ class _Entries:
         return evicted
 
     def items(self) -> list[_Item]:
-        """Every entry, other models' first, each part least recently used first."""
+        """Every entry, other models' first."""
         others = [_Item(model, digest, entry) for (model, digest), entry in self._others.items()]
         return others + [_Item(self.model, digest, entry) for digest, entry in self._current.items()]
 
-    def _rebuild(self, items: list[_Item]) -> None:
-        self._current.clear()
-        self._others.clear()
-        for item in sorted(items, key=lambda item: item.entry.last_used):
-            if item.model == self.model:
-                self._current[item.digest] = item.entry
-            else:
-                self._others[(item.model, item.digest)] = item.entry
+    def _sort(self) -> None:
+        self._current = OrderedDict(sorted(self._current.items(), key=lambda pair: pair[1].last_used))
+        self._others = OrderedDict(sorted(self._others.items(), key=lambda pair: pair[1].last_used))
+        self.in_order = True
 
 
 @dataclass(frozen=True)
 class _FileContent:
     model: str
-    entries: list[_Item]
+    entries: dict[str, Any]
 
 
 class _FileId(NamedTuple):
@@ -313,22 +323,22 @@ class ResultCache:
             logger.warning("result cache %s: cannot take its lock file (%s); starting empty", self.path, error)
             return
         if content is not None:
-            self._entries.model = content.model
-            self._entries.merge(content.entries)
-            self._entries.evict(self.max_entries)
+            self._merge(content, switched_here=False)
+            with self._lock:
+                self._entries.evict(self.max_entries)
         logger.info("result cache %s: %d entries, current model %r", self.path, self.entries, self.current_model)
 
     def _merge_and_write(self) -> None:
         with self._file_lock():
             content = self._read_file(skip_if_seen=True)
             with self._lock:
-                switched = self._model_switched
-                self._model_switched = False
+                switched, self._model_switched = self._model_switched, False
+            try:
                 if content is not None:
                     self._merge(content, switched)
-                self._entries.evict(self.max_entries)
-                model, items = self._entries.model, self._entries.items()
-            try:
+                with self._lock:
+                    self._entries.evict(self.max_entries)
+                    model, items = self._entries.model, self._entries.items()
                 self._write(model, items)
             except BaseException:
                 with self._lock:
@@ -336,10 +346,33 @@ class ResultCache:
                 raise
 
     def _merge(self, content: _FileContent, switched_here: bool) -> None:
-        if not switched_here and content.model and content.model != self._entries.model:
-            logger.info("result cache %s: following the file's current model %s", self.path, content.model)
-            self._entries.switch_model(content.model)
-        self._entries.merge(content.entries)
+        """Follows the file's model unless this instance switched since its last write, then adopts the file's
+        entries that are newer than memory's, a chunk per lock hold so lookups go on meanwhile."""
+        with self._lock:
+            if not (switched_here or self._model_switched) and content.model != self._entries.model:
+                logger.info("result cache %s: following the file's current model %r", self.path, content.model)
+                self._entries.switch_model(content.model)
+        malformed = 0
+        for chunk in _chunks(list(content.entries.items())):
+            with self._lock:
+                malformed += self._adopt(chunk)
+        if malformed:
+            logger.warning("result cache %s: ignored %d malformed entries", self.path, malformed)
+
+    def _adopt(self, chunk: list[tuple[str, Any]]) -> int:
+        """Takes the file's entries that are newer than memory's; returns how many were malformed."""
+        malformed = 0
+        for key, value in chunk:
+            stamp = _decode_stamp(key, value)
+            if stamp is None:
+                malformed += 1
+            elif self._entries.is_newer(*stamp):
+                result = _decode_result(stamp[0], value)
+                if result is None:
+                    malformed += 1
+                else:
+                    self._entries.adopt(stamp[0], stamp[1], _Entry(result, stamp[2]))
+        return malformed
 
     def _write(self, model: str, items: list[_Item]) -> None:
         _write_atomic(self.path, _encode(model, items))
@@ -355,7 +388,7 @@ class ResultCache:
                 if skip_if_seen and seen == self._seen:
                     return None
                 raw = file.read()
-            content = _decode(raw, self.path)
+            content = _decode(raw)
         except FileNotFoundError:
             return None
         except (OSError, _CorruptFile) as error:
@@ -415,42 +448,87 @@ def _file_id(stat: os.stat_result) -> _FileId:
     return _FileId(stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
+def _chunks(sequence: list[T]) -> Iterator[list[T]]:
+    for start in range(0, len(sequence), _CHUNK):
+        yield sequence[start:start + _CHUNK]
+
+
 def _encode(model: str, items: list[_Item]) -> bytes:
+    """The file: a header line, a line per chunk of entries, and ``}}``. One JSON document, encoded a chunk per call."""
+    header = json.dumps({"version": FILE_VERSION, "current_model": model}, separators=_COMPACT)[:-1]
+    rows = [_encode_chunk(chunk) for chunk in _chunks(items)]
+    lines = [f"{header},{_ENTRIES_OPEN}", ",\n".join(rows), "}}"] if rows else [f"{header},{_ENTRIES_OPEN}", "}}"]
+    return "\n".join(lines).encode()
+
+
+def _encode_chunk(items: list[_Item]) -> str:
     entries = {f"{item.model}{KEY_SEPARATOR}{item.digest}": {
         "label": item.entry.result.label, "top5": item.entry.result.top5, "last_used": item.entry.last_used,
     } for item in items}
-    document = {"version": FILE_VERSION, "current_model": model, "entries": entries}
-    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    return json.dumps(entries, separators=_COMPACT, allow_nan=False)[1:-1]
 
 
-def _decode(raw: bytes, path: Path) -> _FileContent:
-    try:
-        document = json.loads(raw)
-    except ValueError as error:
-        raise _CorruptFile(f"not JSON: {error}") from None
+def _decode(raw: bytes) -> _FileContent:
+    document = _parse(raw)
     if not isinstance(document, dict) or document.get("version") != FILE_VERSION:
         raise _CorruptFile(f"not a version {FILE_VERSION} cache file")
-    model, raw_entries = document.get("current_model"), document.get("entries")
-    if not isinstance(model, str) or not isinstance(raw_entries, dict):
+    model, entries = document.get("current_model"), document.get("entries")
+    if not isinstance(model, str) or not isinstance(entries, dict):
         raise _CorruptFile("current_model or entries missing or of the wrong type")
-    items = [item for item in (_decode_entry(key, value) for key, value in raw_entries.items()) if item]
-    if len(items) < len(raw_entries):
-        logger.warning("result cache %s: ignored %d malformed entries", path, len(raw_entries) - len(items))
-    return _FileContent(model, items)
+    return _FileContent(model, entries)
 
 
-def _decode_entry(key: str, value: Any) -> _Item | None:
+def _parse(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+        document = _parse_in_chunks(text)
+        return json.loads(text) if document is None else document
+    except ValueError as error:
+        raise _CorruptFile(f"not JSON: {error}") from None
+
+
+def _parse_in_chunks(text: str) -> dict[str, Any] | None:
+    """Parses a file in this module's line layout a line per call, so other threads run in between (one big
+    ``json.loads`` holds the GIL for a second at 100,000 entries); None when the text is laid out otherwise."""
+    lines = text.split("\n")
+    body = lines[1:-1]
+    if len(lines) < 2 or not lines[0].endswith(_ENTRIES_OPEN) or lines[-1] != "}}" or not _well_joined(body):
+        return None
+    try:
+        document = json.loads(lines[0] + "}}")
+        entries: dict[str, Any] = {}
+        for line in body:
+            entries.update(json.loads("{" + line.removesuffix(",") + "}"))
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    document["entries"] = entries
+    return document
+
+
+def _well_joined(body: list[str]) -> bool:
+    """Whether the lines join into one JSON object body: every line but the last ends with a comma."""
+    return all(line.endswith(",") for line in body[:-1]) and not (body and body[-1].endswith(","))
+
+
+def _decode_stamp(key: str, value: Any) -> tuple[str, str, float] | None:
+    """``(model, digest, last_used)`` of a file entry, or None when its key or ``last_used`` is malformed."""
     model, separator, digest = key.rpartition(KEY_SEPARATOR)
     if not separator or not model or not is_digest(digest) or not isinstance(value, dict):
         return None
-    last_used, top5 = value.get("last_used"), value.get("top5")
-    if not _is_number(last_used) or not isinstance(top5, list):
+    last_used = value.get("last_used")
+    return (model, digest, float(last_used)) if _is_number(last_used) else None
+
+
+def _decode_result(model: str, value: dict[str, Any]) -> CachedResult | None:
+    top5 = value.get("top5")
+    if not isinstance(top5, list):
         return None
     try:
-        result = CachedResult(value.get("label"), tuple(top5), model)
+        return CachedResult(value.get("label"), tuple(top5), model)
     except (TypeError, ValueError):
         return None
-    return _Item(model, digest, _Entry(result, float(last_used)))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

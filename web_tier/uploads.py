@@ -2,17 +2,12 @@
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from dataclasses import dataclass
 
 from werkzeug.datastructures import FileStorage, MultiDict
 
 from hybrid.errors import HybridError
-
-PREFERRED_FIELDS = ("inputFile", "myfile")
-MAX_NAME_CHARS = 120
-UNSAFE = re.compile(r"[^A-Za-z0-9._ +=@,()\[\]-]+")
+from hybrid.messages import image_name
 
 
 class UploadError(HybridError):
@@ -60,12 +55,3 @@ def _check_image(data: bytes) -> None:
         decode_image(data)
     except BadImageError as exc:
         raise UploadError(415 if "not an image" in str(exc) else 400, str(exc)) from None
-
-
-def image_name(filename: str) -> str:
-    """The name a reply and an output key use: the file name without folders or extension, made safe."""
-    base = re.split(r"[\\/]", filename)[-1]
-    stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
-    cleaned = "".join(c for c in unicodedata.normalize("NFKC", stem) if unicodedata.category(c)[0] != "C")
-    cleaned = UNSAFE.sub("_", cleaned).strip(" ._")[:MAX_NAME_CHARS].strip(" ._")
-    return cleaned or "image"

@@ -1,0 +1,893 @@
+"""Benchmark of the web tier: cache-hit throughput and latency, the cost of a cache miss beyond the model, and
+where a cache hit's time goes.
+
+Run: ``.venv/bin/python benchmarks/bench_web.py [--quick]`` (only 127.0.0.1 is contacted; nothing is left running).
+Results go to stdout, progress lines to stderr. The photos are four real ones shipped with scikit-image
+(``coffee``, ``chelsea``, ``rocket``, ``astronaut``), resized with PIL and encoded as JPEG (quality 92).
+
+Setup. ``start_emulator`` starts the local AWS server and its instance runner in a temporary state folder; a stack
+is set up (``build_aws_stack(...).up()``) and one app-tier instance launched as tests/integration/rig.py's
+``Stack.launch`` does (the runner turns it into a ``hybrid worker`` process; ``worker.idle_timeout`` 120 s so it
+stays up). ``hybrid web`` runs as a subprocess on a free loopback port, gunicorn gthread with the default
+``web.threads``. Each server configuration is measured in turn: ``--processes 1`` first, then ``--processes 2``.
+
+Part 1, cache hits. The cache is warmed by posting 16 distinct JPEGs (4 photos x 4 sizes) once each (misses that
+go to the worker), then each is posted again with ``Accept: application/json`` and must answer ``cached: true``.
+The 2-process server starts after the 1-process one stopped (which flushes the cache file), so both of its
+processes load every entry from the file; it is checked the same way (each image posted several times on new
+connections, so both processes answer some). Then ``CONCURRENCY`` (32) client threads, each on its own keep-alive
+``http.client`` connection, post the warm images in turn for a fixed time (10 s; 4 s with ``--quick``) after an
+untimed warm-up of 1 s. Requests are multipart/form-data, field ``inputFile``, built once per image before the run
+(so the client spends its CPU on HTTP only) and answered in text/plain; every answer must be 200 and exactly
+``name:label`` as learned while warming, else it counts as an error. ``requests/s`` is the answered requests over
+the time from the start until the last thread finished its last request; latency is per request at the client
+(send until the whole body is read), nearest-rank percentiles. As a ceiling of the HTTP stack alone, the same
+clients then hammer ``GET /healthz`` (no upload, no handler work) for a shorter time.
+CPU: user+system time from /proc/<pid>/stat during the timed window, of the gunicorn master and its worker
+processes ("server"), of this client process, of the local AWS server + instance runner + app-tier worker
+("emulator side", idle pollers here: a cache hit touches no queue), and the machine's total busy time from
+/proc/stat, each as a share of ONE core (this machine has ``os.cpu_count()`` cores, so 100 % x cores is all of it).
+The client competes with the server for the same CPUs: read the client share as CPU a real client would not take
+from the server.
+
+Part 2, a cache miss beyond the model. With the worker running and idle, ``MISSES`` (30; 10 with ``--quick``)
+never-seen JPEGs (other sizes than the warm set) are posted one at a time with ``Accept: application/json``;
+end-to-end latency is measured at the client and the answer's ``timings`` (``store_ms``: S3 exists+put,
+``queue_and_classify_ms``: send request -> reply delivered, ``total_ms``: the service's whole time) are kept. Then
+the model time of the same images is measured in this process, ``load_classifier("onnx", 1).classify([bytes])``
+per image, median of several calls (decode + preprocess + model, as a worker does for a batch of one). Overhead =
+end-to-end - model time, per image; the table gives medians (and p90) of each part:
+``before/after the service`` = end-to-end - total_ms (HTTP, multipart parse, the upload's decode check, JSON
+answer); ``queue+worker overhead`` = queue_and_classify_ms - model (SQS send, the worker's long poll, S3 get,
+two S3 puts, reply, the dispatcher's long poll and delete).
+
+Part 3, goals from the issue: at least 1000 cache hits/s and p99 under 20 ms on this machine, PASS/FAIL per server
+configuration with the measured values.
+
+Part 4, where a cache hit's time goes, in this process (no HTTP, no client): the Flask app is built with
+``create_app(settings, build_runtime(settings))`` for the same stack (same cache file, own reply queue) and its
+test client posts the same pre-built multipart bodies ``TEST_CLIENT_CALLS`` (2000; 500 with ``--quick``) times;
+then the same with the upload's decode check (``web_tier.uploads._check_image``) replaced by a no-op for the
+measurement only (a what-if: how fast a hit would be if the cache were looked up before decoding). Beside it, the
+per-call cost of the pieces: ``decode_image`` of each warm image, SHA-256, ``ResultCache.get``, and werkzeug's
+multipart parse. All medians of per-call wall time with nothing else busy but idle pollers.
+
+Part 5, teardown in ``finally`` blocks: the web server gets SIGTERM (and SIGKILL after 30 s), the stack goes down
+(instances first), the emulator stops; then /proc is scanned for any process naming the state folder or the
+instance, and a WARNING is printed for each.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import http.client
+import importlib.metadata
+import io
+import json
+import math
+import os
+import platform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")
+HIT_SIZES = ((320, 240), (400, 300), (512, 384), (640, 480))
+JPEG_QUALITY = 92
+CONCURRENCY = 32
+PROCESS_COUNTS = (1, 2)
+WORKERS = 1
+GOAL_RATE = 1000.0
+GOAL_P99_MS = 20.0
+BOUNDARY = "hybridbench" + secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much work each measurement does."""
+
+    duration_s: float
+    warmup_s: float
+    healthz_s: float
+    misses: int
+    model_reps: int
+    test_client_calls: int
+    verify_posts: int
+
+
+FULL = Plan(duration_s=10.0, warmup_s=1.0, healthz_s=3.0, misses=30, model_reps=5, test_client_calls=2000,
+            verify_posts=4)
+QUICK = Plan(duration_s=4.0, warmup_s=1.0, healthz_s=2.0, misses=10, model_reps=3, test_client_calls=500,
+             verify_posts=2)
+
+
+# ---------------------------------------------------------------- small helpers
+
+_T0 = time.perf_counter()
+
+
+def progress(step: str) -> None:
+    print(f"  {time.perf_counter() - _T0:6.1f} s  {step}", file=sys.stderr, flush=True)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (fraction in 0..1) of a non-empty sequence."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0.0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle (nor waiting on I/O) since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent and fields[0] != "Z":
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def processes_naming(markers: Sequence[str]) -> list[tuple[int, str]]:
+    """Live (non-zombie) processes whose command line contains any marker, except this one."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(marker.encode() in cmdline for marker in markers):
+            found.append((int(entry.name), cmdline.replace(b"\0", b" ").decode(errors="replace").strip()))
+    return found
+
+
+def wait_for_no_leftovers(markers: list[str], patience: float = 5.0) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + patience
+    while True:
+        found = processes_naming(markers)
+        if not found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.2)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def median_call_seconds(call: Callable[[], Any], calls: int) -> float:
+    """Median wall time of ``calls`` calls, after one untimed call."""
+    call()
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------- photos and request bodies
+
+def photo_jpeg(name: str, size: tuple[int, int]) -> bytes:
+    from PIL import Image
+    from skimage import data
+
+    buffer = io.BytesIO()
+    Image.fromarray(getattr(data, name)()).convert("RGB").resize(size).save(buffer, "JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def hit_images() -> dict[str, bytes]:
+    """The warm set: 4 photos x 4 sizes, 16 distinct JPEGs."""
+    return {f"{name}_{w}x{h}": photo_jpeg(name, (w, h)) for name in PHOTOS for w, h in HIT_SIZES}
+
+
+def miss_images(count: int) -> dict[str, bytes]:
+    """``count`` distinct JPEGs of sizes the warm set does not use (never seen by the cache)."""
+    return {f"miss{i:02d}_{PHOTOS[i % 4]}": photo_jpeg(PHOTOS[i % 4], (333 + 7 * i, 251 + 5 * i))
+            for i in range(count)}
+
+
+def multipart(name: str, data: bytes) -> bytes:
+    """A multipart/form-data body with one file in field ``inputFile``, named ``<name>.jpg``."""
+    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"inputFile\"; filename=\"{name}.jpg\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n").encode()
+    return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+# ---------------------------------------------------------------- the local AWS side
+
+@dataclass
+class Env:
+    state_dir: Path
+    stack_name: str
+    settings: Any = None
+    info: Any = None
+    stack: Any = None
+    instance_ids: list[str] = field(default_factory=list)
+    worker_pids: list[int] = field(default_factory=list)
+    teardown: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def local_server(env: Env) -> Iterator[Any]:
+    """The project's emulator and instance runner, stopped on the way out whatever happens."""
+    from hybrid.emulator import start_emulator, stop_emulator
+
+    try:
+        env.info = start_emulator(env.state_dir)
+        yield env.info
+    finally:
+        started = time.perf_counter()
+        stopped = stop_emulator(env.state_dir)
+        env.teardown.append(f"emulator stopped: {'yes' if stopped else 'no record'} "
+                            f"({time.perf_counter() - started:.2f} s)")
+
+
+@contextlib.contextmanager
+def aws_stack(env: Env) -> Iterator[Any]:
+    """The stack's AWS side, set up, and torn down (instances first) on the way out."""
+    from hybrid.aws.stack import build_aws_stack
+
+    env.stack = build_aws_stack(env.settings)
+    try:
+        env.stack.up(report=lambda line: None)
+        yield env.stack
+    finally:
+        started = time.perf_counter()
+        lines = env.stack.down(report=lambda line: None)
+        env.teardown.append(f"stack down: {lines[0] if lines else 'done'}, {max(0, len(lines) - 1)} resources "
+                            f"handled ({time.perf_counter() - started:.2f} s)")
+
+
+def launch_workers(env: Env, count: int) -> list[str]:
+    """Launches app-tier instances as tests/integration/rig.py's ``Stack.launch`` does."""
+    import boto3
+
+    ec2 = boto3.client("ec2", endpoint_url=env.info.url, region_name="us-east-1", aws_access_key_id="test",
+                       aws_secret_access_key="test")
+    image = next(r["id"] for r in env.stack.status() if r["kind"] == "image")
+    tags = [{"Key": "hybrid:stack", "Value": env.settings.stack}, {"Key": "hybrid:role", "Value": "app-tier"}]
+    reply = ec2.run_instances(ImageId=image, MinCount=count, MaxCount=count, InstanceType="t3.micro",
+                              UserData=env.settings.to_json(),
+                              TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+    return [i["InstanceId"] for i in reply["Instances"]]
+
+
+def find_worker_pids(instance_ids: list[str]) -> list[int]:
+    return [pid for pid, _ in processes_naming(instance_ids)]
+
+
+# ---------------------------------------------------------------- the web server subprocess
+
+class WebProcess:
+    """`hybrid web --processes N` as a subprocess on a free loopback port (as tests/integration's WebServer)."""
+
+    def __init__(self, env: Env, processes: int) -> None:
+        self.env, self.processes = env, processes
+        self.port = free_port()
+        self.log_path = env.state_dir / f"web-p{processes}.log"
+        self.args = [sys.executable, "-m", "hybrid", "--state-dir", str(env.state_dir), "--stack", env.stack_name,
+                     "--set", f"web.bind=127.0.0.1:{self.port}", "web", "--processes", str(processes)]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "WebProcess":
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            cwd=ROOT, env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true"})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if len(self.worker_pids()) >= self.processes and self._healthy():
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"web tier did not come up; log:\n{self.log_tail()}")
+
+    def _healthy(self) -> bool:
+        try:
+            status, _ = request(self.port, "GET", "/healthz", timeout=5)
+        except OSError:
+            return False
+        return status == 200
+
+    def worker_pids(self) -> list[int]:
+        return child_pids(self.process.pid) if self.process else []
+
+    def server_pids(self) -> list[int]:
+        return [self.process.pid, *self.worker_pids()] if self.process else []
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> str:
+        if not self.process or self.process.poll() is not None:
+            return f"web --processes {self.processes}: not running"
+        started = time.perf_counter()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+            how = "SIGTERM"
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            how = "SIGKILL after 30 s"
+        return f"web --processes {self.processes} stopped by {how} ({time.perf_counter() - started:.2f} s)"
+
+
+@contextlib.contextmanager
+def web_server(env: Env, processes: int) -> Iterator[WebProcess]:
+    server = WebProcess(env, processes)
+    try:
+        yield server.start()
+    finally:
+        env.teardown.append(server.stop())
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+            timeout: float = 120) -> tuple[int, bytes]:
+    """One request on a new connection; (status, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body, headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def post_json(port: int, name: str, data: bytes, timeout: float = 180) -> tuple[int, dict[str, Any]]:
+    status, body = request(port, "POST", "/", multipart(name, data),
+                           {"Content-Type": CONTENT_TYPE, "Accept": "application/json"}, timeout)
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, {"error": body[:200].decode(errors="replace")}
+
+
+# ---------------------------------------------------------------- part 1: cache hits
+
+def warm_cache(port: int, images: dict[str, bytes]) -> dict[str, str]:
+    """Posts each image once (a miss the worker answers); name -> label."""
+    labels = {}
+    for name, data in images.items():
+        status, answer = post_json(port, name, data)
+        if status != 200:
+            raise RuntimeError(f"warming {name}: HTTP {status}: {answer}")
+        labels[name] = answer["label"]
+    return labels
+
+
+def verify_hits(port: int, images: dict[str, bytes], labels: dict[str, str], times: int) -> tuple[int, int]:
+    """Each image posted ``times`` times on new connections: (answers with cached=true and the right label, all)."""
+    good = total = 0
+    for _ in range(times):
+        for name, data in images.items():
+            status, answer = post_json(port, name, data, timeout=30)
+            total += 1
+            good += status == 200 and answer.get("cached") is True and answer.get("label") == labels[name]
+    return good, total
+
+
+@dataclass
+class LoadResult:
+    """What a timed hammer produced, with CPU seconds per party during the window."""
+
+    label: str
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    reconnects: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def pct_ms(self, fraction: float) -> float:
+        return percentile(self.latencies, fraction) * 1000 if self.latencies else float("nan")
+
+
+@dataclass(frozen=True)
+class Shot:
+    method: str
+    path: str
+    body: bytes | None
+    headers: dict[str, str]
+    expected: bytes | None  # exact answer body, or None to accept any 200
+
+
+def upload_shots(images: dict[str, bytes], labels: dict[str, str]) -> list[Shot]:
+    return [Shot("POST", "/", multipart(name, data), {"Content-Type": CONTENT_TYPE},
+                 f"{name}:{labels[name]}".encode()) for name, data in images.items()]
+
+
+def client_thread(port: int, shots: list[Shot], offset: int, stop_at: list[float], go: threading.Event,
+                  result: LoadResult, lock: threading.Lock) -> None:
+    """One client on its own keep-alive connection, cycling over ``shots`` until ``stop_at[0]``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies, errors, reconnects, samples = [], 0, 0, []
+    go.wait()
+    n = offset
+    while time.perf_counter() < stop_at[0]:
+        shot = shots[n % len(shots)]
+        n += 1
+        started = time.perf_counter()
+        try:
+            connection.request(shot.method, shot.path, shot.body, shot.headers)
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            errors += 1
+            samples.append(f"{type(exc).__name__}: {exc}")
+            connection.close()
+            continue
+        elapsed = time.perf_counter() - started
+        if response.status != 200 or (shot.expected is not None and body != shot.expected):
+            errors += 1
+            samples.append(f"HTTP {response.status}: {body[:80]!r}")
+        else:
+            latencies.append(elapsed)
+        if response.will_close:
+            reconnects += 1
+    connection.close()
+    with lock:
+        result.latencies += latencies
+        result.errors += errors
+        result.reconnects += reconnects
+        result.error_samples += samples[:3]
+
+
+def hammer(port: int, shots: list[Shot], seconds: float, label: str,
+           cpu_parties: dict[str, list[int]] | None = None) -> LoadResult:
+    """CONCURRENCY threads for ``seconds``; CPU of each party (name -> pids) over the same window."""
+    result, lock, go = LoadResult(label), threading.Lock(), threading.Event()
+    stop_at = [math.inf]
+    threads = [threading.Thread(target=client_thread, args=(port, shots, i * 7, stop_at, go, result, lock),
+                                daemon=True) for i in range(CONCURRENCY)]
+    for thread in threads:
+        thread.start()
+    parties = {**(cpu_parties or {}), "this client": [os.getpid()]}
+    before = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in parties.items()}
+    busy_before = machine_busy_seconds()
+    started = time.perf_counter()
+    stop_at[0] = started + seconds
+    go.set()
+    for thread in threads:
+        thread.join()
+    result.seconds = time.perf_counter() - started
+    result.cpu = {name: sum(cpu_seconds(pid) for pid in pids) - before[name] for name, pids in parties.items()}
+    result.cpu["machine (all processes)"] = machine_busy_seconds() - busy_before
+    return result
+
+
+def measure_hits(server: WebProcess, env: Env, images: dict[str, bytes], labels: dict[str, str],
+                 plan: Plan) -> tuple[LoadResult, LoadResult]:
+    shots = upload_shots(images, labels)
+    parties = {"server (gunicorn master + workers)": server.server_pids(),
+               "emulator side (moto, runner, worker)": [env.info.pid, env.info.runner_pid, *env.worker_pids]}
+    progress(f"--processes {server.processes}: untimed warm-up {plan.warmup_s:g} s")
+    hammer(server.port, shots, plan.warmup_s, "warm-up")
+    progress(f"--processes {server.processes}: {CONCURRENCY} clients posting cache hits for {plan.duration_s:g} s")
+    hits = hammer(server.port, shots, plan.duration_s, f"cache hits, --processes {server.processes}", parties)
+    progress(f"  {hits.rate:.0f} requests/s, p99 {hits.pct_ms(0.99):.1f} ms, {hits.errors} errors")
+    health = [Shot("GET", "/healthz", None, {}, b"ok\n")]
+    health_run = hammer(server.port, health, plan.healthz_s, f"GET /healthz, --processes {server.processes}",
+                        parties)
+    progress(f"  GET /healthz: {health_run.rate:.0f} requests/s")
+    return hits, health_run
+
+
+def load_table(results: list[LoadResult]) -> str:
+    rows = []
+    for r in results:
+        rows.append([r.label, f"{r.seconds:.2f}", str(len(r.latencies)), f"{r.rate:.0f}",
+                     f"{r.pct_ms(0.5):.1f}", f"{r.pct_ms(0.95):.1f}", f"{r.pct_ms(0.99):.1f}",
+                     f"{max(r.latencies) * 1000:.1f}" if r.latencies else "n/a", str(r.errors), str(r.reconnects)])
+    return table([f"{CONCURRENCY} keep-alive clients", "s", "answered", "req/s", "p50 ms", "p95 ms", "p99 ms",
+                  "max ms", "errors", "reconn."], rows)
+
+
+def cpu_table(results: list[LoadResult]) -> str:
+    parties = list(results[0].cpu)
+    rows = []
+    for party in parties:
+        rows.append([party] + [f"{r.cpu[party]:.2f} s ({100 * r.cpu[party] / r.seconds:.0f} %)" for r in results])
+    per_request = ["server CPU per answered request"] + [
+        f"{1000 * r.cpu['server (gunicorn master + workers)'] / max(1, len(r.latencies)):.2f} ms" for r in results]
+    client = ["client CPU per answered request"] + [
+        f"{1000 * r.cpu['this client'] / max(1, len(r.latencies)):.2f} ms" for r in results]
+    return table(["CPU in the window (share of one core)"] + [r.label for r in results], rows + [per_request, client])
+
+
+# ---------------------------------------------------------------- part 2: cache misses
+
+@dataclass
+class MissRow:
+    name: str
+    e2e_s: float
+    timings: dict[str, float]
+    cached: bool
+    shared: bool
+    model: str
+    model_s: float = 0.0
+
+
+def measure_misses(port: int, images: dict[str, bytes]) -> list[MissRow]:
+    rows = []
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=180)
+    try:
+        for name, data in images.items():
+            body = multipart(name, data)
+            started = time.perf_counter()
+            connection.request("POST", "/", body, {"Content-Type": CONTENT_TYPE, "Accept": "application/json"})
+            response = connection.getresponse()
+            raw = response.read()
+            elapsed = time.perf_counter() - started
+            answer = json.loads(raw)
+            if response.status != 200:
+                raise RuntimeError(f"miss {name}: HTTP {response.status}: {answer}")
+            rows.append(MissRow(name, elapsed, answer["timings"], answer["cached"], answer["shared"],
+                                answer["model"]))
+    finally:
+        connection.close()
+    return rows
+
+
+def model_times(images: dict[str, bytes], reps: int) -> tuple[str, str, dict[str, float]]:
+    """In-process onnx classify([bytes]) per image: (runtime, model id, name -> median seconds)."""
+    from app_tier.classifier import load_classifier
+
+    classifier = load_classifier("onnx", 1)
+    classifier.classify([next(iter(images.values()))])
+    seconds = {name: median_call_seconds(lambda data=data: classifier.classify([data]), reps)
+               for name, data in images.items()}
+    return classifier.runtime, classifier.model_id, seconds
+
+
+def miss_table(rows: list[MissRow]) -> str:
+    def col(label: str, values: list[float]) -> list[str]:
+        return [label, f"{statistics.median(values):.1f}", f"{percentile(values, 0.9):.1f}",
+                f"{min(values):.1f}", f"{max(values):.1f}"]
+
+    e2e = [r.e2e_s * 1000 for r in rows]
+    model = [r.model_s * 1000 for r in rows]
+    total = [r.timings["total_ms"] for r in rows]
+    store = [r.timings["store_ms"] for r in rows]
+    queue = [r.timings["queue_and_classify_ms"] for r in rows]
+    lines = [col("end-to-end at the client", e2e),
+             col("model in-process: classify([bytes])", model),
+             col("OVERHEAD = end-to-end - model", [a - b for a, b in zip(e2e, model)]),
+             col("  before/after the service (e2e - total_ms)", [a - b for a, b in zip(e2e, total)]),
+             col("  service total_ms", total),
+             col("    store_ms (S3 exists + put)", store),
+             col("    queue_and_classify_ms", queue),
+             col("    queue+worker overhead (queue_and_classify - model)", [a - b for a, b in zip(queue, model)])]
+    return table([f"{len(rows)} sequential misses (ms)", "median", "p90", "min", "max"], lines)
+
+
+# ---------------------------------------------------------------- part 4: in-process breakdown of a hit
+
+@dataclass
+class Breakdown:
+    handler_s: float = 0.0
+    handler_no_decode_s: float = 0.0
+    decode_s: dict[str, float] = field(default_factory=dict)
+    sha_s: float = 0.0
+    cache_get_s: float = 0.0
+    parse_s: float = 0.0
+    calls: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+
+def time_test_client(client: Any, bodies: list[bytes], calls: int, statuses: dict[int, int]) -> float:
+    """Median seconds of one POST through the Flask test client (pre-built multipart bodies, text answers)."""
+    times = []
+    for n in range(calls + 1):
+        started = time.perf_counter()
+        response = client.post("/", data=bodies[n % len(bodies)], content_type=CONTENT_TYPE)
+        elapsed = time.perf_counter() - started
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        if n:
+            times.append(elapsed)
+    return statistics.median(times)
+
+
+def parse_seconds(body: bytes) -> float:
+    """Werkzeug's multipart parse of one body (Request.files), as Flask does it per request."""
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    def parse() -> None:
+        environ = EnvironBuilder(method="POST", path="/", input_stream=io.BytesIO(body), content_type=CONTENT_TYPE,
+                                 content_length=len(body)).get_environ()
+        Request(environ).files["inputFile"].read()
+
+    def build_only() -> None:
+        EnvironBuilder(method="POST", path="/", input_stream=io.BytesIO(body), content_type=CONTENT_TYPE,
+                       content_length=len(body)).get_environ()
+
+    return max(0.0, median_call_seconds(parse, 200) - median_call_seconds(build_only, 200))
+
+
+def measure_breakdown(env: Env, images: dict[str, bytes], calls: int) -> Breakdown:
+    import hashlib
+    import logging
+
+    import web_tier.uploads as uploads
+    from app_tier.preprocess import decode_image
+    from web_tier.app import create_app
+    from web_tier.runtime import build_runtime
+
+    logging.getLogger("web_tier").setLevel(logging.INFO)  # as WebServer.load does
+    out = Breakdown(calls=calls)
+    bodies = [multipart(name, data) for name, data in images.items()]
+    runtime = build_runtime(env.settings)
+    try:
+        client = create_app(env.settings, runtime).test_client()
+        out.handler_s = time_test_client(client, bodies, calls, out.statuses)
+        original = uploads._check_image
+        uploads._check_image = lambda data: None  # what-if only, restored below; project code is not changed
+        try:
+            out.handler_no_decode_s = time_test_client(client, bodies, calls, out.statuses)
+        finally:
+            uploads._check_image = original
+        digests = [hashlib.sha256(data).hexdigest() for data in images.values()]
+        out.cache_get_s = median_call_seconds(lambda: [runtime.cache.get(d) for d in digests], 200) / len(digests)
+    finally:
+        runtime.close()
+    out.decode_s = {name: median_call_seconds(lambda data=data: decode_image(data), 20) for name, data in images.items()}
+    datas = list(images.values())
+    out.sha_s = median_call_seconds(lambda: [hashlib.sha256(d).hexdigest() for d in datas], 50) / len(datas)
+    out.parse_s = statistics.median(parse_seconds(body) for body in bodies[:4])
+    return out
+
+
+def breakdown_report(out: Breakdown, images: dict[str, bytes], hits: list[LoadResult]) -> str:
+    decode = statistics.median(out.decode_s.values())
+    by_size: dict[tuple[int, int], list[float]] = {}
+    for name, seconds in out.decode_s.items():
+        w, h = (int(v) for v in name.rsplit("_", 1)[1].split("x"))
+        by_size.setdefault((w, h), []).append(seconds)
+    rows = [[f"Flask test client POST, cache hit (median of {out.calls})", ms(out.handler_s),
+             f"{1 / out.handler_s:.0f}"],
+            ["  same, decode check (_check_image) made a no-op (what-if)", ms(out.handler_no_decode_s),
+             f"{1 / out.handler_no_decode_s:.0f}"],
+            ["decode_image(bytes), median over the 16 warm images", ms(decode), f"{1 / decode:.0f}"]]
+    rows += [[f"  decode_image, {w}x{h} (median of 4 photos)", ms(statistics.median(v)), ""]
+             for (w, h), v in sorted(by_size.items())]
+    rows += [["werkzeug multipart parse of one body", ms(out.parse_s), ""],
+             ["hashlib.sha256(bytes).hexdigest()", ms(out.sha_s), ""],
+             ["ResultCache.get(digest)", f"{out.cache_get_s * 1000:.4f}", ""]]
+    for r in hits:
+        server_cpu = r.cpu["server (gunicorn master + workers)"] / max(1, len(r.latencies))
+        rows.append([f"server CPU per hit over HTTP ({r.label.split(', ')[-1]})", ms(server_cpu),
+                     f"{1 / server_cpu:.0f}" if server_cpu else ""])
+    sizes = [len(d) for d in images.values()]
+    text = table(["one cache hit, in this process", "ms", "per s (1 core)"], rows)
+    return (f"{text}\nwarm images: {len(images)} JPEGs, {min(sizes) / 1000:.0f}..{max(sizes) / 1000:.0f} kB "
+            f"(mean {statistics.mean(sizes) / 1000:.0f} kB); test-client statuses {out.statuses}")
+
+
+# ---------------------------------------------------------------- part 3: goals
+
+def goal_lines(hits: list[LoadResult]) -> list[str]:
+    lines = []
+    for r in hits:
+        config = r.label.split(", ")[-1]
+        rate_ok, p99_ok = r.rate >= GOAL_RATE and r.errors == 0, r.pct_ms(0.99) < GOAL_P99_MS
+        lines.append(f"{'PASS' if rate_ok else 'FAIL'}  at least {GOAL_RATE:.0f} cache hits/s ({config}): "
+                     f"{r.rate:.0f} requests/s, {r.errors} errors")
+        lines.append(f"{'PASS' if p99_ok else 'FAIL'}  p99 under {GOAL_P99_MS:.0f} ms ({config}): "
+                     f"p99 {r.pct_ms(0.99):.1f} ms (p50 {r.pct_ms(0.5):.1f} ms)")
+    return lines
+
+
+# ---------------------------------------------------------------- the whole run
+
+@dataclass
+class Results:
+    labels: dict[str, str] = field(default_factory=dict)
+    verified: list[tuple[str, int, int]] = field(default_factory=list)
+    hits: list[LoadResult] = field(default_factory=list)
+    health: list[LoadResult] = field(default_factory=list)
+    misses: list[MissRow] = field(default_factory=list)
+    model: tuple[str, str] = ("", "")
+    breakdown: Breakdown | None = None
+    server_notes: list[str] = field(default_factory=list)
+    leftovers: list[tuple[int, str]] = field(default_factory=list)
+
+
+def run_all(plan: Plan, env: Env, hit_set: dict[str, bytes], miss_set: dict[str, bytes], res: Results) -> None:
+    from hybrid.settings import load
+
+    env.settings = load(None, {}, {"stack": env.stack_name, "state_dir": str(env.state_dir),
+                                   "worker.idle_timeout": "120"})
+    progress("starting the local AWS server and instance runner")
+    with local_server(env), aws_stack(env):
+        env.instance_ids = launch_workers(env, WORKERS)
+        progress(f"stack {env.stack_name} is up; launched {', '.join(env.instance_ids)}")
+        for processes in PROCESS_COUNTS:
+            run_server(plan, env, processes, hit_set, miss_set, res)
+        progress("model time in this process (onnx, 1 thread)")
+        runtime, model_id, seconds = model_times(miss_set, plan.model_reps)
+        res.model = (runtime, model_id)
+        for row in res.misses:
+            row.model_s = seconds[row.name]
+        progress(f"in-process breakdown: Flask test client x {plan.test_client_calls} (twice)")
+        res.breakdown = measure_breakdown(env, hit_set, plan.test_client_calls)
+        progress("tearing down")
+
+
+def run_server(plan: Plan, env: Env, processes: int, hit_set: dict[str, bytes], miss_set: dict[str, bytes],
+               res: Results) -> None:
+    progress(f"starting hybrid web --processes {processes}")
+    with web_server(env, processes) as server:
+        if not res.labels:
+            progress(f"warming the cache with {len(hit_set)} images (the first waits for the worker's cold start)")
+            started = time.perf_counter()
+            res.labels = warm_cache(server.port, hit_set)
+            env.worker_pids = find_worker_pids(env.instance_ids)
+            progress(f"  warm in {time.perf_counter() - started:.1f} s; worker pids {env.worker_pids}")
+        good, total = verify_hits(server.port, hit_set, res.labels, 1 if processes == 1 else plan.verify_posts)
+        res.verified.append((f"--processes {processes}", good, total))
+        hits, health = measure_hits(server, env, hit_set, res.labels, plan)
+        res.hits.append(hits)
+        res.health.append(health)
+        res.server_notes.append(f"--processes {processes}: pids master {server.process.pid}, workers "
+                                f"{server.worker_pids()}; log lines {count_lines(server.log_path)}")
+        if processes == 1:
+            progress(f"{len(miss_set)} sequential cache misses")
+            res.misses = measure_misses(server.port, miss_set)
+
+
+def count_lines(path: Path) -> int:
+    try:
+        return len(path.read_text(errors="replace").splitlines())
+    except OSError:
+        return 0
+
+
+# ---------------------------------------------------------------- report
+
+def package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def header(plan: Plan, quick: bool) -> str:
+    from hybrid.settings import Settings
+
+    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return (f"hybrid web-tier benchmark -- {now}, {os.cpu_count()} CPUs ({cpu_model()}), "
+            f"python {sys.version.split()[0]}, flask {package_version('flask')}, werkzeug "
+            f"{package_version('werkzeug')}, gunicorn {package_version('gunicorn')} (gthread, "
+            f"{Settings().web.threads} threads/process), {'--quick' if quick else 'full'} "
+            f"({plan.duration_s:g} s per load run, {CONCURRENCY} clients, {plan.misses} misses)")
+
+
+def print_report(res: Results, plan: Plan, hit_set: dict[str, bytes], env: Env) -> None:
+    if res.hits:
+        print(f"\n1. Cache hits: {CONCURRENCY} client threads (http.client, one keep-alive connection each) for "
+              f"{plan.duration_s:g} s; /healthz for {plan.healthz_s:g} s")
+        for config, good, total in res.verified:
+            print(f"cache verified before the run ({config}): {good}/{total} JSON answers cached=true, right label")
+        print(load_table(res.hits + res.health))
+        print(cpu_table(res.hits + res.health))
+        for r in res.hits + res.health:
+            if r.error_samples:
+                print(f"errors in {r.label}: {r.error_samples[:3]}")
+    if res.misses:
+        runtime, model_id = res.model
+        served = sorted({r.model for r in res.misses})
+        flags = sum(r.cached or r.shared for r in res.misses)
+        print(f"\n2. Cache misses, one at a time, --processes 1, {WORKERS} worker; in-process model: {runtime} "
+              f"{model_id} (worker answered with {', '.join(served)}); answers cached/shared: {flags}")
+        if res.misses[0].model_s:
+            print(miss_table(res.misses))
+    if res.hits:
+        print("\n3. Goals (issue), on this machine with the client on the same CPUs")
+        print("\n".join(goal_lines(res.hits)))
+    if res.breakdown:
+        print("\n4. Where a cache hit's time goes (in this process, no HTTP)")
+        print(breakdown_report(res.breakdown, hit_set, res.hits))
+    print("\n5. Teardown")
+    for line in res.server_notes + env.teardown:
+        print(line)
+    if res.leftovers:
+        print("\n".join(f"WARNING: process left running: pid {pid}: {cmd[:160]}" for pid, cmd in res.leftovers))
+    else:
+        print("leftover processes (web server, worker, runner, emulator): none")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Web-tier benchmark: cache hits/s and latency, miss overhead.")
+    parser.add_argument("--quick", action="store_true", help="shorter load runs and fewer misses (about a minute)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    print(header(plan, args.quick), flush=True)
+    hit_set, miss_set = hit_images(), miss_images(plan.misses)
+    res = Results()
+    failed: BaseException | None = None
+    with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
+        env = Env(Path(tmp).resolve(), f"bweb-{secrets.token_hex(3)}")
+        try:
+            run_all(plan, env, hit_set, miss_set, res)
+        except BaseException as exc:  # noqa: BLE001 - report what was measured, then fail
+            failed = exc
+        finally:
+            res.leftovers = wait_for_no_leftovers([str(env.state_dir), *env.instance_ids])
+        print_report(res, plan, hit_set, env)
+    print(f"\ntotal run time {time.perf_counter() - _T0:.1f} s", flush=True)
+    if failed is not None:
+        raise failed
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

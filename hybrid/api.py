@@ -1,0 +1,44 @@
+"""A small Python API for batch mode::
+
+    from hybrid import api
+    api.init()                       # settings from hybrid.toml / HYBRID_* like the CLI; or api.init(settings)
+    api.upload("photos/cat.jpg")
+    api.list_results()               # [BatchResult(name, digest, label, error), ...]
+    api.download("labels/")          # results.csv and one <name>.txt per label
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hybrid.batch import BatchClient, BatchResult, Submission
+from hybrid.errors import HybridError
+from hybrid.settings import Settings, load
+
+_client: BatchClient | None = None
+
+
+def init(settings: Settings | None = None) -> BatchClient:
+    """Connects to the stack and makes its input bucket notify the request queue."""
+    global _client
+    _client = BatchClient(settings or load(None, os.environ))
+    _client.init()
+    return _client
+
+
+def _current() -> BatchClient:
+    if _client is None:
+        raise HybridError("call hybrid.api.init() first")
+    return _client
+
+
+def upload(path: str | Path) -> Submission:
+    return _current().upload(Path(path))
+
+
+def list_results() -> list[BatchResult]:
+    return _current().list_results()
+
+
+def download(out_dir: str | Path) -> Path:
+    return _current().download(Path(out_dir))
