@@ -26,7 +26,9 @@ clients then hammer ``GET /healthz`` (no upload, no handler work) for a shorter 
 CPU: user+system time from /proc/<pid>/stat during the timed window, of the gunicorn master and its worker
 processes ("server"), of this client process, of the local AWS server + instance runner + app-tier worker
 ("emulator side", idle pollers here: a cache hit touches no queue), and the machine's total busy time from
-/proc/stat, each as a share of ONE core (this machine has ``os.cpu_count()`` cores, so 100 % x cores is all of it).
+/proc/stat, each as a share of ONE core (this machine has ``os.cpu_count()`` cores, so 100 % x cores is all of it);
+"other processes" is the machine's busy time not accounted to any of those (another job on a shared machine), and a
+NOTE is printed when it exceeds 20 % of a core, because then the figures understate a quiet machine.
 The client competes with the server for the same CPUs: read the client share as CPU a real client would not take
 from the server.
 
@@ -94,6 +96,7 @@ PROCESS_COUNTS = (1, 2)
 WORKERS = 1
 GOAL_RATE = 1000.0
 GOAL_P99_MS = 20.0
+OTHERS = "other processes (not this benchmark)"
 BOUNDARY = "hybridbench" + secrets.token_hex(8)
 
 
@@ -322,7 +325,7 @@ class WebProcess:
                      "--set", f"web.bind=127.0.0.1:{self.port}", "web", "--processes", str(processes)]
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "WebProcess":
+    def start(self) -> WebProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             cwd=ROOT, env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true"})
@@ -510,7 +513,9 @@ def hammer(port: int, shots: list[Shot], seconds: float, label: str,
         thread.join()
     result.seconds = time.perf_counter() - started
     result.cpu = {name: sum(cpu_seconds(pid) for pid in pids) - before[name] for name, pids in parties.items()}
-    result.cpu["machine (all processes)"] = machine_busy_seconds() - busy_before
+    machine = machine_busy_seconds() - busy_before
+    result.cpu[OTHERS] = max(0.0, machine - sum(result.cpu.values()))
+    result.cpu["machine (all processes)"] = machine
     return result
 
 
@@ -667,8 +672,8 @@ def measure_breakdown(env: Env, images: dict[str, bytes], calls: int) -> Breakdo
     import hashlib
     import logging
 
-    import web_tier.uploads as uploads
     from app_tier.preprocess import decode_image
+    from web_tier import uploads
     from web_tier.app import create_app
     from web_tier.runtime import build_runtime
 
@@ -689,7 +694,8 @@ def measure_breakdown(env: Env, images: dict[str, bytes], calls: int) -> Breakdo
         out.cache_get_s = median_call_seconds(lambda: [runtime.cache.get(d) for d in digests], 200) / len(digests)
     finally:
         runtime.close()
-    out.decode_s = {name: median_call_seconds(lambda data=data: decode_image(data), 20) for name, data in images.items()}
+    out.decode_s = {name: median_call_seconds(lambda data=data: decode_image(data), 20)
+                    for name, data in images.items()}
     datas = list(images.values())
     out.sha_s = median_call_seconds(lambda: [hashlib.sha256(d).hexdigest() for d in datas], 50) / len(datas)
     out.parse_s = statistics.median(parse_seconds(body) for body in bodies[:4])
@@ -820,6 +826,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 def header(plan: Plan, quick: bool) -> str:
     from hybrid.settings import Settings
 
@@ -828,7 +841,8 @@ def header(plan: Plan, quick: bool) -> str:
             f"python {sys.version.split()[0]}, flask {package_version('flask')}, werkzeug "
             f"{package_version('werkzeug')}, gunicorn {package_version('gunicorn')} (gthread, "
             f"{Settings().web.threads} threads/process), {'--quick' if quick else 'full'} "
-            f"({plan.duration_s:g} s per load run, {CONCURRENCY} clients, {plan.misses} misses)")
+            f"({plan.duration_s:g} s per load run, {CONCURRENCY} clients, {plan.misses} misses); "
+            f"load average before: {load_average()}")
 
 
 def print_report(res: Results, plan: Plan, hit_set: dict[str, bytes], env: Env) -> None:
@@ -840,6 +854,10 @@ def print_report(res: Results, plan: Plan, hit_set: dict[str, bytes], env: Env) 
         print(load_table(res.hits + res.health))
         print(cpu_table(res.hits + res.health))
         for r in res.hits + res.health:
+            if r.cpu[OTHERS] > 0.2 * r.seconds:
+                print(f"NOTE: during {r.label} processes outside this benchmark took {r.cpu[OTHERS]:.2f} s of CPU "
+                      f"({100 * r.cpu[OTHERS] / r.seconds:.0f} % of one core): the machine was shared, figures are "
+                      "lower than on a quiet machine")
             if r.error_samples:
                 print(f"errors in {r.label}: {r.error_samples[:3]}")
     if res.misses:
@@ -883,7 +901,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             res.leftovers = wait_for_no_leftovers([str(env.state_dir), *env.instance_ids])
         print_report(res, plan, hit_set, env)
-    print(f"\ntotal run time {time.perf_counter() - _T0:.1f} s", flush=True)
+    print(f"\ntotal run time {time.perf_counter() - _T0:.1f} s; load average after: {load_average()}", flush=True)
     if failed is not None:
         raise failed
     return 0

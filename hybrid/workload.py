@@ -265,7 +265,15 @@ class WorkloadReport:
         return max(r.finished_at for r in self.records) - min(r.started_at for r in self.records)
 
     def examples(self, limit: int = MAX_EXAMPLES) -> list[RequestRecord]:
-        return [r for r in self.records if r.outcome != CORRECT][:limit]
+        """The first wrong or failed requests, one per distinct (file, outcome, status, answer)."""
+        picked: dict[tuple[Any, ...], RequestRecord] = {}
+        for record in self.records:
+            key = (record.file, record.outcome, record.status, record.answer)
+            if record.outcome != CORRECT and key not in picked:
+                picked[key] = record
+                if len(picked) == limit:
+                    break
+        return list(picked.values())
 
     def summary(self) -> dict[str, Any]:
         latencies = [r.latency for r in self.records]
@@ -315,7 +323,7 @@ def format_summary_lines(summary: dict[str, Any], examples: Sequence[RequestReco
         lines.append("  labels were not checked (no --expected CSV): a 200 'name:label' with the right name is correct")
     problems = summary["wrong"] + summary["failed"]
     if examples:
-        lines.append(f"wrong or failed ({len(examples)} of {problems} shown):")
+        lines.append(f"wrong or failed: {problems}, the first {len(examples)} distinct:")
         lines += [f"  {record.describe()}" for record in examples]
     return lines
 
@@ -386,15 +394,17 @@ def run_workload(url: str, images: Sequence[Path], requests: int | None = None, 
                  expected: dict[str, str] | None = None, field: str = "inputFile", timeout: float = 120.0,
                  retries: int = 3, progress: bool = False) -> WorkloadReport:
     """Sends ``requests`` uploads (default one per image, cycling when more) to ``url`` from ``concurrency``
-    threads and returns every request's record. ``progress`` draws a bar on stderr when it is a terminal.
+    threads (fewer when there are fewer requests) and returns every request's record. ``progress`` draws a bar
+    on stderr when it is a terminal.
 
     Raises ConfigError for a bad URL, no images, counts below 1, or expected labels missing an image's name."""
     _check_run(url, images, requests, concurrency, expected)
     plan = plan_requests(images, requests)
     sessions = SessionPool()
     target = Target(url, field, timeout, retries, expected, sessions)
-    report = WorkloadReport(url, concurrency, expected is not None)
-    pool = ThreadPoolExecutor(min(concurrency, len(plan)), thread_name_prefix="workload")
+    threads = min(concurrency, len(plan))
+    report = WorkloadReport(url, threads, expected is not None)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="workload")
     try:
         futures = [pool.submit(send_image, target, i, image) for i, image in enumerate(plan)]
         report.records = sorted(_collect(futures, progress), key=lambda r: r.index)

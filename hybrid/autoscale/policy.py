@@ -14,7 +14,9 @@ The rules, and why:
   In-flight messages count: a worker is busy with them, and they come back if it dies.
 - Capacity is running + pending instances. A pending instance is a worker that will be serving in a minute;
   not counting it would launch again on every tick of that minute and overshoot.
-- ``to_launch = max(0, desired - capacity)``, so capacity never exceeds ``max_workers`` through a launch.
+- ``to_launch = max(0, desired - capacity)``, so capacity never exceeds ``max_workers`` through a launch, and no
+  more than new workers could take: while workers run, in-flight messages are theirs (a new worker cannot receive
+  them), so only visible messages (or ``min_workers``) justify a launch.
 - Scale-in is left to the workers' idle self-termination: the policy never terminates a running worker because
   the backlog shrank. It cannot see which worker holds a message, so terminating one could abandon work until the
   visibility timeout; a worker that finds no work for ``worker.idle_timeout`` knows it is idle and leaves by
@@ -36,7 +38,7 @@ Times: ``observation.now`` and ``Instance.launched_at`` are both wall-clock epoc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hybrid.contracts import Instance
 from hybrid.settings import ScalingSettings
@@ -115,6 +117,7 @@ class Plan:
     leaked: tuple[Instance, ...]
     surplus: tuple[Instance, ...]
     to_launch: int
+    takeable: int = 0
 
     @property
     def to_terminate(self) -> tuple[Instance, ...]:
@@ -129,7 +132,9 @@ def decide(observation: Observation, scaling: ScalingSettings, previous: PolicyS
     plan = Plan(fleet, desired,
                 leaked=overdue_leaks(fleet.unexpected, first_seen, observation.now, scaling.pending_timeout),
                 surplus=surplus_beyond_max(fleet, scaling.max_workers),
-                to_launch=launch_count(desired, fleet.capacity, scaling.max_workers))
+                to_launch=launch_count(desired, fleet.capacity, scaling.max_workers),
+                takeable=takeable_launches(observation, fleet, scaling))
+    plan = replace(plan, to_launch=min(plan.to_launch, plan.takeable))
     token = launch_token(observation.now, plan.to_launch)
     state = PolicyState(recent_launches(previous.launches, token, observation.now, scaling.pending_timeout),
                         first_seen)
@@ -146,6 +151,15 @@ def desired_workers(backlog: int, scaling: ScalingSettings) -> int:
 def launch_count(desired: int, capacity: int, max_workers: int) -> int:
     """Workers to launch now: the shortfall, never taking capacity above max."""
     return max(0, min(desired, max_workers) - capacity)
+
+
+def takeable_launches(observation: Observation, fleet: FleetView, scaling: ScalingSettings) -> int:
+    """How many new workers could get work. In-flight messages are held by running workers and invisible to a new
+    one, so while any worker runs only visible messages (or the minimum fleet) justify a launch; with no worker
+    running, in-flight messages belong to workers that are gone and will come back, so they count too. Without this,
+    workers that idle out while others finish their batches would be replaced by workers that find nothing to do."""
+    claimable = observation.visible if fleet.running else observation.backlog
+    return max(math.ceil(max(0, claimable) / scaling.messages_per_worker), scaling.min_workers - fleet.capacity, 0)
 
 
 def launch_token(now: float, to_launch: int) -> str:
@@ -207,6 +221,7 @@ def ids(instances: tuple[Instance, ...]) -> tuple[str, ...]:
 def describe(observation: Observation, scaling: ScalingSettings, plan: Plan) -> str:
     """The decision's one-line reason: backlog -> want; have; what is done and what is left alone."""
     notes = watch_notes(plan, scaling) + idle_notes(plan.fleet.capacity - len(plan.surplus), plan.desired)
+    notes += held_notes(plan)
     steps = cleanup_steps(plan, scaling) + ([f"launch {plan.to_launch}"] if plan.to_launch else [])
     actions = "; ".join(notes + [", ".join(steps) or "no action"])
     return f"{describe_want(observation, scaling)}; {describe_have(plan.fleet)}: {actions}"
@@ -250,6 +265,13 @@ def watch_notes(plan: Plan, scaling: ScalingSettings) -> list[str]:
         return []
     return [f"watching {len(waiting)} {states(waiting)} ({shown(waiting)}), terminated once "
             f"over {scaling.pending_timeout:g}s in that state"]
+
+
+def held_notes(plan: Plan) -> list[str]:
+    short = plan.desired - plan.fleet.capacity
+    if short > plan.to_launch and plan.to_launch == plan.takeable:
+        return [f"{short - plan.to_launch} short, but in-flight work is held by running workers: no launch for it"]
+    return []
 
 
 def idle_notes(capacity_kept: int, desired: int) -> list[str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 from pathlib import Path
 
@@ -19,8 +18,20 @@ from PIL import Image
 from app_tier import classifier as classifier_module
 from app_tier.classifier import Classifier, load_classifier
 from hybrid.errors import ConfigError
-from hybrid.samples import (EXPECTED_FILE, MANIFEST_FILE, MIN_KEPT, MIN_MARGIN, SOURCES, FolderNotEmptyError,
-                            Variant, build_samples, images, load_sources, read_expected, render)
+from hybrid.samples import (
+    EXPECTED_FILE,
+    MANIFEST_FILE,
+    MIN_KEPT,
+    MIN_MARGIN,
+    SOURCES,
+    FolderNotEmptyError,
+    Variant,
+    build_samples,
+    images,
+    load_sources,
+    read_expected,
+    render,
+)
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]
 

@@ -70,7 +70,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: FakeWebTier
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         field, filename = the_one_file(self.headers["Content-Type"], body)
         name = Path(filename).stem
@@ -91,7 +91,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args) -> None:
         pass
 
 
@@ -169,7 +169,7 @@ def test_an_all_correct_run_exits_0_with_another_field_over_keep_alive_connectio
     images = image_folder(tmp_path, "good_a.jpg", "good_b.jpg", "good_c.jpg")
     command = [sys.executable, "-c", "from hybrid.workload import workload; workload()", "--url", server.url,
                "--images", str(images), "--field", "myfile", "--requests", "12", "--concurrency", "3"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "correct 12   wrong 0   failed 0" in result.stdout and "labels were not checked" in result.stdout

@@ -164,6 +164,47 @@ def test_a_missing_file_is_an_empty_cache(path, open_cache):
     assert not path.exists(), "nothing to write yet"
 
 
+def test_many_entries_round_trip_through_the_line_layout(path, open_cache):
+    first = open_cache(max_entries=10_000)
+    for i in range(2500):
+        first.put(digest(i), result(f"label-{i}"))
+    first.close()
+    lines = path.read_text().split("\n")
+    assert len(lines) == 1 + 3 + 1, "a header, a line per 1000 entries, and the closing braces"
+    assert len(read_document(path)["entries"]) == 2500
+    second = open_cache(max_entries=10_000)
+    assert all(second.get(digest(i)) == result(f"label-{i}") for i in range(2500))
+
+
+def test_a_file_in_another_json_layout_loads_the_same(path, open_cache):
+    first = open_cache()
+    for i in range(30):
+        first.put(digest(i), result(f"label-{i}"))
+    first.close()
+    path.write_text(json.dumps(read_document(path), indent=2))
+    second = open_cache()
+    assert second.entries == 30 and all(second.get(digest(i)) == result(f"label-{i}") for i in range(30))
+
+
+@pytest.mark.parametrize("damage", ["cut a line", "trailing comma"])
+def test_a_damaged_line_makes_the_whole_file_corrupt(path, open_cache, damage):
+    first = open_cache(max_entries=10_000)
+    for i in range(2500):
+        first.put(digest(i), result(f"label-{i}"))
+    first.close()
+    lines = path.read_text().split("\n")
+    if damage == "cut a line":
+        lines[2] = lines[2][: len(lines[2]) // 2] + ","
+    else:
+        lines[-2] += ","
+    path.write_text("\n".join(lines))
+    with pytest.raises(ValueError):
+        json.loads(path.read_text())
+    second = open_cache(max_entries=10_000)
+    assert second.entries == 0, "never half a file"
+    assert len(list(path.parent.glob("results.json.corrupt-*"))) == 1
+
+
 # --- atomic writes -----------------------------------------------------------------------------------------------
 
 def test_every_flush_leaves_valid_json_and_no_temp_files(path, open_cache):
@@ -393,6 +434,38 @@ def test_a_merge_evicts_down_to_the_cap(path, open_cache):
     kept = read_document(path)["entries"]
     assert len(kept) == 3 and {f"m1|{digest('d')}", f"m1|{digest('e')}"} <= set(kept)
     assert two.entries == 3
+
+
+def test_eviction_after_a_merge_follows_last_used_across_both(path, open_cache):
+    clock_one, clock_two = FakeClock(0.0), FakeClock(0.0)
+    one, two = open_cache(max_entries=4, clock=clock_one), open_cache(max_entries=4, clock=clock_two)
+    for time_, name in [(1, "a"), (3, "c"), (5, "e"), (7, "g")]:
+        clock_one.time = time_
+        one.put(digest(name), result(name))
+    for time_, name in [(2, "b"), (4, "d"), (6, "f"), (8, "h")]:
+        clock_two.time = time_
+        two.put(digest(name), result(name))
+    one.flush()
+    two.flush()
+    survivors = {f"m1|{digest(name)}" for name in "efgh"}
+    assert set(read_document(path)["entries"]) == survivors
+    assert [name for name in "abcdefgh" if two.get(digest(name))] == list("efgh")
+
+
+def test_a_write_rereads_the_file_only_when_someone_else_changed_it(path, open_cache, monkeypatch):
+    reads: list[int] = []
+    real_decode = cache_module._decode
+    monkeypatch.setattr(cache_module, "_decode", lambda raw: reads.append(len(raw)) or real_decode(raw))
+    one, two = open_cache(), open_cache()
+    for name in "abc":
+        one.put(digest(name), result(name))
+        one.flush()
+    assert reads == [], "the file is as this instance wrote it"
+    two.put(digest("x"), result("x"))
+    two.flush()
+    one.put(digest("d"), result("d"))
+    one.flush()
+    assert len(reads) == 2 and set(read_document(path)["entries"]) == {f"m1|{digest(n)}" for n in "abcdx"}
 
 
 def _put_from_another_process(path: str, worker: int, count: int, barrier) -> None:

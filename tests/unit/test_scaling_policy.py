@@ -303,3 +303,15 @@ def test_the_policy_module_imports_no_clock_randomness_io_or_logging():
     from_hybrid = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                    and node.module.startswith("hybrid")}
     assert from_hybrid <= {"hybrid.contracts", "hybrid.settings"}
+
+
+@pytest.mark.parametrize("observation, desired, to_launch", [
+    pytest.param(observe(0, 16, fleet(running=13)), 16, 0, id="in-flight-held-by-running-workers-launches-nothing"),
+    pytest.param(observe(2, 16, fleet(running=13)), 18, 2, id="only-visible-messages-justify-launches"),
+    pytest.param(observe(0, 4), 4, 4, id="in-flight-of-vanished-workers-will-return-so-launch"),
+])
+def test_launches_only_for_work_a_new_worker_could_take(observation, desired, to_launch):
+    decision = decide(observation, scaling(), PolicyState())
+    assert (decision.desired, decision.to_launch, decision.to_terminate) == (desired, to_launch, ())
+    if desired - 13 > to_launch and observation.instances:
+        assert "held by running workers" in decision.reason

@@ -229,9 +229,16 @@ def test_formatted_summary_lists_at_most_ten_problems():
     text = WorkloadReport("http://h/", 3, True, records).format_summary()
     assert "25 requests to http://h/ from 3 threads" in text
     assert "correct 0   wrong 12   failed 13" in text
-    assert "wrong or failed (10 of 25 shown):" in text
+    assert "wrong or failed: 25, the first 10 distinct:" in text
     assert len([line for line in text.splitlines() if "expected 'img" in line]) == 10
     assert "labels were not checked" not in text
+
+
+def test_examples_skip_repeats_of_the_same_answer():
+    repeated = [record(0, WRONG), record(1, FAILED, status=None), record(0, WRONG), record(0, FAILED), record(2)]
+    report = WorkloadReport("http://h/", 3, True, repeated)
+    assert [(r.index, r.outcome) for r in report.examples()] == [(0, WRONG), (1, FAILED), (0, FAILED)]
+    assert "wrong or failed: 4, the first 3 distinct:" in report.format_summary()
 
 
 def test_formatted_summary_says_when_labels_were_not_checked():
