@@ -290,13 +290,17 @@ def aws_status(ctx: Context, as_json: bool) -> None:
 
 # ---------------------------------------------------------------- app tier
 
-def _register_classify() -> None:
+def _register_commands_defined_elsewhere() -> None:
     from app_tier.cli import classify
+    from hybrid.samples import images
+    from hybrid.workload import workload
 
     main.add_command(classify)
+    main.add_command(images)
+    main.add_command(workload)
 
 
-_register_classify()
+_register_commands_defined_elsewhere()
 
 
 @main.group()
@@ -514,3 +518,35 @@ def results_command(ctx: Context, wait_s: float | None, out_dir: Path | None) ->
         click.echo(f"wrote {client.download(out_dir)}", err=True)
     if not all(r.ready for r in results):
         sys.exit(EXIT_NOT_RUNNING)
+
+
+@main.command("demo")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="report folder (default reports/demo-<time>)")
+@click.option("--count", type=click.IntRange(1, 1000), default=100, show_default=True, help="sample images")
+@click.option("--concurrency", type=click.IntRange(1, 500), default=100, show_default=True)
+@pass_context
+def demo_command(ctx: Context, report_dir: Path | None, count: int, concurrency: int) -> None:
+    """The main job on this machine: local stack up, 100 concurrent requests from 0 workers, the same again from
+    the cache, a report with a timeline picture, and everything down again. Exit 0 only if every answer was right
+    and the fleet came back to zero."""
+    from hybrid.demo import demo_settings, run_demo
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stack = ctx.overrides.get("stack") or f"demo-{time.strftime('%H%M%S')}"
+    state_dir = Path(ctx.overrides.get("state_dir") or ".hybrid/demo")
+    settings, args = demo_settings(state_dir, stack, ctx.assignments)
+    report_dir = report_dir or Path("reports") / f"demo-{stamp}"
+    result = run_demo(settings, args, report_dir, count, concurrency, report=click.echo)
+    cold, warm = result.summaries.get("cold", {}), result.summaries.get("warm", {})
+    click.echo("\n== summary")
+    for name, run in (("cold", cold), ("warm", warm)):
+        if run:
+            click.echo(f"{name}: {run['correct']}/{run['requests']} right, average "
+                       f"{run['latency_s']['avg']:.3f} s per request, p95 {run['latency_s']['p95']:.3f} s")
+    zero = f"{result.time_to_zero:.1f} s" if result.time_to_zero is not None else "never"
+    click.echo(f"fleet: up to {result.max_fleet} workers, back to 0 {zero} after the last answer")
+    click.echo(f"report: {report_dir}/report.json, {report_dir}/timeline.png")
+    if not result.passed:
+        raise HybridError("the demo did not pass: see the summary above")
+    click.echo("demo passed")

@@ -123,7 +123,8 @@ def check_url(url: str) -> str:
     """The URL if it is an absolute http(s) URL with a host; ConfigError otherwise."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--url {url!r}: expected an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000/")
+        raise ConfigError(f"--url {url!r}: expected an http:// or https:// URL with a host, "
+                          "e.g. http://127.0.0.1:8000/")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
@@ -374,17 +375,27 @@ class Target:
 
 
 def send_image(target: Target, index: int, image: Path) -> RequestRecord:
-    """One request: read the image, POST it with retries, time it, classify the reply."""
-    data = image.read_bytes()
+    """One request: read the image, POST it with retries (timed), classify the reply. An image that cannot be
+    read is a failed request with 0 attempts."""
+    try:
+        data = image.read_bytes()
+    except OSError as exc:
+        now = time.time()
+        return make_record(index, image, Reply(None, f"cannot read the image: {exc}", 0), target.expected, now, now)
     content_type = mimetypes.guess_type(image.name)[0] or "application/octet-stream"
     files = {target.field: (image.name, data, content_type)}
     session = target.sessions.get()
     started_at, started = time.time(), time.perf_counter()
     reply = post_with_retries(lambda: session.post(target.url, files=files, timeout=target.timeout),
                               target.retries, target.sleep)
-    latency, finished_at = time.perf_counter() - started, time.time()
+    latency = time.perf_counter() - started
+    return make_record(index, image, reply, target.expected, started_at, time.time(), latency)
+
+
+def make_record(index: int, image: Path, reply: Reply, expected: dict[str, str] | None, started_at: float,
+                finished_at: float, latency: float = 0.0) -> RequestRecord:
     name = image_key(image.name)
-    label = target.expected[name] if target.expected is not None else None
+    label = expected[name] if expected is not None else None
     return RequestRecord(index, image.name, name, reply.status, reply.answer, expected_answer(name, label),
                          classify(name, reply.status, reply.answer, label), started_at, finished_at,
                          round(latency, 6), reply.attempts)

@@ -9,9 +9,9 @@ import requests
 from click.testing import CliRunner
 
 from hybrid.errors import ConfigError
-from hybrid.workload import (CORRECT, FAILED, WRONG, RequestRecord, WorkloadReport, backoff_delay, check_url,
-                             classify, find_images, image_key, percentile, plan_requests, post_with_retries,
-                             read_expected, run_workload, workload)
+from hybrid.workload import (CORRECT, FAILED, WRONG, RequestRecord, SessionPool, Target, WorkloadReport, backoff_delay,
+                             check_url, classify, find_images, image_key, percentile, plan_requests,
+                             post_with_retries, read_expected, run_workload, send_image, workload)
 
 
 def record(index: int, outcome: str = CORRECT, latency: float = 1.0, started: float = 100.0,
@@ -180,6 +180,13 @@ def test_retries_give_up_with_the_last_reply():
 
 def test_backoff_doubles_up_to_a_cap():
     assert [backoff_delay(n) for n in range(1, 8)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+
+
+def test_an_image_that_cannot_be_read_is_a_failed_request_not_a_crash(tmp_path):
+    target = Target("http://127.0.0.1:9/", "inputFile", 1.0, 0, {"gone": "cat"}, SessionPool())
+    failed = send_image(target, 4, tmp_path / "gone.jpg")
+    assert (failed.index, failed.outcome, failed.status, failed.attempts) == (4, FAILED, None, 0)
+    assert failed.answer.startswith("cannot read the image") and failed.expected == "gone:cat"
 
 
 # ---------------------------------------------------------------- outcomes

@@ -1,0 +1,147 @@
+"""The main job on the embedded default, end to end (``hybrid demo``, run by ``scripts/demo.sh``).
+
+1. Start the local stack (local AWS server and instance runner, the stack's AWS side, autoscaler, web tier).
+2. Build 100 sample images from real photos, with the labels the model itself gives them.
+3. Cold run: 100 concurrent requests from 0 workers; the autoscaler grows the fleet.
+4. Wait for the fleet to come back to 0 (workers end themselves after ``worker.idle_timeout``).
+5. Warm run: the same 100 requests, answered from the result cache.
+6. Write the report folder (report.json, timeline.png, both workload reports), then tear everything down.
+
+Passes only if every answer of both runs was right and the fleet came back to zero instances.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from hybrid import local
+from hybrid.autoscale.loop import read_timeline
+from hybrid.autoscale.plot import plot_timeline
+from hybrid.settings import Settings, load
+
+log = logging.getLogger(__name__)
+Report = Callable[[str], None]
+ZERO_MARGIN = 30.0
+
+
+@dataclass
+class DemoResult:
+    report_dir: Path
+    summaries: dict[str, Any] = field(default_factory=dict)
+    time_to_zero: float | None = None
+    max_fleet: int = 0
+    passed: bool = False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def demo_settings(state_dir: Path, stack: str, assignments: list[str]) -> tuple[Settings, list[str]]:
+    """Settings for the demo stack and the flags that give child processes the same ones."""
+    sets = {key: value for key, _, value in (a.partition("=") for a in assignments)}
+    sets.setdefault("web.bind", f"127.0.0.1:{free_port()}")
+    args = ["--state-dir", str(state_dir.resolve()), "--stack", stack]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    return load(None, {}, {"state_dir": str(state_dir.resolve()), "stack": stack, **sets}), args
+
+
+def run_demo(settings: Settings, child_args: list[str], report_dir: Path, count: int = 100,
+             concurrency: int = 100, report: Report = log.info) -> DemoResult:
+    result = DemoResult(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        url = local.up(settings, child_args, report=report)
+        images, expected = _sample_images(report_dir / "images", count, report)
+        started = time.time()
+        result.summaries["cold"] = _workload("cold", url, images, expected, concurrency, report_dir, report)
+        result.time_to_zero = _wait_for_zero(settings, result.summaries["cold"], report)
+        result.summaries["warm"] = _workload("warm", url, images, expected, concurrency, report_dir, report)
+        rows = _timeline(settings, started, report_dir, report)
+        result.max_fleet = max((r["pending"] + r["running"] for r in rows), default=0)
+    finally:
+        leftovers = local.down(settings, report=report)
+    result.passed = _passed(result) and not leftovers
+    _write_report(settings, result)
+    return result
+
+
+def _sample_images(folder: Path, count: int, report: Report) -> tuple[list[Path], dict[str, str]]:
+    from hybrid.samples import build_samples
+
+    started = time.monotonic()
+    samples = build_samples(folder, count, force=True)
+    report(f"built {len(samples)} sample images in {folder} ({time.monotonic() - started:.1f} s)")
+    return [s.path for s in samples], {s.name: s.label for s in samples}
+
+
+def _workload(run: str, url: str, images: list[Path], expected: dict[str, str], concurrency: int,
+              report_dir: Path, report: Report) -> dict[str, Any]:
+    from hybrid.workload import run_workload
+
+    report(f"== {run} run: {len(images)} requests, {concurrency} at a time")
+    outcome = run_workload(url, images, len(images), concurrency, expected)
+    outcome.write_json(report_dir / f"workload-{run}.json")
+    report(outcome.format_summary())
+    return outcome.summary()
+
+
+def _wait_for_zero(settings: Settings, cold: dict[str, Any], report: Report) -> float | None:
+    """Seconds from the cold run's last answer until no instance is left (None if it never happens)."""
+    from hybrid.aws.compute import Ec2Fleet
+    from hybrid.aws.session import AwsClients
+
+    fleet = Ec2Fleet(AwsClients(settings).ec2, settings.stack)
+    last_answer = cold["finished_at"] or time.time()
+    deadline = time.monotonic() + settings.worker.idle_timeout + ZERO_MARGIN
+    while time.monotonic() < deadline:
+        if not [i for i in fleet.instances() if i.state in ("pending", "running")]:
+            zero = time.time() - last_answer
+            report(f"fleet back to 0 instances {zero:.1f} s after the last answer "
+                   f"(worker.idle_timeout = {settings.worker.idle_timeout:g} s)")
+            return zero
+        time.sleep(0.25)
+    report("the fleet did not come back to 0 instances")
+    return None
+
+
+def _timeline(settings: Settings, since: float, report_dir: Path, report: Report) -> list[dict[str, Any]]:
+    from hybrid.cli import timeline_path
+
+    rows = [r for r in read_timeline(timeline_path(settings)) if r["t"] >= since - 2]
+    (report_dir / "timeline.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    picture = plot_timeline(rows, report_dir / "timeline.png", f"hybrid demo: stack {settings.stack}",
+                            answered=_answered_times(report_dir))
+    report(f"timeline: {picture}")
+    return rows
+
+
+def _answered_times(report_dir: Path) -> list[float]:
+    times: list[float] = []
+    for run in ("cold", "warm"):
+        path = report_dir / f"workload-{run}.json"
+        if path.exists():
+            times += [r["finished_at"] for r in json.loads(path.read_text())["records"] if r["outcome"] == "correct"]
+    return times
+
+
+def _passed(result: DemoResult) -> bool:
+    runs = [result.summaries.get(run, {}) for run in ("cold", "warm")]
+    all_right = all(run and run.get("wrong") == 0 and run.get("failed") == 0 and run.get("correct") for run in runs)
+    return all_right and result.time_to_zero is not None
+
+
+def _write_report(settings: Settings, result: DemoResult) -> None:
+    (result.report_dir / "report.json").write_text(json.dumps({
+        "stack": settings.stack, "passed": result.passed, "time_to_zero_s": result.time_to_zero,
+        "max_fleet": result.max_fleet,
+        "idle_timeout_s": settings.worker.idle_timeout, "max_workers": settings.scaling.max_workers,
+        "runs": result.summaries}, indent=2, default=str))
