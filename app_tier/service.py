@@ -16,6 +16,20 @@ from hybrid.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def run_worker(settings: Settings, instance_id: str, classifier: ImageClassifier | None = None) -> str:
+    """Works until idle (then terminates the instance) or stopped; returns why it ended. Loads the classifier
+    unless given one (a forked local worker inherits its runner's)."""
+    from app_tier.classifier import load_classifier
+
+    classifier = classifier or load_classifier(settings.worker.runtime, settings.worker.threads)
+    worker = build_worker(settings, instance_id, classifier)
+    name = instance_id or "(no instance)"
+    log.info("worker %s: model %s on %s, stack %s", name, classifier.model_id, classifier.runtime, settings.stack)
+    reason = worker.run()
+    log.info("worker %s stopped (%s): %s", name, reason, worker.stats)
+    return reason
+
+
 def build_worker(settings: Settings, instance_id: str, classifier: ImageClassifier) -> Worker:
     clients, names = AwsClients(settings), stack_names(settings)
 

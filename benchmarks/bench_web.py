@@ -50,14 +50,19 @@ latency = 32 / rate), so p99 < 20 ms needs at least 1600 requests/s here.
 Part 4, where a cache hit's time goes, in this process (no HTTP, no client, one thread): the Flask app is built
 with ``create_app(settings, build_runtime(settings))`` for the same stack (same cache file, its own reply queue)
 and its test client posts the same pre-built multipart bodies ``TEST_CLIENT_CALLS`` times (2000; 500 with
-``--quick``), in four variants: as served (the upload's decode check, and the per-request INFO log line written
-through a root handler with the CLI's format to a file, as ``hybrid web`` does to its stderr), then without the
-log line, without the decode check (``web_tier.uploads._check_image`` a no-op), and without both. The last three
-are what-ifs, patched in this process for the measurement only and restored; project code is not changed. Beside
-them, the per-call cost of the pieces: ``decode_image`` of each warm image (and its first step ``_load_checked``:
-open, size check, full decode, without the resize and normalisation), SHA-256, ``ResultCache.get``, and
-werkzeug's multipart parse; and the server CPU per request measured over HTTP in part 1. All medians of per-call
-wall time with nothing else of this benchmark busy but idle pollers.
+``--quick``), in four variants: as served (with the per-request INFO log line written through a root handler with
+the CLI's format to a file, as ``hybrid web`` does to its stderr), then without the log line, with the image
+decode (``app_tier.preprocess.decode_image``, which the upload check calls) a no-op, and without both. The last
+three are what-ifs, patched in this process for the measurement only and restored; project code is not changed.
+``decodes/hit`` counts ``decode_image`` calls per request: 1 means the upload is decoded before the cache lookup,
+0 that a hit skips it. Beside them, the per-call cost of the pieces: ``decode_image`` of each warm image (and its
+first step ``_load_checked``: open, size check, full decode, without resize and normalisation), SHA-256,
+``ResultCache.get``, werkzeug's multipart parse; and the server CPU per request measured over HTTP in part 1.
+All medians of per-call wall time with nothing else of this benchmark busy but idle pollers.
+
+The code under test may change while the benchmark runs (others edit the project): a fingerprint (SHA-256 of
+web_tier/*.py, app_tier/preprocess.py, hybrid/cli.py) is printed in the header, taken at each server start and for
+part 4, and a WARNING says so if they differ.
 
 Part 5, teardown in ``finally`` blocks: the web server gets SIGTERM (and SIGKILL after 30 s), the stack goes down
 (instances first), the emulator stops; then /proc is scanned for any process naming the state folder or the
@@ -193,6 +198,19 @@ def wait_for_no_leftovers(markers: list[str], patience: float = 5.0) -> list[tup
         time.sleep(0.2)
 
 
+CODE_FILES = ("web_tier/*.py", "app_tier/preprocess.py", "hybrid/cli.py")
+
+
+def code_fingerprint() -> str:
+    """A short hash of the code under test (web tier, the decode check, the CLI), to see if it changed mid-run."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for pattern in CODE_FILES for p in ROOT.glob(pattern)):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -313,8 +331,19 @@ def launch_workers(env: Env, count: int) -> list[str]:
     return [i["InstanceId"] for i in reply["Instances"]]
 
 
-def find_worker_pids(instance_ids: list[str]) -> list[int]:
-    return [pid for pid, _ in processes_naming(instance_ids)]
+def find_worker_pids(env: Env) -> list[int]:
+    """The workers' pids: from the runner's ``instances/<id>/pid`` files (a forked worker's command line does not
+    name its instance), else from /proc command lines naming the instance."""
+    pids = []
+    for instance_id in env.instance_ids:
+        try:
+            pid = int((env.state_dir / "instances" / instance_id / "pid").read_text())
+        except (OSError, ValueError):
+            pids += [pid for pid, _ in processes_naming([instance_id])]
+            continue
+        if Path(f"/proc/{pid}").exists():
+            pids.append(pid)
+    return pids
 
 
 # ---------------------------------------------------------------- the web server subprocess
@@ -329,8 +358,10 @@ class WebProcess:
         self.args = [sys.executable, "-m", "hybrid", "--state-dir", str(env.state_dir), "--stack", env.stack_name,
                      "--set", f"web.bind=127.0.0.1:{self.port}", "web", "--processes", str(processes)]
         self.process: subprocess.Popen | None = None
+        self.fingerprint = ""
 
     def start(self) -> WebProcess:
+        self.fingerprint = code_fingerprint()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             cwd=ROOT, env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true"})
@@ -631,9 +662,9 @@ def miss_table(rows: list[MissRow]) -> str:
 
 # ---------------------------------------------------------------- part 4: in-process breakdown of a hit
 
-VARIANTS = (("as served: decode check + request log line to a file", set()),
+VARIANTS = (("as served (with the request log line to a file)", set()),
             ("  without the request log line", {"nolog"}),
-            ("  without the decode check (_check_image)", {"nodecode"}),
+            ("  with decode_image a no-op", {"nodecode"}),
             ("  without both", {"nolog", "nodecode"}))
 
 
@@ -647,6 +678,8 @@ class Breakdown:
     parse_s: float = 0.0
     calls: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    decodes_per_hit: dict[str, float] = field(default_factory=dict)
+    fingerprint: str = ""
 
 
 def time_test_client(client: Any, bodies: list[bytes], calls: int, statuses: dict[int, int]) -> float:
@@ -663,26 +696,32 @@ def time_test_client(client: Any, bodies: list[bytes], calls: int, statuses: dic
 
 
 @contextlib.contextmanager
-def what_if(patches: set[str], log_path: Path) -> Iterator[None]:
+def what_if(patches: set[str], log_path: Path) -> Iterator[list[int]]:
     """For one measurement only: the request log as `hybrid web` has it (INFO lines through a root handler with the
-    CLI's format, to a file), or switched off ("nolog"); the upload's decode check as is, or a no-op ("nodecode").
-    Everything is restored on the way out; project code is not changed."""
+    CLI's format, to a file), or switched off ("nolog"); ``app_tier.preprocess.decode_image``, which the upload check
+    calls, counted (the list yielded holds the number of calls) and, with "nodecode", a no-op. Everything is
+    restored on the way out; project code is not changed."""
     import logging
 
-    from web_tier import uploads
+    from app_tier import preprocess
 
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root, requests_log, original = logging.getLogger(), logging.getLogger("web_tier.requests"), uploads._check_image
+    root, requests_log, original = logging.getLogger(), logging.getLogger("web_tier.requests"), preprocess.decode_image
+    calls = [0]
+
+    def counted(data: bytes) -> Any:
+        calls[0] += 1
+        return None if "nodecode" in patches else original(data)
+
     root.addHandler(handler)
     logging.getLogger("web_tier").setLevel(logging.INFO)  # as WebServer.load does
     requests_log.setLevel(logging.WARNING if "nolog" in patches else logging.NOTSET)
-    if "nodecode" in patches:
-        uploads._check_image = lambda data: None
+    preprocess.decode_image = counted
     try:
-        yield
+        yield calls
     finally:
-        uploads._check_image = original
+        preprocess.decode_image = original
         requests_log.setLevel(logging.NOTSET)
         root.removeHandler(handler)
         handler.close()
@@ -712,14 +751,15 @@ def measure_breakdown(env: Env, images: dict[str, bytes], calls: int) -> Breakdo
     from web_tier.app import create_app
     from web_tier.runtime import build_runtime
 
-    out = Breakdown(calls=calls)
+    out = Breakdown(calls=calls, fingerprint=code_fingerprint())
     bodies = [multipart(name, data) for name, data in images.items()]
     runtime = build_runtime(env.settings)
     try:
         client = create_app(env.settings, runtime).test_client()
         for label, patches in VARIANTS:
-            with what_if(patches, env.state_dir / "breakdown-requests.log"):
+            with what_if(patches, env.state_dir / "breakdown-requests.log") as decodes:
                 out.handler_s[label] = time_test_client(client, bodies, calls, out.statuses)
+            out.decodes_per_hit[label] = decodes[0] / (calls + 1)
         digests = [hashlib.sha256(data).hexdigest() for data in images.values()]
         out.cache_get_s = median_call_seconds(lambda: [runtime.cache.get(d) for d in digests], 200) / len(digests)
     finally:
@@ -740,23 +780,25 @@ def breakdown_report(out: Breakdown, images: dict[str, bytes], hits: list[LoadRe
     for name, seconds in out.decode_s.items():
         w, h = (int(v) for v in name.rsplit("_", 1)[1].split("x"))
         by_size.setdefault((w, h), []).append(seconds)
-    rows = [[f"Flask test client POST, {label.strip()}" if i == 0 else label, ms(seconds), f"{1 / seconds:.0f}"]
-            for i, (label, seconds) in enumerate(out.handler_s.items())]
-    rows += [["decode_image(bytes) (the decode check), median of the warm images", ms(decode), f"{1 / decode:.0f}"]]
-    rows += [[f"  {w}x{h} (median of 4 photos)", ms(statistics.median(v)), ""]
+    rows = [[f"Flask test client POST, {label.strip()}" if i == 0 else label, ms(seconds), f"{1 / seconds:.0f}",
+             f"{out.decodes_per_hit[label]:.2f}"] for i, (label, seconds) in enumerate(out.handler_s.items())]
+    rows += [["decode_image(bytes) (the upload check), median of the warm images", ms(decode), f"{1 / decode:.0f}",
+              ""]]
+    rows += [[f"  {w}x{h} (median of 4 photos)", ms(statistics.median(v)), "", ""]
              for (w, h), v in sorted(by_size.items())]
-    rows += [["  of which open + check size + full decode (_load_checked)", ms(out.load_only_s), ""],
-             ["werkzeug multipart parse of one body", ms(out.parse_s), ""],
-             ["hashlib.sha256(bytes).hexdigest()", ms(out.sha_s), ""],
-             ["ResultCache.get(digest)", f"{out.cache_get_s * 1000:.4f}", ""]]
+    rows += [["  of which open + check size + full decode (_load_checked)", ms(out.load_only_s), "", ""],
+             ["werkzeug multipart parse of one body", ms(out.parse_s), "", ""],
+             ["hashlib.sha256(bytes).hexdigest()", ms(out.sha_s), "", ""],
+             ["ResultCache.get(digest)", f"{out.cache_get_s * 1000:.4f}", "", ""]]
     for r in hits:
         server_cpu = r.cpu["server (gunicorn master + workers)"] / max(1, len(r.latencies))
         rows.append([f"over HTTP: server CPU per answered request ({r.label})", ms(server_cpu),
-                     f"{1 / server_cpu:.0f}" if server_cpu else ""])
+                     f"{1 / server_cpu:.0f}" if server_cpu else "", ""])
     sizes = [len(d) for d in images.values()]
-    text = table([f"one cache hit (median of {out.calls} test-client calls)", "ms", "per s, 1 core"], rows)
+    text = table([f"one cache hit (median of {out.calls} test-client calls)", "ms", "per s, 1 core",
+                  "decodes/hit"], rows)
     return (f"{text}\nwarm images: {len(images)} JPEGs, {min(sizes) / 1000:.0f}..{max(sizes) / 1000:.0f} kB "
-            f"(mean {statistics.mean(sizes) / 1000:.0f} kB); test-client statuses {out.statuses}")
+            f"(mean {statistics.mean(sizes) / 1000:.0f} kB); test-client statuses {out.statuses}; code {out.fingerprint}")
 
 
 # ---------------------------------------------------------------- part 3: goals
@@ -788,6 +830,7 @@ class Results:
     model: tuple[str, str] = ("", "")
     breakdown: Breakdown | None = None
     server_notes: list[str] = field(default_factory=list)
+    fingerprints: list[str] = field(default_factory=list)
     leftovers: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -807,7 +850,7 @@ def run_all(plan: Plan, env: Env, hit_set: dict[str, bytes], miss_set: dict[str,
         res.model = (runtime, model_id)
         for row in res.misses:
             row.model_s = seconds[row.name]
-        progress(f"in-process breakdown: Flask test client x {plan.test_client_calls} (twice)")
+        progress(f"in-process breakdown: Flask test client x {plan.test_client_calls}, {len(VARIANTS)} variants")
         res.breakdown = measure_breakdown(env, hit_set, plan.test_client_calls)
         progress("tearing down")
 
@@ -820,7 +863,7 @@ def run_server(plan: Plan, env: Env, processes: int, hit_set: dict[str, bytes], 
             progress(f"warming the cache with {len(hit_set)} images (the first waits for the worker's cold start)")
             started = time.perf_counter()
             res.labels = warm_cache(server.port, hit_set)
-            env.worker_pids = find_worker_pids(env.instance_ids)
+            env.worker_pids = find_worker_pids(env)
             progress(f"  warm in {time.perf_counter() - started:.1f} s; worker pids {env.worker_pids}")
         good, total = verify_hits(server.port, hit_set, res.labels, 1 if processes == 1 else plan.verify_posts)
         res.verified.append((f"--processes {processes}", good, total))
@@ -828,7 +871,9 @@ def run_server(plan: Plan, env: Env, processes: int, hit_set: dict[str, bytes], 
         res.hits.append(hits)
         res.health.append(health)
         res.server_notes.append(f"--processes {processes}: pids master {server.process.pid}, workers "
-                                f"{server.worker_pids()}; log lines {count_lines(server.log_path)}")
+                                f"{server.worker_pids()}; log lines {count_lines(server.log_path)}; code "
+                                f"{server.fingerprint}")
+        res.fingerprints.append(server.fingerprint)
         if processes == 1:
             progress(f"{len(miss_set)} sequential cache misses")
             res.misses = measure_misses(server.port, miss_set)
@@ -876,7 +921,7 @@ def header(plan: Plan, quick: bool) -> str:
             f"{package_version('werkzeug')}, gunicorn {package_version('gunicorn')} (gthread, "
             f"{Settings().web.threads} threads/process), {'--quick' if quick else 'full'} "
             f"({plan.duration_s:g} s per load run, {CONCURRENCY} clients, {plan.misses} misses); "
-            f"load average before: {load_average()}")
+            f"load average before: {load_average()}; code {code_fingerprint()}")
 
 
 def print_report(res: Results, plan: Plan, hit_set: dict[str, bytes], env: Env) -> None:
@@ -908,6 +953,11 @@ def print_report(res: Results, plan: Plan, hit_set: dict[str, bytes], env: Env) 
     if res.breakdown:
         print("\n4. Where a cache hit's time goes (in this process, no HTTP)")
         print(breakdown_report(res.breakdown, hit_set, res.hits))
+    seen = [*res.fingerprints, *([res.breakdown.fingerprint] if res.breakdown else []), code_fingerprint()]
+    if len(set(seen)) > 1:
+        print(f"\nWARNING: the code under test ({', '.join(CODE_FILES)}) changed during the run (fingerprints "
+              f"{' -> '.join(seen)}, in order: servers, part 4, end): figures of different parts measure different "
+              "code; run again")
     print("\n5. Teardown")
     for line in res.server_notes + env.teardown:
         print(line)

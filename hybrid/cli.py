@@ -329,17 +329,11 @@ def worker_command(ctx: Context, instance_id: str, user_data: str | None) -> Non
 
     It terminates its own instance after worker.idle_timeout seconds without work and exits 0.
     """
-    from app_tier.classifier import load_classifier
-    from app_tier.service import build_worker
+    from app_tier.service import run_worker
 
+    logging.getLogger("app_tier").setLevel(logging.INFO)
     ctx.user_data = user_data
-    settings = ctx.settings
-    classifier = load_classifier(settings.worker.runtime, settings.worker.threads)
-    worker = build_worker(settings, instance_id, classifier)
-    click.echo(f"worker {instance_id or '(no instance)'}: model {classifier.model_id} on {classifier.runtime}, "
-               f"stack {settings.stack}", err=True)
-    reason = worker.run()
-    click.echo(f"worker {instance_id or '(no instance)'} stopped ({reason}): {worker.stats}", err=True)
+    run_worker(ctx.settings, instance_id)
 
 
 # ---------------------------------------------------------------- autoscaler

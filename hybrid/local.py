@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from hybrid.emulator.instances import worker_processes
 from hybrid.emulator.process import emulator_status, is_our_process, start_emulator, stop_emulator
 from hybrid.errors import HybridError
 from hybrid.settings import Settings
@@ -200,10 +201,8 @@ def status(settings: Settings) -> list[dict[str, object]]:
     for name, record in read_records(settings).items():
         rows.append({"process": name, "pid": record.pid, "state": "running" if is_running(record) else "stopped",
                      "detail": web_url(settings) if name == "web" else record.log_path})
-    for pid, command in processes_of(settings.state_path.resolve()):
-        if " worker " in f" {command} ":
-            rows.append({"process": "worker", "pid": pid, "state": "running",
-                         "detail": command.split("--instance-id ")[-1].split()[0]})
+    for instance_id, pid in sorted(worker_processes(settings.state_path.resolve()).items()):
+        rows.append({"process": "worker", "pid": pid, "state": "running", "detail": instance_id})
     return rows
 
 

@@ -19,7 +19,7 @@ from hybrid.errors import HybridError
 from hybrid.settings import Settings
 from web_tier.runtime import WebRuntime
 from web_tier.service import ImageRejected, Outcome, RequestTimeout
-from web_tier.uploads import Upload, UploadError, read_upload
+from web_tier.uploads import Upload, UploadError, check_image, read_upload
 
 log = logging.getLogger("web_tier.requests")
 MULTIPART_OVERHEAD = 64 * 1024
@@ -68,7 +68,7 @@ def _upload() -> Response:
     try:
         upload = read_upload(request.files, _app().extensions["hybrid.max_upload"])
         g.name = upload.name
-        outcome = runtime.service.classify(upload)
+        outcome = runtime.service.classify(upload, check=check_image)
     except UploadError as exc:
         return _fail(exc.status, str(exc), "bad_request")
     except ImageRejected as exc:

@@ -15,6 +15,7 @@ import time
 import uuid
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Callable
 
 from hybrid.contracts import MessageQueue, ObjectStore
 from hybrid.errors import HybridError
@@ -69,8 +70,9 @@ class ClassifyService:
         with self._lock:
             return len(self._inflight)
 
-    def classify(self, upload: Upload) -> Outcome:
-        """The label of an uploaded image, from the cache or from the app tier."""
+    def classify(self, upload: Upload, check: Callable[[bytes], None] = lambda data: None) -> Outcome:
+        """The label of an uploaded image, from the cache or from the app tier. ``check`` vets the bytes of a miss
+        (a hit's bytes were classified before); it raises to refuse them."""
         started = time.perf_counter()
         self.counters.requests += 1
         cached = self.cache.get(upload.digest)
@@ -78,6 +80,7 @@ class ClassifyService:
             self.counters.hits += 1
             return Outcome(cached.label, cached.top5, cached.model, cached=True,
                            timings={"total_ms": _ms(started)})
+        check(upload.data)
         self.counters.misses += 1
         future, leader = self._join_flight(upload.digest)
         if leader:

@@ -26,14 +26,14 @@ class Upload:
 
 
 def read_upload(files: MultiDict, max_bytes: int) -> Upload:
-    """The one image of a multipart upload: field inputFile or myfile, or any single file field."""
+    """The one file of a multipart upload (field inputFile or myfile, or any single file field), not yet decoded:
+    a cache hit needs no decoding (its bytes were classified before), a miss is checked with ``check_image``."""
     storage = _the_one_file(files)
     data = storage.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise UploadError(413, f"the image is larger than the {max_bytes}-byte limit")
     if not data:
         raise UploadError(400, "the uploaded file is empty")
-    _check_image(data)
     return Upload(image_name(storage.filename or ""), data, hashlib.sha256(data).hexdigest())
 
 
@@ -47,7 +47,7 @@ def _the_one_file(files: MultiDict) -> FileStorage:
     return uploads[0][1]
 
 
-def _check_image(data: bytes) -> None:
+def check_image(data: bytes) -> None:
     """Decodes fully, as the worker will: not an image, truncated, a bomb or too large is refused here."""
     from app_tier.preprocess import BadImageError, decode_image
 

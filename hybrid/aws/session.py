@@ -11,6 +11,7 @@ from typing import Any
 
 import boto3
 import botocore.config
+import botocore.loaders
 import botocore.session
 
 from hybrid.aws.errors import translate
@@ -21,6 +22,11 @@ from hybrid.settings import Settings
 EMULATOR_CREDENTIALS = {"aws_access_key_id": "emulator", "aws_secret_access_key": "emulator"}
 CLIENT_CONFIG = botocore.config.Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5,
                                        read_timeout=30, max_pool_connections=64)
+
+
+# One loader per process: the service descriptions it has parsed (a large JSON file per service) are reused by every
+# client this process makes, and by processes forked from it.
+SHARED_LOADER = botocore.loaders.create_loader()
 
 
 class MappedClient:
@@ -63,7 +69,9 @@ class AwsClients:
         if aws.target == "aws" and not aws.endpoint_url:
             check_region(aws.region)
         credentials = EMULATOR_CREDENTIALS if aws.target == "emulator" else {}
-        return boto3.session.Session(region_name=aws.region, **credentials)
+        core = botocore.session.get_session()
+        core.register_component("data_loader", SHARED_LOADER)
+        return boto3.session.Session(botocore_session=core, region_name=aws.region, **credentials)
 
     @cached_property
     def endpoint_url(self) -> str | None:
@@ -93,6 +101,15 @@ class AwsClients:
     @cached_property
     def iam(self) -> MappedClient:
         return self.client("iam")
+
+
+def warm_service_models(services: tuple[str, ...] = ("s3", "sqs", "ec2")) -> None:
+    """Parses these services' descriptions into the shared loader (no call is made), for processes forked later."""
+    core = botocore.session.get_session()
+    core.register_component("data_loader", SHARED_LOADER)
+    session = boto3.session.Session(botocore_session=core, region_name="us-east-1", **EMULATOR_CREDENTIALS)
+    for service in services:
+        session.client(service, endpoint_url="http://127.0.0.1:9")
 
 
 def check_region(region: str) -> None:

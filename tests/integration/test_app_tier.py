@@ -23,14 +23,13 @@ def expected_labels():
 
 
 def worker_pid(state_dir: Path, instance_id: str) -> int:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if instance_id.encode() in (entry / "cmdline").read_bytes():
-                    return int(entry.name)
-            except OSError:
-                continue
-    raise AssertionError(f"no worker process for {instance_id}")
+    from hybrid.emulator.instances import worker_processes
+
+    deadline = time.monotonic() + 10
+    while instance_id not in worker_processes(state_dir):
+        assert time.monotonic() < deadline, f"no worker process for {instance_id}"
+        time.sleep(0.05)
+    return worker_processes(state_dir)[instance_id]
 
 
 def test_workers_answer_with_the_models_labels(stack, expected_labels, state_dir):

@@ -42,7 +42,8 @@ def path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def open_cache(path):
-    """Opens caches on ``path`` (a FakeClock unless given a clock or None, no flusher unless asked) and closes them all afterwards."""
+    """Opens caches on ``path`` and closes them all afterwards. Each gets a FakeClock unless given a clock (None: the
+    default wall clock) and no flusher thread unless given ``flush_interval``."""
     opened: list[ResultCache] = []
 
     def make(max_entries: int = 1000, clock=FAKE, flush_interval=None) -> ResultCache:
@@ -170,7 +171,7 @@ def test_many_entries_round_trip_through_the_line_layout(path, open_cache):
         first.put(digest(i), result(f"label-{i}"))
     first.close()
     lines = path.read_text().split("\n")
-    assert len(lines) == 1 + 3 + 1, "a header, a line per 1000 entries, and the closing braces"
+    assert len(lines) == 1 + 2500 // cache_module._CHUNK + 1, "a header, a line per chunk, the closing braces"
     assert len(read_document(path)["entries"]) == 2500
     second = open_cache(max_entries=10_000)
     assert all(second.get(digest(i)) == result(f"label-{i}") for i in range(2500))
@@ -268,6 +269,8 @@ def test_a_failed_write_keeps_the_old_file_and_retries_later(path, open_cache, m
     b'{"version": 2, "current_model": "m1", "entries": {}}',
     b'{"version": 1, "current_model": "m1", "entries": []}',
     b'{"version": 1, "current_model": 7, "entries": {}}',
+    b"[" * 100_000,
+    b'{"version":1,"current_model":"m1","entries":{\n"k":' + b"[" * 100_000 + b"\n}}",
 ])
 def test_a_corrupt_file_is_moved_aside_and_the_cache_starts_empty(path, open_cache, caplog, content):
     path.parent.mkdir(parents=True)
@@ -277,7 +280,7 @@ def test_a_corrupt_file_is_moved_aside_and_the_cache_starts_empty(path, open_cac
     assert (cache.entries, cache.current_model) == (0, "")
     assert not path.exists()
     moved = list(path.parent.glob("results.json.corrupt-*"))
-    assert len(moved) == 1 and moved[0].read_bytes() == content
+    assert len(moved) == 1 and moved[0].read_bytes() == content, "moved aside intact, for a person to look at"
     assert any("moved it to" in record.message for record in caplog.records)
     cache.put(digest("a"), result("tabby"))
     cache.flush()
@@ -293,6 +296,38 @@ def test_a_file_corrupted_while_running_is_moved_aside_at_the_next_write(path, o
     cache.flush()
     assert len(read_document(path)["entries"]) == 2
     assert len(list(path.parent.glob("results.json.corrupt-*"))) == 1
+
+
+def test_a_folder_in_the_files_place_is_moved_aside(path, open_cache):
+    path.mkdir(parents=True)
+    cache = open_cache()
+    assert cache.entries == 0 and len(list(path.parent.glob("results.json.corrupt-*"))) == 1
+    cache.put(digest("a"), result("a"))
+    cache.flush()
+    assert path.is_file()
+
+
+def test_a_passing_read_error_leaves_a_good_file_alone(path, open_cache, monkeypatch):
+    first = open_cache()
+    first.put(digest("a"), result("a"))
+    first.close()
+    real_open = open
+
+    def out_of_descriptors(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise OSError(24, "Too many open files")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", out_of_descriptors)
+    cache = open_cache()
+    assert cache.entries == 0
+    cache.put(digest("b"), result("b"))
+    with pytest.raises(OSError, match="Too many open files"):
+        cache.flush()
+    monkeypatch.undo()
+    cache.flush()
+    assert set(read_document(path)["entries"]) == {f"m1|{digest('a')}", f"m1|{digest('b')}"}
+    assert not list(path.parent.glob("results.json.corrupt-*"))
 
 
 def test_malformed_entries_are_skipped_with_one_warning(path, open_cache, caplog):

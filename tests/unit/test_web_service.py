@@ -106,3 +106,17 @@ def test_a_timeout_then_the_late_reply_fills_the_cache(rig):
         time.sleep(0.05)
     assert runtime.dispatcher.late_replies == 1
     assert runtime.service.classify(upload(b"fox-1")).cached
+
+
+def test_a_miss_is_checked_and_a_hit_is_not(rig):
+    runtime, _, _, requests = rig()
+    checked = []
+    runtime.service.classify(upload(b"elk-1"), check=checked.append)
+    assert checked == [b"elk-1"]
+
+    def refuse(data):
+        raise AssertionError("a cache hit must not be decoded again")
+    assert runtime.service.classify(upload(b"elk-1"), check=refuse).cached
+    with pytest.raises(ValueError):
+        runtime.service.classify(upload(b"new-1"), check=lambda data: (_ for _ in ()).throw(ValueError("bad")))
+    assert len(requests.sent) == 1, "a refused miss enqueues nothing"

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 from werkzeug.datastructures import FileStorage, MultiDict
 
-from web_tier.uploads import UploadError, image_name, read_upload
+from web_tier.uploads import UploadError, check_image, image_name, read_upload
 
 
 def jpeg(size=(64, 48), color=(200, 30, 30)) -> bytes:
@@ -32,7 +32,7 @@ def test_one_file_in_any_field(field):
 ])
 def test_bad_uploads_are_refused_with_a_clear_4xx(entries, status, text):
     with pytest.raises(UploadError) as error:
-        read_upload(files(*entries), 10_000_000)
+        check_image(read_upload(files(*entries), 10_000_000).data)
     assert error.value.status == status
     assert text in str(error.value).lower()
 
