@@ -30,6 +30,7 @@ from web_tier.service import ClassifyService
 
 log = logging.getLogger(__name__)
 REPLY_RETENTION_SECONDS = 3600
+CACHE_FLUSH_SECONDS = 2.0  # a full cache file is tens of MB: rewrite it at most this often (and on exit)
 
 
 @dataclass
@@ -95,7 +96,7 @@ def build_runtime(settings: Settings) -> WebRuntime:
     reply_name = names.reply_queue(f"{host_tag()}-{os.getpid()}")
     reply_queue = ensure_reply_queue(queues, reply_name, settings)
     cache = ResultCache(Path(settings.state_dir) / "web" / f"{settings.stack}-cache.json",
-                        settings.web.cache_max_entries)
+                        settings.web.cache_max_entries, flush_interval=CACHE_FLUSH_SECONDS)
     return assemble(S3Store(clients.s3, names.input_bucket), SqsQueue(clients.sqs, names.request_queue),
                     SqsQueue(clients.sqs, reply_name), cache, settings.web.request_timeout,
                     Ec2Fleet(clients.ec2, settings.stack), lambda: queues.delete(reply_queue))

@@ -20,7 +20,7 @@ from typing import Callable
 from hybrid.contracts import MessageQueue, ObjectStore
 from hybrid.errors import HybridError
 from hybrid.messages import ClassifyReply, ClassifyRequest
-from web_tier.cache import CachedResult, ResultCache
+from web_tier.cache import CachedResult, ResultCache, is_digest
 from web_tier.dispatch import ReplyDispatcher
 from web_tier.uploads import Upload
 
@@ -139,8 +139,9 @@ class ClassifyService:
 
     def remember(self, reply: ClassifyReply) -> None:
         """Puts a successful reply into the cache (also called for replies that came too late)."""
-        if reply.ok and reply.model and reply.key.startswith(INPUT_PREFIX):
-            self.cache.put(reply.key[len(INPUT_PREFIX):], CachedResult(reply.label, tuple(reply.top5), reply.model))
+        digest = reply.key[len(INPUT_PREFIX):] if reply.key.startswith(INPUT_PREFIX) else ""
+        if reply.ok and reply.model and is_digest(digest):
+            self.cache.put(digest, CachedResult(reply.label, tuple(reply.top5), reply.model))
 
 
 def _ms(start: float, end: float | None = None) -> float:
