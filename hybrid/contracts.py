@@ -149,8 +149,11 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         """Writes the object (overwrites: writes are idempotent by design)."""
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Writes the object unless the key exists (one conditional call); True if it wrote."""
+
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
-        """Reads it; ``NotFoundError`` if absent, ``CloudError`` if larger than ``max_bytes``."""
+        """Reads it; ``NotFoundError`` if absent, ``TooLargeError`` if larger than ``max_bytes``."""
 
     def exists(self, key: str) -> bool:
         """True if the key is there."""

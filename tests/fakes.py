@@ -159,6 +159,13 @@ class InMemoryStore:
         self._maybe_fail("put")
         self.objects[key] = data
 
+    def put_if_absent(self, key, data):
+        self._maybe_fail("put")
+        if key in self.objects:
+            return False
+        self.objects[key] = data
+        return True
+
     def get(self, key, max_bytes=None):
         from hybrid.errors import NotFoundError, TooLargeError
 

@@ -111,8 +111,7 @@ class ClassifyService:
     def _ask_app_tier(self, upload: Upload) -> Outcome:
         started = time.perf_counter()
         key = f"{INPUT_PREFIX}{upload.digest}"
-        if not self.inputs.exists(key):
-            self.inputs.put(key, upload.data)
+        self.inputs.put_if_absent(key, upload.data)
         stored = time.perf_counter()
         request = ClassifyRequest(uuid.uuid4().hex, key, upload.name, self.reply_queue_name)
         reply_future = self.dispatcher.expect(request.id)

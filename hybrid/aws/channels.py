@@ -63,6 +63,15 @@ class S3Store:
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.s3.put_object(Bucket=self.name, Key=key, Body=data, ContentType=content_type)
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        try:
+            self.s3.put_object(Bucket=self.name, Key=key, Body=data, IfNoneMatch="*")
+        except CloudError as exc:
+            if exc.code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
         reply = self.s3.get_object(Bucket=self.name, Key=key)
         if max_bytes is not None and reply["ContentLength"] > max_bytes:
