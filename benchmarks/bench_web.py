@@ -7,8 +7,8 @@ Results go to stdout, progress lines to stderr. The photos are four real ones sh
 
 Setup. ``start_emulator`` starts the local AWS server and its instance runner in a temporary state folder; a stack
 is set up (``build_aws_stack(...).up()``) and one app-tier instance launched as tests/integration/rig.py's
-``Stack.launch`` does (the runner turns it into a ``hybrid worker`` process; ``worker.idle_timeout`` 120 s so it
-stays up). ``hybrid web`` runs as a subprocess on a free loopback port, gunicorn gthread with the default
+``Stack.launch`` does (the runner starts a worker process for it, found by ``instances/<id>/pid``;
+``worker.idle_timeout`` 120 s so it stays up). ``hybrid web`` runs as a subprocess on a free loopback port, gunicorn gthread with the default
 ``web.threads``. Each server configuration is measured in turn: ``--processes 1`` first, then ``--processes 2``.
 
 Part 1, cache hits. The cache is warmed by posting 16 distinct JPEGs (4 photos x 4 sizes) once each (misses that
@@ -61,8 +61,8 @@ first step ``_load_checked``: open, size check, full decode, without resize and 
 All medians of per-call wall time with nothing else of this benchmark busy but idle pollers.
 
 The code under test may change while the benchmark runs (others edit the project): a fingerprint (SHA-256 of
-web_tier/*.py, app_tier/preprocess.py, hybrid/cli.py) is printed in the header, taken at each server start and for
-part 4, and a WARNING says so if they differ.
+web_tier/*.py, app_tier/preprocess.py, hybrid/cli.py, hybrid/aws/*.py) is printed in the header, taken at each
+server start and for part 4, and a WARNING says so if they differ.
 
 Part 5, teardown in ``finally`` blocks: the web server gets SIGTERM (and SIGKILL after 30 s), the stack goes down
 (instances first), the emulator stops; then /proc is scanned for any process naming the state folder or the
@@ -198,11 +198,12 @@ def wait_for_no_leftovers(markers: list[str], patience: float = 5.0) -> list[tup
         time.sleep(0.2)
 
 
-CODE_FILES = ("web_tier/*.py", "app_tier/preprocess.py", "hybrid/cli.py")
+CODE_FILES = ("web_tier/*.py", "app_tier/preprocess.py", "hybrid/cli.py", "hybrid/aws/*.py")
 
 
 def code_fingerprint() -> str:
-    """A short hash of the code under test (web tier, the decode check, the CLI), to see if it changed mid-run."""
+    """A short hash of the code under test (web tier, the decode check, the CLI, the AWS adapters), to see if it
+    changed mid-run."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -798,7 +799,8 @@ def breakdown_report(out: Breakdown, images: dict[str, bytes], hits: list[LoadRe
     text = table([f"one cache hit (median of {out.calls} test-client calls)", "ms", "per s, 1 core",
                   "decodes/hit"], rows)
     return (f"{text}\nwarm images: {len(images)} JPEGs, {min(sizes) / 1000:.0f}..{max(sizes) / 1000:.0f} kB "
-            f"(mean {statistics.mean(sizes) / 1000:.0f} kB); test-client statuses {out.statuses}; code {out.fingerprint}")
+            f"(mean {statistics.mean(sizes) / 1000:.0f} kB); test-client statuses {out.statuses}; "
+            f"code {out.fingerprint}")
 
 
 # ---------------------------------------------------------------- part 3: goals
@@ -969,7 +971,7 @@ def print_report(res: Results, plan: Plan, hit_set: dict[str, bytes], env: Env) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Web-tier benchmark: cache hits/s and latency, miss overhead.")
-    parser.add_argument("--quick", action="store_true", help="shorter load runs and fewer misses (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="4 s load runs, 10 misses (about 30 s; full about 50 s)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     print(header(plan, args.quick), flush=True)
