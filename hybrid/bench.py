@@ -28,7 +28,7 @@ One run, three parts; progress lines go to stderr, the table to stdout.
    image costs: the CPU table says where the core time went.
 
    Then ``PROBES`` (10) further unseen images are posted one at a time with ``Accept: application/json``; the
-   answer's ``timings`` (``store_ms``: S3 exists + put; ``queue_and_classify_ms``: SQS send until the reply is
+   answer's ``timings`` (``store_ms``: storing the image in S3; ``queue_and_classify_ms``: SQS send until the reply is
    delivered; ``total_ms``: the service's whole time) split each request's latency into: web tier before/after
    the service (client latency - total_ms: HTTP, multipart parse, upload check, answer), store, and queueing and
    transfer (queue_and_classify_ms - the in-process time of ``classify([image])`` for that image, a batch of
@@ -518,7 +518,7 @@ def _probe_lines(probes: list[Probe]) -> list[str]:
     rows = [["client latency", f"{m['latency_ms']:.1f}"],
             ["  web tier before/after the service (HTTP, parse, check)", f"{before_after:.1f}"],
             ["  service total_ms", f"{m['total_ms']:.1f}"],
-            ["    store_ms (S3 exists + put)", f"{m['store_ms']:.1f}"],
+            ["    store_ms (S3 put of the image)", f"{m['store_ms']:.1f}"],
             ["    queue_and_classify_ms", f"{m['queue_and_classify_ms']:.1f}"],
             ["      inference (in-process classify of 1 image)", f"{m['inference_ms']:.1f}"],
             ["      queueing + transfer (SQS, S3, polls)", f"{queueing:.1f}"]]
