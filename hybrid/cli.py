@@ -292,12 +292,12 @@ def aws_status(ctx: Context, as_json: bool) -> None:
 
 def _register_commands_defined_elsewhere() -> None:
     from app_tier.cli import classify
+    from hybrid.bench import bench
     from hybrid.samples import images
     from hybrid.workload import workload
 
-    main.add_command(classify)
-    main.add_command(images)
-    main.add_command(workload)
+    for command in (classify, bench, images, workload):
+        main.add_command(command)
 
 
 _register_commands_defined_elsewhere()
