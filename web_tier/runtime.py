@@ -20,7 +20,7 @@ from hybrid.aws.session import AwsClients
 from hybrid.aws.stack import stack_names
 from hybrid.aws.storage import QueueDriver
 from hybrid.contracts import Fleet, MessageQueue, Resource
-from hybrid.errors import HybridError
+from hybrid.errors import HybridError, NotFoundError
 from hybrid.naming import ROLE_RESPONSES
 from hybrid.settings import Settings
 from web_tier.cache import ResultCache
@@ -92,6 +92,7 @@ def assemble(inputs, requests, replies: MessageQueue, cache: ResultCache, reques
 def build_runtime(settings: Settings) -> WebRuntime:
     clients, names = AwsClients(settings), stack_names(settings)
     queues = QueueDriver(clients.sqs, settings.stack)
+    require_stack(queues, settings)
     delete_stale_reply_queues(queues, names.reply_queue_prefix + host_tag() + "-")
     reply_name = names.reply_queue(f"{host_tag()}-{os.getpid()}")
     reply_queue = ensure_reply_queue(queues, reply_name, settings)
@@ -100,6 +101,13 @@ def build_runtime(settings: Settings) -> WebRuntime:
     return assemble(S3Store(clients.s3, names.input_bucket), SqsQueue(clients.sqs, names.request_queue),
                     SqsQueue(clients.sqs, reply_name), cache, settings.web.request_timeout,
                     Ec2Fleet(clients.ec2, settings.stack), lambda: queues.delete(reply_queue))
+
+
+def require_stack(queues: QueueDriver, settings: Settings) -> None:
+    """A clear error before serving, instead of a 503 on every request, when the stack is not set up."""
+    name = stack_names(settings).request_queue
+    if queues.url(name) is None:
+        raise NotFoundError(f"stack {settings.stack} is not set up (no queue {name}): run `hybrid aws up` first")
 
 
 def ensure_reply_queue(queues: QueueDriver, name: str, settings: Settings):

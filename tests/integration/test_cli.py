@@ -90,3 +90,11 @@ def test_help_teaches(own_state):
     assert "Only resources tagged for the stack" in hybrid("aws", "down", "--help", state_dir=own_state).stdout
     keys = hybrid("config", "keys", state_dir=own_state).stdout
     assert "scaling.max_workers = 20" in keys
+
+
+def test_web_refuses_to_serve_a_stack_that_is_not_set_up(own_state, stack_name):
+    hybrid("emulator", "start", state_dir=own_state)
+    result = hybrid("--stack", stack_name, "--set", "web.bind=127.0.0.1:9", "web", state_dir=own_state, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: stack {stack_name} is not set up (no queue {stack_name}-requests): "
+                                     "run `hybrid aws up` first")
