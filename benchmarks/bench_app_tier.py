@@ -35,7 +35,7 @@ The ratio lines divide the end-to-end rate by the model-only onnx rates at batch
 ``classify`` (decode included) is the fair comparison; 1.0 would mean the AWS round trips cost nothing.
 
 Part 3, memory, in MiB (kB / 1024 from /proc/<pid>/status, as ``hybrid.emulator.process.rss_mb``): the worker
-(found by its instance id in /proc/*/cmdline) once loaded and idle after its first reply (VmRSS), and its peak
+(found by the runner's pid file ``instances/<id>/pid``) once loaded and idle after its first reply (VmRSS), and its peak
 over its whole life after the burst (VmHWM); the same for the model-only children (before loading the model,
 after load + one batch-1 call, the peak once every row up to batch 8 had run -- the worker's batch size -- and the
 peak up to batch 16; rows run in order of batch size, the table prints them grouped by call). The issue's goal is
@@ -44,21 +44,16 @@ most 300 MiB. ``libtorch mapped`` (part 2) says whether /proc/<pid>/maps of the 
 path it must say no (the ONNX export is cached, so the worker never imports torch).
 
 Part 4, teardown: the stack goes down (which terminates the instance, and the runner kills its worker) and the
-emulator stops, in ``finally`` blocks; then /proc is scanned for any process still naming the instance or the
-temporary state folder, and a WARNING is printed for each.
+emulator stops, in ``finally`` blocks; then any process still naming the temporary state folder in its command
+line, or a worker its pid file still names, gets a WARNING (``common.wait_for_no_leftovers``).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import hashlib
-import importlib.metadata
 import io
 import json
-import math
 import os
-import platform
 import secrets
 import statistics
 import subprocess
@@ -66,7 +61,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,9 +69,11 @@ from typing import Any
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for ``import common`` (see common.py)
 
-PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")
-JPEG_QUALITY = 92
+import common
+from common import PHOTOS, progress, table
+
 RUNTIMES = ("onnx", "torch")
 MODEL_BATCHES = (1, 8, 16)
 IMAGES_PER_REP = 16
@@ -100,19 +97,6 @@ QUICK = Plan(model_reps=3, requests=60, unloaded_requests=4)
 
 # ---------------------------------------------------------------- small helpers
 
-_T0 = time.perf_counter()
-
-
-def progress(step: str) -> None:
-    print(f"  {time.perf_counter() - _T0:6.1f} s  {step}", file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (fraction in 0..1) of a non-empty sequence."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
-
-
 def proc_status_mib(pid: int | str) -> dict[str, float]:
     """VmRSS and VmHWM of a process in MiB; empty if it is gone."""
     values: dict[str, float] = {}
@@ -126,15 +110,6 @@ def proc_status_mib(pid: int | str) -> dict[str, float]:
     return values
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (0.0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def maps_library(pid: int, name: str) -> bool | None:
     """Whether a shared library whose path contains ``name`` is mapped into the process (None if unreadable)."""
     try:
@@ -143,44 +118,11 @@ def maps_library(pid: int, name: str) -> bool | None:
         return None
 
 
-def processes_naming(markers: Sequence[str]) -> list[tuple[int, str]]:
-    """Live (non-zombie) processes whose command line contains any marker, except this one."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and any(marker.encode() in cmdline for marker in markers):
-            found.append((int(entry.name), cmdline.replace(b"\0", b" ").decode(errors="replace").strip()))
-    return found
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def fmt_mib(value: float | None) -> str:
     return f"{value:.0f}" if value is not None else "n/a"
 
 
 # ---------------------------------------------------------------- photos
-
-def photo_jpeg(name: str) -> bytes:
-    from PIL import Image
-    from skimage import data
-
-    buffer = io.BytesIO()
-    Image.fromarray(getattr(data, name)()).convert("RGB").save(buffer, "JPEG", quality=JPEG_QUALITY)
-    return buffer.getvalue()
-
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
     from PIL import Image
@@ -367,74 +309,29 @@ class Rig:
 
 
 def make_rig(url: str, stack: str) -> Rig:
-    import boto3
-
-    def client(service: str) -> Any:
-        return boto3.client(service, endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
-                            aws_secret_access_key="test")
-
-    sqs = client("sqs")
-    return Rig(client("s3"), sqs, client("ec2"), stack, sqs.get_queue_url(QueueName=f"{stack}-requests")["QueueUrl"],
+    sqs = common.local_client(url, "sqs")
+    return Rig(common.local_client(url, "s3"), sqs, common.local_client(url, "ec2"), stack,
+               sqs.get_queue_url(QueueName=f"{stack}-requests")["QueueUrl"],
                sqs.get_queue_url(QueueName=f"{stack}-responses")["QueueUrl"])
 
 
-@contextlib.contextmanager
-def local_server(state_dir: Path, run: WorkerRun) -> Iterator[Any]:
-    """The project's emulator and instance runner, stopped on the way out whatever happens."""
-    from hybrid.emulator import start_emulator, stop_emulator
+def find_worker_pid(state_dir: Path, instance_id: str, timeout: float = 60.0) -> int:
+    """The pid of the instance's worker, from the runner's pid file (a forked worker's command line is its
+    runner's)."""
+    from hybrid.emulator.instances import worker_processes
 
-    try:
-        yield start_emulator(state_dir)
-    finally:
-        started = time.perf_counter()
-        stopped = stop_emulator(state_dir)
-        run.teardown.append(f"emulator stopped: {'yes' if stopped else 'no record'} "
-                            f"({time.perf_counter() - started:.2f} s)")
-
-
-@contextlib.contextmanager
-def aws_stack(settings: Any, run: WorkerRun) -> Iterator[Any]:
-    """The stack's AWS side, set up, and torn down (instances first) on the way out."""
-    from hybrid.aws.stack import build_aws_stack
-
-    stack = build_aws_stack(settings)
-    try:
-        stack.up(report=lambda line: None)
-        yield stack
-    finally:
-        started = time.perf_counter()
-        lines = stack.down(report=lambda line: None)
-        run.teardown.append(f"stack down: {lines[0]}, {len(lines) - 1} resources handled "
-                            f"({time.perf_counter() - started:.2f} s)")
-
-
-def launch_one(stack: Any, settings: Any, rig: Rig) -> str:
-    """Launches one app-tier instance as tests/integration/test_app_tier.py's ``Stack.launch`` does."""
-    image = next(r["id"] for r in stack.status() if r["kind"] == "image")
-    tags = [{"Key": "hybrid:stack", "Value": settings.stack}, {"Key": "hybrid:role", "Value": "app-tier"}]
-    reply = rig.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
-                                  UserData=settings.to_json(),
-                                  TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
-    return reply["Instances"][0]["InstanceId"]
-
-
-def find_worker_pid(instance_id: str, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = processes_naming([instance_id])
-        if found:
-            return found[0][0]
+        pid = worker_processes(state_dir).get(instance_id)
+        if pid:
+            return pid
         time.sleep(0.1)
     raise RuntimeError(f"no worker process for {instance_id} after {timeout:.0f} s")
 
 
 def upload_photos(rig: Rig, photos: dict[str, bytes]) -> dict[str, str]:
     """Each distinct image once in the input bucket under sha256/<hex>; name -> key."""
-    keys = {}
-    for name, data in photos.items():
-        keys[name] = f"sha256/{hashlib.sha256(data).hexdigest()}"
-        rig.s3.put_object(Bucket=rig.input_bucket, Key=keys[name], Body=data)
-    return keys
+    return {name: common.upload_image(rig.s3, rig.input_bucket, data) for name, data in photos.items()}
 
 
 def request_bodies(rig: Rig, keys: dict[str, str], count: int, label: str) -> dict[str, str]:
@@ -457,33 +354,22 @@ def send_requests(rig: Rig, bodies: dict[str, str]) -> dict[str, float]:
     for start in range(0, len(items), SEND_BATCH):
         chunk = items[start:start + SEND_BATCH]
         now = time.perf_counter()
-        reply = rig.sqs.send_message_batch(QueueUrl=rig.requests_url, Entries=[
-            {"Id": str(n), "MessageBody": body} for n, (_, body) in enumerate(chunk)])
-        if reply.get("Failed"):
-            raise RuntimeError(f"send_message_batch failed: {reply['Failed']}")
+        common.send_bodies(rig.sqs, rig.requests_url, [body for _, body in chunk])
         sent.update({request_id: now for request_id, _ in chunk})
     return sent
 
 
 def collect_replies(rig: Rig, expected: set[str], timeout: float) -> tuple[dict[str, tuple[Any, float]], int]:
     """Replies of ``expected`` request ids: id -> (reply, perf_counter time received), and duplicates seen."""
-    from hybrid.messages import ClassifyReply
-
     replies: dict[str, tuple[Any, float]] = {}
     duplicates, deadline = 0, time.monotonic() + timeout
     while not expected <= replies.keys() and time.monotonic() < deadline:
-        messages = rig.sqs.receive_message(QueueUrl=rig.responses_url, MaxNumberOfMessages=10,
-                                           WaitTimeSeconds=1).get("Messages", [])
-        now = time.perf_counter()
-        for message in messages:
-            reply = ClassifyReply.from_body(message["Body"])
+        received, now = common.receive_replies(rig.sqs, rig.responses_url)
+        for reply in received:
             if reply.id in replies:
                 duplicates += 1
             elif reply.id in expected:
                 replies[reply.id] = (reply, now)
-        if messages:
-            rig.sqs.delete_message_batch(QueueUrl=rig.responses_url, Entries=[
-                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)])
     missing = expected - replies.keys()
     if missing:
         raise RuntimeError(f"{len(missing)} of {len(expected)} replies missing after {timeout:.0f} s")
@@ -516,14 +402,14 @@ def burst(rig: Rig, keys: dict[str, str], run: WorkerRun, info: Any, count: int)
     """N requests at once; fills the burst figures of ``run``."""
     bodies = request_bodies(rig, keys, count, "burst")
     pids = (run.pid, info.pid, info.runner_pid, os.getpid())
-    cpu_before = [cpu_seconds(pid) for pid in pids]
+    cpu_before = [common.cpu_seconds(pid) for pid in pids]
     started = time.perf_counter()
     sent = send_requests(rig, bodies)
     run.send_s = time.perf_counter() - started
     replies, run.duplicates = collect_replies(rig, set(bodies), timeout=max(60.0, count * 1.0))
     run.burst_s = max(at for _, at in replies.values()) - started
     run.worker_cpu_s, run.emulator_cpu_s, run.runner_cpu_s, run.client_cpu_s = (
-        cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before))
+        common.cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before))
     run.requests = count
     run.errors = sum(1 for reply, _ in replies.values() if not reply.ok)
     run.latencies_s = [at - sent[i] for i, (_, at) in replies.items()]
@@ -538,7 +424,7 @@ def measure_worker(plan: Plan, photos: dict[str, bytes]) -> WorkerRun:
         try:
             run_worker_phase(plan, photos, state_dir, name, run)
         finally:
-            run.leftovers = wait_for_no_leftovers([run.instance_id or "i-none", str(state_dir)])
+            run.leftovers = common.wait_for_no_leftovers(state_dir)
             for pid, cmd in run.leftovers:
                 progress(f"WARNING: process left running: pid {pid}: {cmd[:160]}")
     return run
@@ -551,17 +437,18 @@ def run_worker_phase(plan: Plan, photos: dict[str, bytes], state_dir: Path, name
     if settings.worker.batch_size != WORKER_BATCH:
         progress(f"note: worker.batch_size is {settings.worker.batch_size}, not {WORKER_BATCH}")
     progress("starting the local AWS server and instance runner")
-    with local_server(state_dir, run) as info, aws_stack(settings, run) as stack:
+    with common.local_server(state_dir, run.teardown.append) as info, \
+            common.aws_stack(settings, run.teardown.append) as stack:
         rig = make_rig(info.url, name)
         keys = upload_photos(rig, photos)
         progress(f"stack {name} is up; launching one worker instance")
         launched = time.perf_counter()
-        run.instance_id = launch_one(stack, settings, rig)
+        run.instance_id = common.launch_app_tier(rig.ec2, stack, settings)[0]
         warm_up = request_bodies(rig, {"coffee": keys["coffee"]}, 1, "warmup")
         send_requests(rig, warm_up)
         collect_replies(rig, set(warm_up), timeout=180)
         run.cold_start_s = time.perf_counter() - launched
-        run.pid = find_worker_pid(run.instance_id, timeout=10)
+        run.pid = find_worker_pid(state_dir, run.instance_id, timeout=10)
         run.runtime_line = runtime_line(state_dir, run.instance_id)
         progress(f"worker {run.instance_id} (pid {run.pid}) answered its first request after "
                  f"{run.cold_start_s:.1f} s")
@@ -576,15 +463,6 @@ def run_worker_phase(plan: Plan, photos: dict[str, bytes], state_dir: Path, name
         progress(f"burst answered in {run.burst_s:.1f} s; tearing down")
 
 
-def wait_for_no_leftovers(markers: list[str], patience: float = 5.0) -> list[tuple[int, str]]:
-    deadline = time.monotonic() + patience
-    while True:
-        found = processes_naming(markers)
-        if not found or time.monotonic() >= deadline:
-            return found
-        time.sleep(0.2)
-
-
 def worker_report(run: WorkerRun, onnx: ModelResult) -> str:
     unloaded = run.unloaded_s
     lat = run.latencies_s
@@ -597,7 +475,7 @@ def worker_report(run: WorkerRun, onnx: ModelResult) -> str:
         ["burst: error replies / duplicate replies", f"{run.errors} / {run.duplicates}"],
         ["END-TO-END images/s", f"{run.rate:.1f}"],
         ["burst latency incl. queueing: p50 / p95 / max",
-         f"{percentile(lat, 0.5):.2f} / {percentile(lat, 0.95):.2f} / {max(lat):.2f} s"],
+         f"{common.percentile(lat, 0.5):.2f} / {common.percentile(lat, 0.95):.2f} / {max(lat):.2f} s"],
     ]
     for label, seconds in (("worker", run.worker_cpu_s), ("emulator (moto)", run.emulator_cpu_s),
                            ("instance runner", run.runner_cpu_s), ("this client", run.client_cpu_s)):
@@ -637,28 +515,11 @@ def teardown_report(run: WorkerRun) -> str:
 
 # ---------------------------------------------------------------- report
 
-def package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def header(plan: Plan, quick: bool) -> str:
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return (f"hybrid app-tier benchmark -- {now}, {os.cpu_count()} CPUs ({cpu_model()}), "
-            f"python {sys.version.split()[0]}, onnxruntime {package_version('onnxruntime')}, "
-            f"torch {package_version('torch')}, {'--quick' if quick else 'full'} "
+    return (f"hybrid app-tier benchmark -- {now}, {os.cpu_count()} CPUs ({common.cpu_model()}), "
+            f"python {sys.version.split()[0]}, onnxruntime {common.package_version('onnxruntime')}, "
+            f"torch {common.package_version('torch')}, {'--quick' if quick else 'full'} "
             f"({plan.model_reps} reps, {plan.requests} requests)")
 
 
@@ -678,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(args.child_runtime, args.photo_dir, args.reps)
     plan = QUICK if args.quick else FULL
     print(header(plan, args.quick), flush=True)
-    photos = {name: photo_jpeg(name) for name in PHOTOS}
+    photos = {name: common.photo_jpeg(name) for name in PHOTOS}
     print(photos_line(photos), flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bench-photos-") as photo_dir:
@@ -698,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     print(memory_report(run, models))
     print("\n4. Teardown")
     print(teardown_report(run))
-    print(f"\ntotal run time {time.perf_counter() - _T0:.1f} s", flush=True)
+    print(f"\ntotal run time {common.since_start():.1f} s", flush=True)
     return 0
 
 

@@ -43,8 +43,9 @@ up to ``batch_size = 8`` at once, so only ceil(100 / 8) = 13 workers can get wor
 empty and stop after ``idle_timeout``. The local server's instances are ``running`` at once (never ``pending``).
 
 Teardown, always: the autoscaler threads stop, the stack goes down (terminating its instances, whose workers the
-runner kills), the emulator and runner stop; then /proc is scanned for ``hybrid worker`` processes: a WARNING is
-printed for each one of this run still alive after 5 s; those of other state folders (not started here) are listed.
+runner kills), the emulator and runner stop; then a WARNING is printed for each process of this run still alive
+after 5 s (naming the state folder, or a worker its pid file names: ``common.wait_for_no_leftovers``); ``hybrid
+worker`` processes of other state folders (not started here) are listed.
 
 Caveat: every worker, the local server, the runner and this script share this machine's CPUs; on a small machine
 20 workers starting at once slow each other down, which a real fleet of separate instances would not.
@@ -53,9 +54,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
-import io
-import math
 import os
 import platform
 import secrets
@@ -66,7 +64,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,9 +73,11 @@ from typing import Any
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for ``import common`` (see common.py)
 
-PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")
-JPEG_QUALITY = 92
+import common
+from common import PHOTOS, percentile, progress
+
 IDLE_TIMEOUT = 3
 BURST_REQUESTS = 100
 SEND_BATCH = 10
@@ -103,30 +103,8 @@ QUICK = Plan(reps=1, max_workers=10)
 
 # ---------------------------------------------------------------- small helpers
 
-_T0 = time.perf_counter()
-
-
-def progress(step: str) -> None:
-    print(f"  {time.perf_counter() - _T0:6.1f} s  {step}", file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (fraction in 0..1) of a non-empty sequence."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
-
-
 def seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} s"
-
-
-def photo_jpeg(name: str) -> bytes:
-    from PIL import Image
-    from skimage import data
-
-    buffer = io.BytesIO()
-    Image.fromarray(getattr(data, name)()).convert("RGB").save(buffer, "JPEG", quality=JPEG_QUALITY)
-    return buffer.getvalue()
 
 
 def cmdline(pid: str) -> list[str] | None:
@@ -139,8 +117,9 @@ def cmdline(pid: str) -> list[str] | None:
     return None if state == "Z" or not raw else raw.decode(errors="replace").rstrip("\0").split("\0")
 
 
-def worker_processes() -> list[tuple[int, list[str]]]:
-    """Every live ``python -m hybrid ... worker ...`` process on this machine."""
+def exec_workers_anywhere() -> list[tuple[int, list[str]]]:
+    """Every live ``python -m hybrid ... worker ...`` process on this machine, of any state folder (the project's
+    helpers look at one state folder; a worker forked by a runner has its runner's command line and is not counted)."""
     found = []
     for entry in Path("/proc").iterdir():
         args = cmdline(entry.name) if entry.name.isdigit() else None
@@ -159,10 +138,6 @@ def process_start_time(pid: int) -> float | None:
     return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def worker_pid(instance_id: str) -> int | None:
-    return next((pid for pid, args in worker_processes() if instance_id in args), None)
-
-
 # ---------------------------------------------------------------- the local stack
 
 @dataclass
@@ -174,10 +149,7 @@ class Rig:
     clients: dict[str, Any] = field(default_factory=dict)
 
     def new_client(self, service: str) -> Any:
-        import boto3
-
-        return boto3.client(service, endpoint_url=self.url, region_name="us-east-1",
-                            aws_access_key_id="test", aws_secret_access_key="test")
+        return common.local_client(self.url, service)
 
     def client(self, service: str) -> Any:
         """The main thread's client (each thread gets its own from ``new_client``, made in the main thread)."""
@@ -205,19 +177,14 @@ class Rig:
         return int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
     def upload(self, image: bytes) -> str:
-        key = f"sha256/{hashlib.sha256(image).hexdigest()}"
-        self.client("s3").put_object(Bucket=f"{self.stack}-input", Key=key, Body=image)
-        return key
+        return common.upload_image(self.client("s3"), f"{self.stack}-input", image)
 
     def send(self, url: str, requests: list[tuple[str, str, str]]) -> float:
         """Sends (id, key, name) requests in one batch; returns time.time() once the call returned."""
         from hybrid.messages import ClassifyRequest
 
-        entries = [{"Id": str(n), "MessageBody": ClassifyRequest(rid, key, name, f"{self.stack}-responses").to_body()}
-                   for n, (rid, key, name) in enumerate(requests)]
-        reply = self.client("sqs").send_message_batch(QueueUrl=url, Entries=entries)
-        if reply.get("Failed"):
-            raise RuntimeError(f"send_message_batch failed: {reply['Failed']}")
+        common.send_bodies(self.client("sqs"), url, [
+            ClassifyRequest(rid, key, name, f"{self.stack}-responses").to_body() for rid, key, name in requests])
         return time.time()
 
 
@@ -232,19 +199,11 @@ class ReplyCollector(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        from hybrid.messages import ClassifyReply
-
         while not self.stop.is_set():
-            messages = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10,
-                                                WaitTimeSeconds=1).get("Messages", [])
-            arrived = time.time()
-            for message in messages:
-                reply = ClassifyReply.from_body(message["Body"])
+            received, arrived = common.receive_replies(self.sqs, self.url, clock=time.time)
+            for reply in received:
                 self.duplicates += reply.id in self.replies
                 self.replies.setdefault(reply.id, (reply, arrived))
-            if messages:
-                self.sqs.delete_message_batch(QueueUrl=self.url, Entries=[
-                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)])
 
     def wait_all(self, ids: set[str], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -274,29 +233,6 @@ class FleetSampler(threading.Thread):
 
     def peak(self) -> int:
         return max((n for _, n in self.samples), default=0)
-
-
-@contextmanager
-def local_server(state_dir: Path) -> Iterator[Any]:
-    from hybrid.emulator import start_emulator, stop_emulator
-
-    try:
-        yield start_emulator(state_dir)
-    finally:
-        stop_emulator(state_dir)
-        progress("local server and instance runner stopped")
-
-
-@contextmanager
-def aws_stack(settings: Any) -> Iterator[None]:
-    from hybrid.aws.stack import build_aws_stack
-
-    try:
-        build_aws_stack(settings).up(report=lambda line: None)
-        yield
-    finally:
-        build_aws_stack(settings).down(report=lambda line: None)
-        progress("stack down")
 
 
 @contextmanager
@@ -364,6 +300,8 @@ class Reaction:
 
 def observe_reaction(rig: Rig, url: str, reaction: Reaction, request_id: str, collector: ReplyCollector) -> None:
     """Polls every 20 ms until the reply arrived, filling in the moments as they are seen."""
+    from hybrid.emulator.instances import worker_processes
+
     started, instance, pid = time.monotonic(), None, None
     while reaction.answered is None and time.monotonic() < started + REACTION_TIMEOUT:
         reaction.loops += 1
@@ -371,7 +309,7 @@ def observe_reaction(rig: Rig, url: str, reaction: Reaction, request_id: str, co
             live = rig.live_instances()
             instance, reaction.seen = (live[0], time.time()) if live else (None, None)
         if instance and pid is None:
-            pid = worker_pid(instance)
+            pid = worker_processes(rig.settings.state_path).get(instance)
             reaction.started = process_start_time(pid) if pid else None
         if reaction.consumed is None and rig.in_flight(url) > 0:
             reaction.consumed = time.time()
@@ -551,7 +489,7 @@ def header(plan: Plan, quick: bool, settings: Any) -> str:
     return "\n".join([
         f"hybrid autoscaler benchmark ({'quick' if quick else 'full'}), {now}",
         f"  {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}, moto {moto.__version__}",
-        (f"  load average {os.getloadavg()[0]:.2f} (1 min) and {len(worker_processes())} other hybrid worker "
+        (f"  load average {os.getloadavg()[0]:.2f} (1 min) and {len(exec_workers_anywhere())} other hybrid worker "
          f"process(es) running at the start: they share the CPUs with this run"),
         (f"  local server + local instances; scaling.poll_interval = {settings.scaling.poll_interval:g} s, "
          f"messages_per_worker = {settings.scaling.messages_per_worker}, max_workers = {plan.max_workers}, "
@@ -559,19 +497,13 @@ def header(plan: Plan, quick: bool, settings: Any) -> str:
     ])
 
 
-def ours(state_dir: Path) -> list[tuple[int, list[str]]]:
-    return [(pid, args) for pid, args in worker_processes() if str(state_dir) in args]
-
-
 def report_leftovers(state_dir: Path, patience: float = 5.0) -> None:
-    """Warns about every ``hybrid worker`` process of this run still alive after ``patience`` seconds."""
-    deadline = time.monotonic() + patience
-    while ours(state_dir) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for pid, args in ours(state_dir):
-        print(f"WARNING: a hybrid worker process of this benchmark remains: pid {pid}: {' '.join(args)}")
-    others = [pid for pid, args in worker_processes() if str(state_dir) not in args]
-    if not ours(state_dir):
+    """Warns about every process of this run (workers above all) still alive after ``patience`` seconds."""
+    remaining = common.wait_for_no_leftovers(state_dir, patience)
+    for pid, cmd in remaining:
+        print(f"WARNING: a process of this benchmark remains: pid {pid}: {cmd}")
+    others = [pid for pid, args in exec_workers_anywhere() if str(state_dir) not in args]
+    if not remaining:
         print("teardown: no hybrid worker process of this benchmark remains"
               + (f" ({len(others)} of another state folder, not started here: pids {others})" if others else ""))
 
@@ -584,10 +516,11 @@ def run(plan: Plan, quick: bool, png: Path | None) -> None:
                                "worker.idle_timeout": str(IDLE_TIMEOUT),
                                "scaling.max_workers": str(plan.max_workers)})
     print(header(plan, quick, settings), flush=True)
-    photos = {name: photo_jpeg(name) for name in PHOTOS}
+    photos = {name: common.photo_jpeg(name) for name in PHOTOS}
     collector = None
     try:
-        with local_server(state_dir) as info, aws_stack(settings):
+        with common.local_server(state_dir, lambda _: progress("local server and instance runner stopped")) as info, \
+                common.aws_stack(settings, lambda _: progress("stack down")):
             progress(f"local server at {info.url}, stack {settings.stack} up")
             rig = Rig(settings, info.url)
             keys = [rig.upload(photos[name]) for name in PHOTOS]

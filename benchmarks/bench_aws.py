@@ -37,24 +37,23 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import datetime  # noqa: E402
 import secrets  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable, Iterator  # noqa: E402
 
-import boto3  # noqa: E402
 import botocore.config  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for ``import common`` (see common.py)
+
+import common
 
 BODY_BYTES = 1000
 BATCH = 10
@@ -123,37 +122,10 @@ class SqsResults:
 
 # ---------------------------------------------------------------- servers
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def patched_emulator(state_dir: Path) -> Iterator[str]:
-    """The project's emulator (moto + SQS fixes), recorded in ``state_dir``; yields its URL."""
-    from hybrid.emulator import start_emulator, stop_emulator
-
-    try:
-        yield start_emulator(state_dir).url
-    finally:
-        stop_emulator(state_dir)
-
-
 @contextlib.contextmanager
 def unpatched_moto(log_path: Path) -> Iterator[str]:
     """A plain ``python -m moto.server`` on a free port; yields its URL."""
-    port = free_port()
+    port = common.free_port()
     env = {**os.environ, "MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR": "false"}
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -173,6 +145,8 @@ def unpatched_moto(log_path: Path) -> Iterator[str]:
 
 
 def wait_until_answers(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    from hybrid.emulator.process import answers
+
     deadline = time.monotonic() + timeout
     while not answers(url):
         if process.poll() is not None:
@@ -183,8 +157,7 @@ def wait_until_answers(url: str, process: subprocess.Popen, timeout: float = 60.
 
 
 def sqs_client(url: str) -> Any:
-    return boto3.client("sqs", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x",
-                        aws_secret_access_key="x", config=CLIENT_CONFIG)
+    return common.local_client(url, "sqs", CLIENT_CONFIG)
 
 
 # ---------------------------------------------------------------- SQS measurements
@@ -198,10 +171,7 @@ def new_queue(client: Any, label: str) -> str:
 
 
 def send_batch(client: Any, queue_url: str, count: int, first: int = 0) -> None:
-    entries = [{"Id": str(i), "MessageBody": body(first + i)} for i in range(count)]
-    response = client.send_message_batch(QueueUrl=queue_url, Entries=entries)
-    if response.get("Failed"):
-        raise RuntimeError(f"send_message_batch failed: {response['Failed'][:1]}")
+    common.send_bodies(client, queue_url, [body(first + i) for i in range(count)])
 
 
 def fill(client: Any, queue_url: str, count: int) -> None:
@@ -227,9 +197,7 @@ def measure_send(client: Any, count: int) -> Rate:
 def receive_and_delete(client: Any, queue_url: str, wait_seconds: int = 0) -> list[dict[str, Any]]:
     messages = client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=BATCH, VisibilityTimeout=60,
                                       WaitTimeSeconds=wait_seconds).get("Messages", [])
-    if messages:
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
-        client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+    common.delete_received(client, queue_url, messages)
     return messages
 
 
@@ -317,18 +285,14 @@ class StackRun:
     second_changes: int
 
 
-def quiet(_: str) -> None:
-    return None
-
-
 def time_stack(state_dir: Path, name: str) -> StackRun:
     from hybrid.aws.stack import build_aws_stack
     from hybrid.settings import load
 
     stack = build_aws_stack(load(overrides={"state_dir": str(state_dir), "stack": name}))
-    first_up, first = timed(lambda: stack.up(report=quiet))
-    second_up, second = timed(lambda: stack.up(report=quiet))
-    down, _ = timed(lambda: stack.down(report=quiet))
+    first_up, first = timed(lambda: stack.up(report=common.ignore))
+    second_up, second = timed(lambda: stack.up(report=common.ignore))
+    down, _ = timed(lambda: stack.down(report=common.ignore))
     return StackRun(first_up, second_up, down, len(first), len(second))
 
 
@@ -343,14 +307,6 @@ def stack_name(index: int) -> str:
 
 
 # ---------------------------------------------------------------- report
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
 
 def ratio(results: SqsResults, depths: tuple[int, ...]) -> str:
     low, high = (results.depth[d].receive_delete.per_second for d in (depths[0], depths[-1]))
@@ -368,7 +324,7 @@ def sqs_table(results: dict[str, SqsResults], plan: Plan) -> str:
                  *(Rate(r.concurrent.unique, r.concurrent.seconds).cell() for r in both)])
     rows.append([f"concurrent duplicates / deliveries (of {plan.concurrent_messages})",
                  *(f"{r.concurrent.duplicates} / {r.concurrent.deliveries}" for r in both)])
-    return table(["SQS, 1000-byte bodies", *(f"{name}" for name in results)], rows)
+    return common.table(["SQS, 1000-byte bodies", *(f"{name}" for name in results)], rows)
 
 
 def stack_table(runs: list[StackRun]) -> str:
@@ -379,7 +335,7 @@ def stack_table(runs: list[StackRun]) -> str:
         rows.append([label, f"{statistics.median(values):.3f}", f"{min(values):.3f}",
                      ", ".join(f"{v:.3f}" for v in values)])
     changes = ", ".join(f"{r.first_changes}/{r.second_changes}" for r in runs)
-    return table(["stack on patched emulator", "median s", "min s", "each run, s"], rows) + \
+    return common.table(["stack on patched emulator", "median s", "min s", "each run, s"], rows) + \
         f"\nchanges made by first/second up, per run: {changes}"
 
 
@@ -391,11 +347,8 @@ def header() -> str:
             f"{os.cpu_count()} CPUs, {now}")
 
 
-_T0 = time.perf_counter()
-
-
 def progress(server: str, step: str) -> None:
-    print(f"  {time.perf_counter() - _T0:6.1f} s  [{server}] {step}", file=sys.stderr, flush=True)
+    common.progress(f"[{server}] {step}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header() + (" (--quick)" if args.quick else ""), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-aws-") as tmp:
         state_dir = Path(tmp) / "state"
-        with patched_emulator(state_dir) as patched_url, unpatched_moto(Path(tmp) / "moto.log") as plain_url:
-            results = measure_sqs({"patched (emulator)": patched_url, "unpatched moto": plain_url}, plan)
+        with common.local_server(state_dir) as patched, unpatched_moto(Path(tmp) / "moto.log") as plain_url:
+            results = measure_sqs({"patched (emulator)": patched.url, "unpatched moto": plain_url}, plan)
             print()
             print(sqs_table(results, plan), flush=True)
             runs = []

@@ -65,8 +65,8 @@ web_tier/*.py, app_tier/preprocess.py, hybrid/cli.py, hybrid/aws/*.py) is printe
 server start and for part 4, and a WARNING says so if they differ.
 
 Part 5, teardown in ``finally`` blocks: the web server gets SIGTERM (and SIGKILL after 30 s), the stack goes down
-(instances first), the emulator stops; then /proc is scanned for any process naming the state folder or the
-instance, and a WARNING is printed for each.
+(instances first), the emulator stops; then any process naming the state folder, or a worker its pid file still
+names, gets a WARNING (``common.wait_for_no_leftovers``).
 """
 from __future__ import annotations
 
@@ -74,22 +74,19 @@ import argparse
 import contextlib
 import datetime
 import http.client
-import importlib.metadata
 import io
 import json
 import math
 import os
-import platform
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,10 +94,12 @@ from typing import Any
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for ``import common`` (see common.py)
 
-PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")
+import common
+from common import PHOTOS, percentile, progress, table
+
 HIT_SIZES = ((320, 240), (400, 300), (512, 384), (640, 480))
-JPEG_QUALITY = 92
 CONCURRENCY = 32
 PROCESS_COUNTS = (1, 2)
 WORKERS = 1
@@ -131,28 +130,6 @@ QUICK = Plan(duration_s=4.0, warmup_s=1.0, healthz_s=2.0, misses=10, model_reps=
 
 # ---------------------------------------------------------------- small helpers
 
-_T0 = time.perf_counter()
-
-
-def progress(step: str) -> None:
-    print(f"  {time.perf_counter() - _T0:6.1f} s  {step}", file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (fraction in 0..1) of a non-empty sequence."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (0.0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def machine_busy_seconds() -> float:
     """CPU seconds all cores spent not idle (nor waiting on I/O) since boot, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -173,31 +150,6 @@ def child_pids(parent: int) -> list[int]:
     return sorted(found)
 
 
-def processes_naming(markers: Sequence[str]) -> list[tuple[int, str]]:
-    """Live (non-zombie) processes whose command line contains any marker, except this one."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and any(marker.encode() in cmdline for marker in markers):
-            found.append((int(entry.name), cmdline.replace(b"\0", b" ").decode(errors="replace").strip()))
-    return found
-
-
-def wait_for_no_leftovers(markers: list[str], patience: float = 5.0) -> list[tuple[int, str]]:
-    deadline = time.monotonic() + patience
-    while True:
-        found = processes_naming(markers)
-        if not found or time.monotonic() >= deadline:
-            return found
-        time.sleep(0.2)
-
-
 CODE_FILES = ("web_tier/*.py", "app_tier/preprocess.py", "hybrid/cli.py", "hybrid/aws/*.py")
 
 
@@ -210,20 +162,6 @@ def code_fingerprint() -> str:
     for path in sorted(p for pattern in CODE_FILES for p in ROOT.glob(pattern)):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:10]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def ms(seconds: float) -> str:
@@ -243,23 +181,14 @@ def median_call_seconds(call: Callable[[], Any], calls: int) -> float:
 
 # ---------------------------------------------------------------- photos and request bodies
 
-def photo_jpeg(name: str, size: tuple[int, int]) -> bytes:
-    from PIL import Image
-    from skimage import data
-
-    buffer = io.BytesIO()
-    Image.fromarray(getattr(data, name)()).convert("RGB").resize(size).save(buffer, "JPEG", quality=JPEG_QUALITY)
-    return buffer.getvalue()
-
-
 def hit_images() -> dict[str, bytes]:
     """The warm set: 4 photos x 4 sizes, 16 distinct JPEGs."""
-    return {f"{name}_{w}x{h}": photo_jpeg(name, (w, h)) for name in PHOTOS for w, h in HIT_SIZES}
+    return {f"{name}_{w}x{h}": common.photo_jpeg(name, (w, h)) for name in PHOTOS for w, h in HIT_SIZES}
 
 
 def miss_images(count: int) -> dict[str, bytes]:
     """``count`` distinct JPEGs of sizes the warm set does not use (never seen by the cache)."""
-    return {f"miss{i:02d}_{PHOTOS[i % 4]}": photo_jpeg(PHOTOS[i % 4], (333 + 7 * i, 251 + 5 * i))
+    return {f"miss{i:02d}_{PHOTOS[i % 4]}": common.photo_jpeg(PHOTOS[i % 4], (333 + 7 * i, 251 + 5 * i))
             for i in range(count)}
 
 
@@ -287,64 +216,13 @@ class Env:
     teardown: list[str] = field(default_factory=list)
 
 
-@contextlib.contextmanager
-def local_server(env: Env) -> Iterator[Any]:
-    """The project's emulator and instance runner, stopped on the way out whatever happens."""
-    from hybrid.emulator import start_emulator, stop_emulator
-
-    try:
-        env.info = start_emulator(env.state_dir)
-        yield env.info
-    finally:
-        started = time.perf_counter()
-        stopped = stop_emulator(env.state_dir)
-        env.teardown.append(f"emulator stopped: {'yes' if stopped else 'no record'} "
-                            f"({time.perf_counter() - started:.2f} s)")
-
-
-@contextlib.contextmanager
-def aws_stack(env: Env) -> Iterator[Any]:
-    """The stack's AWS side, set up, and torn down (instances first) on the way out."""
-    from hybrid.aws.stack import build_aws_stack
-
-    env.stack = build_aws_stack(env.settings)
-    try:
-        env.stack.up(report=lambda line: None)
-        yield env.stack
-    finally:
-        started = time.perf_counter()
-        lines = env.stack.down(report=lambda line: None)
-        env.teardown.append(f"stack down: {lines[0] if lines else 'done'}, {max(0, len(lines) - 1)} resources "
-                            f"handled ({time.perf_counter() - started:.2f} s)")
-
-
-def launch_workers(env: Env, count: int) -> list[str]:
-    """Launches app-tier instances as tests/integration/rig.py's ``Stack.launch`` does."""
-    import boto3
-
-    ec2 = boto3.client("ec2", endpoint_url=env.info.url, region_name="us-east-1", aws_access_key_id="test",
-                       aws_secret_access_key="test")
-    image = next(r["id"] for r in env.stack.status() if r["kind"] == "image")
-    tags = [{"Key": "hybrid:stack", "Value": env.settings.stack}, {"Key": "hybrid:role", "Value": "app-tier"}]
-    reply = ec2.run_instances(ImageId=image, MinCount=count, MaxCount=count, InstanceType="t3.micro",
-                              UserData=env.settings.to_json(),
-                              TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
-    return [i["InstanceId"] for i in reply["Instances"]]
-
-
 def find_worker_pids(env: Env) -> list[int]:
-    """The workers' pids: from the runner's ``instances/<id>/pid`` files (a forked worker's command line does not
-    name its instance), else from /proc command lines naming the instance."""
-    pids = []
-    for instance_id in env.instance_ids:
-        try:
-            pid = int((env.state_dir / "instances" / instance_id / "pid").read_text())
-        except (OSError, ValueError):
-            pids += [pid for pid, _ in processes_naming([instance_id])]
-            continue
-        if Path(f"/proc/{pid}").exists():
-            pids.append(pid)
-    return pids
+    """The workers' pids, from the runner's ``instances/<id>/pid`` files (a forked worker's command line does not
+    name its instance)."""
+    from hybrid.emulator.instances import worker_processes
+
+    pids = worker_processes(env.state_dir)
+    return [pids[instance_id] for instance_id in env.instance_ids if instance_id in pids]
 
 
 # ---------------------------------------------------------------- the web server subprocess
@@ -354,7 +232,7 @@ class WebProcess:
 
     def __init__(self, env: Env, processes: int) -> None:
         self.env, self.processes = env, processes
-        self.port = free_port()
+        self.port = common.free_port()
         self.log_path = env.state_dir / f"web-p{processes}.log"
         self.args = [sys.executable, "-m", "hybrid", "--state-dir", str(env.state_dir), "--stack", env.stack_name,
                      "--set", f"web.bind=127.0.0.1:{self.port}", "web", "--processes", str(processes)]
@@ -541,7 +419,7 @@ def hammer(port: int, shots: list[Shot], seconds: float, label: str,
     for thread in threads:
         thread.start()
     parties = {**(cpu_parties or {}), "this client": [os.getpid()]}
-    before = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in parties.items()}
+    before = {name: sum(common.cpu_seconds(pid) for pid in pids) for name, pids in parties.items()}
     busy_before = machine_busy_seconds()
     started = time.perf_counter()
     stop_at[0] = started + seconds
@@ -549,7 +427,8 @@ def hammer(port: int, shots: list[Shot], seconds: float, label: str,
     for thread in threads:
         thread.join()
     result.seconds = time.perf_counter() - started
-    result.cpu = {name: sum(cpu_seconds(pid) for pid in pids) - before[name] for name, pids in parties.items()}
+    result.cpu = {name: sum(common.cpu_seconds(pid) for pid in pids) - before[name]
+                  for name, pids in parties.items()}
     machine = machine_busy_seconds() - busy_before
     result.cpu[OTHERS] = max(0.0, machine - sum(result.cpu.values()))
     result.cpu["machine (all processes)"] = machine
@@ -842,8 +721,10 @@ def run_all(plan: Plan, env: Env, hit_set: dict[str, bytes], miss_set: dict[str,
     env.settings = load(None, {}, {"stack": env.stack_name, "state_dir": str(env.state_dir),
                                    "worker.idle_timeout": "120"})
     progress("starting the local AWS server and instance runner")
-    with local_server(env), aws_stack(env):
-        env.instance_ids = launch_workers(env, WORKERS)
+    with common.local_server(env.state_dir, env.teardown.append) as env.info, \
+            common.aws_stack(env.settings, env.teardown.append) as env.stack:
+        env.instance_ids = common.launch_app_tier(common.local_client(env.info.url, "ec2"), env.stack, env.settings,
+                                                  WORKERS)
         progress(f"stack {env.stack_name} is up; launched {', '.join(env.instance_ids)}")
         for processes in PROCESS_COUNTS:
             run_server(plan, env, processes, hit_set, miss_set, res)
@@ -890,23 +771,6 @@ def count_lines(path: Path) -> int:
 
 # ---------------------------------------------------------------- report
 
-def package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -918,9 +782,9 @@ def header(plan: Plan, quick: bool) -> str:
     from hybrid.settings import Settings
 
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return (f"hybrid web-tier benchmark -- {now}, {os.cpu_count()} CPUs ({cpu_model()}), "
-            f"python {sys.version.split()[0]}, flask {package_version('flask')}, werkzeug "
-            f"{package_version('werkzeug')}, gunicorn {package_version('gunicorn')} (gthread, "
+    return (f"hybrid web-tier benchmark -- {now}, {os.cpu_count()} CPUs ({common.cpu_model()}), "
+            f"python {sys.version.split()[0]}, flask {common.package_version('flask')}, werkzeug "
+            f"{common.package_version('werkzeug')}, gunicorn {common.package_version('gunicorn')} (gthread, "
             f"{Settings().web.threads} threads/process), {'--quick' if quick else 'full'} "
             f"({plan.duration_s:g} s per load run, {CONCURRENCY} clients, {plan.misses} misses); "
             f"load average before: {load_average()}; code {code_fingerprint()}")
@@ -985,9 +849,9 @@ def main(argv: list[str] | None = None) -> int:
         except BaseException as exc:  # noqa: BLE001 - report what was measured, then fail
             failed = exc
         finally:
-            res.leftovers = wait_for_no_leftovers([str(env.state_dir), *env.instance_ids])
+            res.leftovers = common.wait_for_no_leftovers(env.state_dir)
         print_report(res, plan, hit_set, env)
-    print(f"\ntotal run time {time.perf_counter() - _T0:.1f} s; load average after: {load_average()}", flush=True)
+    print(f"\ntotal run time {common.since_start():.1f} s; load average after: {load_average()}", flush=True)
     if failed is not None:
         raise failed
     return 0

@@ -293,10 +293,11 @@ def aws_status(ctx: Context, as_json: bool) -> None:
 def _register_commands_defined_elsewhere() -> None:
     from app_tier.cli import classify
     from hybrid.bench import bench
+    from hybrid.images.cli import image
     from hybrid.samples import images
     from hybrid.workload import workload
 
-    for command in (classify, bench, images, workload):
+    for command in (classify, bench, image, images, workload):
         main.add_command(command)
 
 
