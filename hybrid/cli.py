@@ -294,10 +294,11 @@ def _register_commands_defined_elsewhere() -> None:
     from app_tier.cli import classify
     from hybrid.bench import bench
     from hybrid.images.cli import image
+    from hybrid.openstack.cli import openstack
     from hybrid.samples import images
     from hybrid.workload import workload
 
-    for command in (classify, bench, image, images, workload):
+    for command in (classify, bench, image, images, openstack, workload):
         main.add_command(command)
 
 

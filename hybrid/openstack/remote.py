@@ -1,0 +1,135 @@
+"""SSH steps on the web-tier server (paramiko): deliver credential files, check the service.
+
+They run only where the cloud's floating IPs are reachable from this machine (``openstack.routable``); paramiko's
+exceptions stop here and come out as the project's errors. Host keys are trusted on first use and remembered in a
+known_hosts file of the stack, so a changed host key is refused.
+"""
+from __future__ import annotations
+
+import logging
+import posixpath
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from hybrid.errors import CloudError, CredentialsError, HybridError
+from hybrid.openstack.compute import WEB_SERVICE
+
+log = logging.getLogger(__name__)
+DEFAULT_USER = "debian"
+CONNECT_TIMEOUT = 15.0
+COMMAND_TIMEOUT = 30.0
+HEALTH_URL = "localhost:8000/healthz"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to SSH: address, port, login user, and the stack's known_hosts file (None: remember nothing)."""
+
+    host: str
+    port: int = 22
+    user: str = DEFAULT_USER
+    known_hosts: Path | None = None
+
+
+@dataclass(frozen=True)
+class ServiceCheck:
+    """What ``check`` found on the server."""
+
+    active: bool
+    answering: bool
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.active and self.answering
+
+
+def as_target(host: str | Target) -> Target:
+    return host if isinstance(host, Target) else Target(host)
+
+
+def open_ssh(host: str | Target, key: Path | paramiko.PKey) -> paramiko.SSHClient:
+    """An SSH session authenticated with the stack's private key only (no agent, no other keys)."""
+    target = as_target(host)
+    client = paramiko.SSHClient()
+    if target.known_hosts is not None and target.known_hosts.exists():
+        client.load_host_keys(str(target.known_hosts))
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    pkey = key if isinstance(key, paramiko.PKey) else paramiko.PKey.from_path(key)
+    try:
+        client.connect(target.host, port=target.port, username=target.user, pkey=pkey, timeout=CONNECT_TIMEOUT,
+                       allow_agent=False, look_for_keys=False, banner_timeout=CONNECT_TIMEOUT)
+    except paramiko.AuthenticationException as exc:
+        raise CredentialsError(f"{target.user}@{target.host} refused the stack's key: {exc}") from exc
+    except paramiko.BadHostKeyException as exc:
+        raise CredentialsError(f"host key of {target.host} changed since it was first seen ({target.known_hosts}): "
+                               "if the server was replaced, delete that file") from exc
+    except (paramiko.SSHException, OSError) as exc:
+        raise CloudError(f"cannot SSH to {target.user}@{target.host}:{target.port}: {exc}") from exc
+    if target.known_hosts is not None:
+        target.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        client.save_host_keys(str(target.known_hosts))
+    return client
+
+
+def deliver_credentials(host: str | Target, key: Path | paramiko.PKey, files: Mapping[str, bytes]) -> list[str]:
+    """Writes each ``remote path -> content`` over SFTP, mode 0600 before any byte is written; returns the paths.
+
+    Relative paths are under the login user's home. Parent folders are made with mode 0700.
+    """
+    target = as_target(host)
+    client = open_ssh(target, key)
+    try:
+        sftp = client.open_sftp()
+        for path, content in files.items():
+            _make_parents(sftp, posixpath.dirname(path))
+            with sftp.open(path, "wb") as handle:
+                handle.chmod(0o600)
+                handle.write(content)
+            log.info("wrote %s on %s (mode 0600)", path, target.host)
+        sftp.close()
+    except (paramiko.SSHException, OSError) as exc:
+        raise CloudError(f"cannot write files on {target.host} over SFTP: {exc}") from exc
+    finally:
+        client.close()
+    return list(files)
+
+
+def _make_parents(sftp: paramiko.SFTPClient, folder: str) -> None:
+    if folder in ("", "/", "."):
+        return
+    try:
+        if stat.S_ISDIR(sftp.stat(folder).st_mode or 0):
+            return
+        raise HybridError(f"{folder} exists on the server and is not a folder")
+    except FileNotFoundError:
+        _make_parents(sftp, posixpath.dirname(folder))
+        sftp.mkdir(folder, 0o700)
+
+
+def check(host: str | Target, key: Path | paramiko.PKey, service: str = WEB_SERVICE,
+          health_url: str = HEALTH_URL) -> ServiceCheck:
+    """SSHes in and asks systemd whether the web tier's service is active, then curls its health endpoint."""
+    client = open_ssh(host, key)
+    try:
+        state, _ = run(client, f"systemctl is-active {service}")
+        body, code = run(client, f"curl -s --max-time 5 {health_url}")
+    finally:
+        client.close()
+    active, answering = state == "active", code == 0 and bool(body)
+    detail = f"{service}: {state or 'unknown'}; {health_url}: " + (body if answering else f"no answer (curl exit {code})")
+    return ServiceCheck(active, answering, detail)
+
+
+def run(client: paramiko.SSHClient, command: str) -> tuple[str, int]:
+    """Runs one command; returns its stripped output and exit status."""
+    try:
+        _, stdout, _ = client.exec_command(command, timeout=COMMAND_TIMEOUT)
+        output = stdout.read().decode(errors="replace").strip()
+        return output, stdout.channel.recv_exit_status()
+    except (TimeoutError, paramiko.SSHException, OSError) as exc:
+        raise CloudError(f"`{command}` over SSH failed: {exc}") from exc

@@ -1,0 +1,267 @@
+"""A stack's OpenStack side: what it should have (pure), its plan, and up / down / status.
+
+The plan reuses ``hybrid.aws.stack.plan``: the same create / update / keep and the same "name is taken" refusal.
+``up`` checks the cloud first (flavor, network, external network, image), then creates or converges in order;
+if a step fails it deletes what this run created before raising, so a failed ``up`` leaves nothing behind.
+``down`` deletes in reverse order, and only what carries the stack's marker; the image only when asked and only
+when this stack uploaded it.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hybrid.aws.stack import plan
+from hybrid.clock import Clock, SystemClock
+from hybrid.contracts import ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Change, Observed, Resource, ResourceDriver
+from hybrid.errors import CloudError, NotFoundError
+from hybrid.naming import ROLE_WEB_TIER
+from hybrid.openstack.compute import server_settings_json, user_data
+from hybrid.openstack.image import ImageSource
+from hybrid.openstack.names import OpenStackNames
+from hybrid.openstack.network import describe_rules, find_external_network, web_tier_rules
+from hybrid.settings import Settings
+from hybrid.wait import Poll, wait_for
+
+if TYPE_CHECKING:
+    from hybrid.openstack.remote import ServiceCheck, Target
+
+log = logging.getLogger(__name__)
+Report = Callable[[str], None]
+DEPENDENCY_TIMEOUT = 120.0
+MAX_DUPLICATES = 20
+
+
+def stack_names(settings: Settings) -> OpenStackNames:
+    return OpenStackNames(settings.stack, settings.openstack.image_name)
+
+
+def web_port(settings: Settings) -> int:
+    return int(settings.web.bind.rpartition(":")[2])
+
+
+def desired_resources(settings: Settings, image: ImageSource | None = None) -> list[Resource]:
+    """Every resource of the stack's OpenStack side, in creation order. Without a local image file the image is
+    only referred to by name: it must exist, and is never changed."""
+    names, cloud, tags = stack_names(settings), settings.openstack, stack_names(settings).tags()
+    description = names.description()
+    return [
+        Resource("image", names.image, ROLE_WEB_TIER, {"checksum": image.md5} if image else {}, tags,
+                 managed=image is not None),
+        Resource("keypair", names.key_pair, ROLE_WEB_TIER, {}, tags),
+        Resource("security_group", names.security_group, ROLE_WEB_TIER,
+                 {"ingress": describe_rules(web_tier_rules(settings.aws.operator_cidr, web_port(settings)))}, tags,
+                 inputs={"description": description}),
+        Resource("server", names.server, ROLE_WEB_TIER, {"status": "ACTIVE"}, tags,
+                 inputs={"flavor": cloud.flavor, "network": cloud.network,
+                         "user_data": user_data(server_settings_json(settings))}),
+        Resource("floating_ip", names.floating_ip, ROLE_WEB_TIER, {"server": names.server}, tags,
+                 inputs={"external_network": cloud.external_network, "server": names.server,
+                         "description": description}),
+    ]
+
+
+@dataclass
+class OpenStackStack:
+    """One stack's OpenStack side, acting through drivers (openstacksdk adapters, or fakes in unit tests)."""
+
+    settings: Settings
+    conn: Any
+    drivers: Mapping[str, ResourceDriver]
+    desired: list[Resource]
+    clock: Clock = field(default_factory=SystemClock)
+
+    def resource(self, kind: str) -> Resource:
+        return next(r for r in self.desired if r.kind == kind)
+
+    def find(self, kind: str) -> Observed | None:
+        """This stack's resource of that kind as the cloud reports it now (what other drivers depend on)."""
+        return self.drivers[kind].observe(self.resource(kind))
+
+    def observe(self) -> dict[tuple[str, str], Observed | None]:
+        return {(r.kind, r.name): self.drivers[r.kind].observe(r) for r in self.desired}
+
+    def check_cloud(self) -> None:
+        """Fails early, before anything is created, when the cloud lacks what the stack needs."""
+        cloud = self.settings.openstack
+        if self.conn.compute.find_flavor(cloud.flavor, ignore_missing=True) is None:
+            raise NotFoundError(f"flavor {cloud.flavor!r} not found in cloud {cloud.cloud!r}: set openstack.flavor "
+                                "(`openstack flavor list`)")
+        if self.conn.network.find_network(cloud.network, ignore_missing=True) is None:
+            raise NotFoundError(f"network {cloud.network!r} not found in cloud {cloud.cloud!r}: set "
+                                "openstack.network (`openstack network list`)")
+        find_external_network(self.conn, cloud.external_network)
+        image = self.resource("image")
+        if not image.managed and self.drivers["image"].observe(image) is None:
+            raise NotFoundError(f"image {image.name!r} not found in cloud {cloud.cloud!r}: pass --image PATH "
+                                "(a qcow2 or VMDK file) to upload it, or set openstack.image_name")
+
+    def plan(self) -> list[Change]:
+        self.check_cloud()
+        return plan(self.desired, self.observe())
+
+    def up(self, report: Report = log.info, on_poll: Callable[[Poll[Any]], None] | None = None) -> list[Change]:
+        """Creates what is missing and converges what differs; returns the changes made. On failure, deletes what
+        this run created, then raises. ``on_poll`` sees the server's boot progress."""
+        if on_poll is not None and hasattr(self.drivers["server"], "on_poll"):
+            self.drivers["server"].on_poll = on_poll  # type: ignore[attr-defined]
+        changes = self.plan()
+        created: list[Resource] = []
+        try:
+            for change in changes:
+                self._apply(change, created)
+                if change.action != ACTION_KEEP:
+                    report(f"{change.describe()}: done")
+        except Exception:
+            self._roll_back(created, report)
+            raise
+        return [c for c in changes if c.action != ACTION_KEEP]
+
+    def _apply(self, change: Change, created: list[Resource]) -> None:
+        driver = self.drivers[change.resource.kind]
+        if change.action == ACTION_CREATE:
+            created.append(change.resource)
+            driver.create(change.resource)
+        elif change.action == ACTION_UPDATE:
+            found = driver.observe(change.resource)
+            driver.update(change.resource, found)  # type: ignore[arg-type]
+
+    def _roll_back(self, created: list[Resource], report: Report) -> None:
+        if not created:
+            return
+        report(f"up failed: removing the {len(created)} resource(s) this run created")
+        for resource in reversed(created):
+            try:
+                report(f"rolled back: {self._delete(resource)}")
+            except Exception as exc:  # noqa: BLE001 - the original error is the one to raise
+                report(f"could not roll back {resource.kind} {resource.name}: {exc}")
+
+    def url(self) -> str:
+        """The web tier's address: ``http://<floating ip>:<port>/``; empty when the stack has no floating IP."""
+        ip = self.find("floating_ip")
+        if ip is None:
+            return ""
+        return f"http://{ip.properties['address']}:{web_port(self.settings)}/"
+
+    def ssh_target(self, user: str) -> Target:
+        """The server's floating IP as an SSH target, with the stack's known_hosts file."""
+        from hybrid.openstack.remote import Target
+
+        ip = self.find("floating_ip")
+        if ip is None or ip.properties.get("server") == "none":
+            raise NotFoundError(f"stack {self.settings.stack} has no server with a floating IP: run "
+                                "`hybrid openstack up` first")
+        keys = self.settings.state_path / "keys"
+        return Target(ip.properties["address"], user=user,
+                      known_hosts=keys / f"{stack_names(self.settings).key_pair}.known_hosts")
+
+    def key_path(self) -> Path:
+        return self.settings.state_path / "keys" / f"{stack_names(self.settings).key_pair}.pem"
+
+    def ssh_skip_reason(self) -> str:
+        """Why the SSH steps are skipped (empty when they run): the local fixture's floating IPs lead nowhere."""
+        if self.settings.openstack.routable:
+            return ""
+        return (f"skipped: the floating IPs of cloud {self.settings.openstack.cloud!r} are not reachable from this "
+                "machine (openstack.routable = false)")
+
+    def deliver_credentials(self, files: Mapping[str, bytes], user: str) -> list[str]:
+        from hybrid.openstack.remote import deliver_credentials
+
+        return deliver_credentials(self.ssh_target(user), self.key_path(), files)
+
+    def check(self, user: str) -> ServiceCheck:
+        from hybrid.openstack.remote import check
+
+        return check(self.ssh_target(user), self.key_path())
+
+    def down(self, report: Report = log.info, delete_image: bool = False) -> list[str]:
+        """Deletes the stack's floating IP, server, security group and key pair (and, with ``delete_image``, an
+        image this stack uploaded); returns one line per resource. Safe to repeat."""
+        outcomes = []
+        for resource in reversed(self.desired):
+            if resource.kind == "image" and not delete_image:
+                outcomes.append(f"image {resource.name}: kept (pass --delete-image to delete an image this stack "
+                                "uploaded)")
+            else:
+                outcomes.append(self._delete(resource))
+            report(outcomes[-1])
+        return outcomes
+
+    def _delete(self, resource: Resource) -> str:
+        """Deletes every resource of that name (or marker) this stack owns; never one it does not own."""
+        what, deleted, kept = f"{resource.kind} {resource.name}", 0, 0
+        for _ in range(MAX_DUPLICATES):
+            found = self.drivers[resource.kind].observe(resource)
+            if found is None:
+                break
+            if not found.owned:
+                return (f"{what}: left alone (not this stack's)" if not deleted else
+                        f"{what}: {deleted} deleted; another of that name is not this stack's and was left alone")
+            if not self._delete_when_free(resource.kind, found):
+                kept += 1
+                break
+            deleted += 1
+        if kept:
+            return f"{what}: kept (not uploaded by this stack)" if resource.kind == "image" else f"{what}: kept"
+        return f"{what}: deleted" + (f" ({deleted})" if deleted > 1 else "") if deleted else f"{what}: already absent"
+
+    def _delete_when_free(self, kind: str, found: Observed) -> bool:
+        """Deletes, retrying while the cloud still sees a dependency (a group still used by a deleted server's port)."""
+        def attempt() -> Poll[bool]:
+            try:
+                return Poll(self.drivers[kind].delete(found), done=True)
+            except CloudError as exc:
+                if exc.code != "409":
+                    raise
+                return Poll(False, done=False, state=str(exc))
+
+        return wait_for(f"{kind} {found.name} to be free to delete", attempt, timeout=DEPENDENCY_TIMEOUT,
+                        interval=2.0, clock=self.clock)
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per resource (kind, name, id, state, detail), then the web tier's URL."""
+        rows = [status_row(r, self.drivers[r.kind].observe(r)) for r in self.desired]
+        url = self.url()
+        rows.append({"kind": "url", "name": ROLE_WEB_TIER, "id": "", "state": "ok" if url else "missing",
+                     "detail": url or "no floating IP"})
+        return rows
+
+
+def status_row(resource: Resource, found: Observed | None) -> dict[str, Any]:
+    detail = "; ".join(found.notes) if found else ""
+    if found is None:
+        state = "missing"
+    elif resource.managed and not found.owned:
+        state = "taken (not this stack's)"
+    else:
+        state = found.state if found.state != "present" else "ok"
+        drift = plan([resource], {(resource.kind, resource.name): found})[0].differences
+        if drift:
+            state, detail = "drifted", "; ".join(drift)
+    if found is not None and resource.kind == "floating_ip":
+        detail = "; ".join(filter(None, [found.properties.get("address", ""), detail]))
+    return {"kind": resource.kind, "name": resource.name, "id": found.id if found else "", "state": state,
+            "detail": detail}
+
+
+def build_openstack_stack(settings: Settings, image: ImageSource | None = None, conn: Any = None,
+                          clock: Clock | None = None) -> OpenStackStack:
+    """The stack wired to openstacksdk drivers on the cloud named by ``openstack.cloud`` (or on ``conn``)."""
+    from hybrid.openstack.compute import KeyPairDriver, ServerDriver
+    from hybrid.openstack.image import ImageDriver
+    from hybrid.openstack.network import FloatingIpDriver, SecurityGroupDriver
+    from hybrid.openstack.session import connect
+
+    conn = conn if conn is not None else connect(settings.openstack.cloud)
+    clock = clock or SystemClock()
+    stack = OpenStackStack(settings, conn, {}, desired_resources(settings, image), clock)
+    name = settings.stack
+    stack.drivers = {d.kind: d for d in (
+        ImageDriver(conn, name, image), KeyPairDriver(conn, name, settings.state_path / "keys"),
+        SecurityGroupDriver(conn, name), ServerDriver(conn, name, stack.find, clock),
+        FloatingIpDriver(conn, name, stack.find))}
+    return stack

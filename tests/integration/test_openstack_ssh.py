@@ -1,0 +1,171 @@
+"""Credentials delivery and the service check, against a paramiko SSH server on 127.0.0.1 started by the test.
+
+The server accepts only the stack's key, answers the check's two commands, and serves SFTP from a temporary folder
+(what the server's filesystem would be), so the test sees the files and their modes as the remote side would.
+"""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import stat
+import threading
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from hybrid.errors import CredentialsError
+from hybrid.openstack.compute import new_key_pair
+from hybrid.openstack.remote import Target, check, deliver_credentials
+
+ANSWERS = {"systemctl is-active hybrid-web.service": (b"active\n", 0),
+           "curl -s --max-time 5 localhost:8000/healthz": (b"ok", 0)}
+
+
+class Handle(paramiko.SFTPHandle):
+    def stat(self):
+        return paramiko.SFTPAttributes.from_stat(os.fstat(self.readfile.fileno()))
+
+    def chattr(self, attr):
+        if attr.st_mode is not None:
+            os.chmod(self.filename, stat.S_IMODE(attr.st_mode))
+        return paramiko.sftp.SFTP_OK
+
+
+class RootedSFTP(paramiko.SFTPServerInterface):
+    """SFTP rooted in a folder: '/x' and 'x' (the home folder) both map under it."""
+
+    root: Path = Path("/nonexistent")
+
+    def _real(self, path: str) -> str:
+        return str(self.root / path.lstrip("/"))
+
+    def stat(self, path):
+        try:
+            return paramiko.SFTPAttributes.from_stat(os.stat(self._real(path)))
+        except OSError as exc:
+            return paramiko.SFTPServer.convert_errno(exc.errno)
+
+    lstat = stat
+
+    def mkdir(self, path, attr):
+        try:
+            os.mkdir(self._real(path), stat.S_IMODE(attr.st_mode) if attr.st_mode else 0o777)
+        except OSError as exc:
+            return paramiko.SFTPServer.convert_errno(exc.errno)
+        return paramiko.sftp.SFTP_OK
+
+    def open(self, path, flags, attr):
+        real = self._real(path)
+        try:
+            fd = os.open(real, flags | getattr(os, "O_BINARY", 0), 0o666)
+            handle = Handle(flags)
+            handle.filename = real
+            handle.readfile = handle.writefile = os.fdopen(fd, "rb+" if flags & os.O_RDWR else
+                                                           "wb" if flags & os.O_WRONLY else "rb")
+        except OSError as exc:
+            return paramiko.SFTPServer.convert_errno(exc.errno)
+        return handle
+
+
+class Server(paramiko.ServerInterface):
+    def __init__(self, allowed: paramiko.PKey) -> None:
+        self.allowed, self.commands = allowed, []
+
+    def check_auth_publickey(self, username, key):
+        ok = key.get_base64() == self.allowed.get_base64()
+        return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
+
+    def get_allowed_auths(self, username):
+        return "publickey"
+
+    def check_channel_request(self, kind, chanid):
+        return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_exec_request(self, channel, command):
+        self.commands.append(command.decode())
+        output, status = ANSWERS.get(command.decode(), (b"", 127))
+
+        def answer():  # EOF, not close: a close can overtake the reply to the exec request
+            channel.sendall(output)
+            channel.send_exit_status(status)
+            channel.shutdown_write()
+
+        threading.Thread(target=answer, daemon=True).start()
+        return True
+
+
+@pytest.fixture
+def ssh_server(tmp_path):
+    """A local SSH server; yields (target, stack key path, served root, server interface)."""
+    private, _ = new_key_pair("hybrid:stack=ssh")
+    key_path = tmp_path / "stack.pem"
+    key_path.write_text(private)
+    stack_key = paramiko.PKey.from_path(key_path)
+    root = tmp_path / "remote"
+    root.mkdir()
+    RootedSFTP.root = root
+    interface = Server(stack_key)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    host_key = paramiko.Ed25519Key.from_private_key(io.StringIO(new_key_pair("host")[0]))
+    transports = []
+
+    def serve():
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(client)
+            transport.add_server_key(host_key)
+            transport.set_subsystem_handler("sftp", paramiko.SFTPServer, RootedSFTP)
+            transport.start_server(server=interface)
+            transports.append(transport)
+
+    threading.Thread(target=serve, daemon=True).start()
+    target = Target("127.0.0.1", listener.getsockname()[1], "debian", tmp_path / "known_hosts")
+    yield target, key_path, root, interface
+    listener.close()
+    for transport in transports:
+        transport.close()
+
+
+def test_credentials_land_with_mode_0600(ssh_server):
+    target, key, root, _ = ssh_server
+    written = deliver_credentials(target, key, {".aws/credentials": b"[default]\naws_access_key_id = AKIA\n",
+                                               "/etc/hybrid/extra.json": b"{}"})
+    assert written == [".aws/credentials", "/etc/hybrid/extra.json"]
+    credentials = root / ".aws" / "credentials"
+    assert credentials.read_bytes() == b"[default]\naws_access_key_id = AKIA\n"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "etc" / "hybrid" / "extra.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / ".aws").stat().st_mode) == 0o700
+    assert target.known_hosts.exists(), "the host key is remembered"
+
+
+def test_check_reports_the_service_active_and_answering(ssh_server):
+    target, key, _, interface = ssh_server
+    result = check(target, key)
+    assert result.ok and result.active and result.answering
+    assert result.detail == "hybrid-web.service: active; localhost:8000/healthz: ok"
+    assert interface.commands == list(ANSWERS)
+
+
+def test_check_reports_a_service_that_does_not_answer(ssh_server, monkeypatch):
+    target, key, _, _ = ssh_server
+    monkeypatch.setitem(ANSWERS, "systemctl is-active hybrid-web.service", (b"failed\n", 3))
+    monkeypatch.setitem(ANSWERS, "curl -s --max-time 5 localhost:8000/healthz", (b"", 7))
+    result = check(target, key)
+    assert not result.ok
+    assert result.detail == "hybrid-web.service: failed; localhost:8000/healthz: no answer (curl exit 7)"
+
+
+def test_another_key_is_refused(ssh_server, tmp_path):
+    target, _, _, _ = ssh_server
+    other = tmp_path / "other.pem"
+    other.write_text(new_key_pair("other")[0])
+    with pytest.raises(CredentialsError, match="refused the stack's key"):
+        check(target, other)
