@@ -550,3 +550,46 @@ def demo_command(ctx: Context, report_dir: Path | None, count: int, concurrency:
     if not result.passed:
         raise HybridError("the demo did not pass: see the summary above")
     click.echo("demo passed")
+
+
+# ---------------------------------------------------------------- both clouds
+
+@main.command("up")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="web-tier disk image (qcow2, or VMDK with --convert) to upload to Glance if needed")
+@click.option("--convert", is_flag=True, help="convert a VMDK --image to qcow2 with qemu-img first")
+@click.pass_context
+def both_up(ctx: click.Context, image: Path | None, convert: bool) -> None:
+    """Set up both clouds: the AWS side first (queues and buckets the web tier needs), then OpenStack."""
+    from hybrid.openstack.cli import openstack_up
+
+    ctx.invoke(aws_up)
+    ctx.invoke(openstack_up, image=image, convert=convert)
+
+
+@main.command("down")
+@click.pass_context
+def both_down(ctx: click.Context) -> None:
+    """Tear both clouds down: OpenStack first (the web tier stops sending work), then the AWS side."""
+    from hybrid.openstack.cli import openstack_down
+
+    ctx.invoke(openstack_down)
+    ctx.invoke(aws_down)
+
+
+@main.command("status")
+@click.pass_context
+def both_status(ctx: click.Context) -> None:
+    """Both clouds' resources; exit 3 if anything is missing on either."""
+    from hybrid.openstack.cli import openstack_status
+
+    codes = []
+    for title, command in (("AWS", aws_status), ("OpenStack", openstack_status)):
+        click.echo(f"== {title}")
+        try:
+            ctx.invoke(command)
+            codes.append(0)
+        except SystemExit as exc:
+            codes.append(int(exc.code or 0))
+    if any(codes):
+        sys.exit(max(codes))
