@@ -558,13 +558,16 @@ def demo_command(ctx: Context, report_dir: Path | None, count: int, concurrency:
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="web-tier disk image (qcow2, or VMDK with --convert) to upload to Glance if needed")
 @click.option("--convert", is_flag=True, help="convert a VMDK --image to qcow2 with qemu-img first")
+@click.option("--credentials", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="the web tier's AWS credentials file, installed on the server over SSH (routable clouds only)")
+@click.option("--ssh-user", default="debian", show_default=True, help="login user of the web-tier image")
 @click.pass_context
-def both_up(ctx: click.Context, image: Path | None, convert: bool) -> None:
+def both_up(ctx: click.Context, image: Path | None, convert: bool, credentials: Path | None, ssh_user: str) -> None:
     """Set up both clouds: the AWS side first (queues and buckets the web tier needs), then OpenStack."""
     from hybrid.openstack.cli import openstack_up
 
     ctx.invoke(aws_up)
-    ctx.invoke(openstack_up, image=image, convert=convert)
+    ctx.invoke(openstack_up, image=image, convert=convert, credentials=credentials, ssh_user=ssh_user)
 
 
 @main.command("down")

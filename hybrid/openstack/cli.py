@@ -15,7 +15,6 @@ import click
 from hybrid.openstack.remote import DEFAULT_USER
 
 EXIT_NOT_RUNNING = 3
-CREDENTIALS_PATH = ".aws/credentials"
 ssh_user_option = click.option("--ssh-user", default=DEFAULT_USER, show_default=True,
                                help="login user of the web-tier image")
 
@@ -61,7 +60,8 @@ def openstack_plan(ctx: Any, image: Path | None, convert: bool) -> None:
 @image_option
 @click.option("--convert", is_flag=True, help="convert a VMDK to qcow2 with qemu-img before uploading")
 @click.option("--credentials", "credentials", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help=f"AWS credentials file to deliver to ~/{CREDENTIALS_PATH} on the server (SSH, routable clouds)")
+              help="AWS credentials file (a key scoped to this stack) to install on the server over SSH as "
+                   "/etc/hybrid/aws-credentials, mode 0600 (routable clouds only)")
 @ssh_user_option
 @click.pass_obj
 def openstack_up(ctx: Any, image: Path | None, convert: bool, credentials: Path | None, ssh_user: str) -> None:
@@ -77,8 +77,8 @@ def openstack_up(ctx: Any, image: Path | None, convert: bool, credentials: Path 
                if changes else f"stack {ctx.settings.stack}: no changes")
     if credentials:
         skipped = stack.ssh_skip_reason()
-        click.echo(f"credentials: {skipped}" if skipped else "credentials: delivered to " + ", ".join(
-            stack.deliver_credentials({CREDENTIALS_PATH: credentials.read_bytes()}, ssh_user)))
+        click.echo(f"credentials: {skipped}" if skipped else "credentials: installed at "
+                   + stack.deliver_credentials(credentials.read_bytes(), ssh_user))
     click.echo(f"web tier: {stack.url()}")
 
 

@@ -99,6 +99,27 @@ def deliver_credentials(host: str | Target, key: Path | paramiko.PKey, files: Ma
     return list(files)
 
 
+CREDENTIALS_STAGING = ".hybrid-aws-credentials"
+CREDENTIALS_FILE = "/etc/hybrid/aws-credentials"
+INSTALL_CREDENTIALS = (f"sudo install -o hybrid -g hybrid -m 0600 {CREDENTIALS_STAGING} {CREDENTIALS_FILE} && "
+                       f"rm -f {CREDENTIALS_STAGING} && sudo systemctl try-restart hybrid-web hybrid-autoscaler")
+
+
+def install_credentials(host: str | Target, key: Path | paramiko.PKey, content: bytes) -> str:
+    """Puts the web tier's AWS credentials where its services read them (the image's units point
+    AWS_SHARED_CREDENTIALS_FILE there): staged over SFTP with mode 0600, installed for the service user, and the
+    services restarted. Returns the installed path."""
+    deliver_credentials(host, key, {CREDENTIALS_STAGING: content})
+    client = open_ssh(host, key)
+    try:
+        output, status = run(client, INSTALL_CREDENTIALS)
+    finally:
+        client.close()
+    if status != 0:
+        raise CloudError(f"installing {CREDENTIALS_FILE} failed (exit {status}): {output[:200]}")
+    return CREDENTIALS_FILE
+
+
 def _make_parents(sftp: paramiko.SFTPClient, folder: str) -> None:
     if folder in ("", "/", "."):
         return

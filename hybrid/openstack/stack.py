@@ -168,10 +168,11 @@ class OpenStackStack:
         return (f"skipped: the floating IPs of cloud {self.settings.openstack.cloud!r} are not reachable from this "
                 "machine (openstack.routable = false)")
 
-    def deliver_credentials(self, files: Mapping[str, bytes], user: str) -> list[str]:
-        from hybrid.openstack.remote import deliver_credentials
+    def deliver_credentials(self, content: bytes, user: str) -> str:
+        """Installs the web tier's AWS credentials on the server over SSH; returns where."""
+        from hybrid.openstack.remote import install_credentials
 
-        return deliver_credentials(self.ssh_target(user), self.key_path(), files)
+        return install_credentials(self.ssh_target(user), self.key_path(), content)
 
     def check(self, user: str) -> ServiceCheck:
         from hybrid.openstack.remote import check

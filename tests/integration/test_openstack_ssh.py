@@ -17,9 +17,11 @@ import pytest
 
 from hybrid.errors import CredentialsError
 from hybrid.openstack.compute import new_key_pair
-from hybrid.openstack.remote import Target, check, deliver_credentials
+from hybrid.openstack.remote import (CREDENTIALS_FILE, CREDENTIALS_STAGING, INSTALL_CREDENTIALS, Target, check,
+                                     deliver_credentials, install_credentials)
 
 ANSWERS = {"systemctl is-active hybrid-web.service": (b"active\n", 0),
+           INSTALL_CREDENTIALS: (b"", 0),
            "curl -s --max-time 5 localhost:8000/healthz": (b"ok", 0)}
 
 
@@ -146,12 +148,20 @@ def test_credentials_land_with_mode_0600(ssh_server):
     assert target.known_hosts.exists(), "the host key is remembered"
 
 
+def test_credentials_are_staged_0600_then_installed_for_the_service(ssh_server):
+    target, key, root, interface = ssh_server
+    assert install_credentials(target, key, b"[default]\naws_access_key_id = AKIA\n") == CREDENTIALS_FILE
+    staged = root / CREDENTIALS_STAGING
+    assert stat.S_IMODE(staged.stat().st_mode) == 0o600
+    assert interface.commands == [INSTALL_CREDENTIALS]
+
+
 def test_check_reports_the_service_active_and_answering(ssh_server):
     target, key, _, interface = ssh_server
     result = check(target, key)
     assert result.ok and result.active and result.answering
     assert result.detail == "hybrid-web.service: active; localhost:8000/healthz: ok"
-    assert interface.commands == list(ANSWERS)
+    assert interface.commands == ["systemctl is-active hybrid-web.service", "curl -s --max-time 5 localhost:8000/healthz"]
 
 
 def test_check_reports_a_service_that_does_not_answer(ssh_server, monkeypatch):
