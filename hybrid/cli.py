@@ -272,6 +272,21 @@ def aws_down(ctx: Context) -> None:
     click.echo(f"stack {ctx.settings.stack}: down in {time.monotonic() - started:.1f} s")
 
 
+@aws.command("web-policy")
+@click.option("--account", default="<account-id>", show_default=True, help="the AWS account id to put in the ARNs")
+@pass_context
+def aws_web_policy(ctx: Context, account: str) -> None:
+    """Print the least-privilege IAM policy for the web tier's access key (it runs on OpenStack, outside AWS).
+
+    Attach it to an IAM user of its own, create an access key, and pass the credentials file to
+    `hybrid openstack up --credentials FILE`.
+    """
+    from hybrid.aws.identity import web_tier_policy
+    from hybrid.aws.stack import stack_names
+
+    echo_json(web_tier_policy(stack_names(ctx.settings), ctx.settings.aws.region, account))
+
+
 @aws.command("status")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @pass_context

@@ -34,6 +34,26 @@ def worker_policy(names: StackNames, region: str, account: str) -> dict[str, Any
     ]}
 
 
+def web_tier_policy(names: StackNames, region: str, account: str) -> dict[str, Any]:
+    """Least privilege for the web tier's key (it runs on OpenStack, outside AWS): send requests, own its reply
+    queues, put images in the input bucket, and look at the fleet for /status."""
+    queue = f"arn:aws:sqs:{region}:{account}"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "Requests", "Effect": "Allow", "Action": ["sqs:SendMessage", "sqs:GetQueueUrl",
+                                                          "sqs:GetQueueAttributes"],
+         "Resource": [f"{queue}:{names.request_queue}"]},
+        {"Sid": "ReplyQueues", "Effect": "Allow",
+         "Action": ["sqs:CreateQueue", "sqs:DeleteQueue", "sqs:TagQueue", "sqs:ListQueueTags", "sqs:GetQueueUrl",
+                    "sqs:GetQueueAttributes", "sqs:SetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility"],
+         "Resource": [f"{queue}:{names.reply_queue_prefix}*"]},
+        {"Sid": "ListReplyQueues", "Effect": "Allow", "Action": ["sqs:ListQueues"], "Resource": "*"},
+        {"Sid": "Images", "Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"],
+         "Resource": [f"arn:aws:s3:::{names.input_bucket}/*"]},
+        {"Sid": "Fleet", "Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": "*"},
+    ]}
+
+
 def policy_digest(policy: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -153,3 +153,16 @@ def test_status_marks_missing_taken_and_drifted():
     assert rows["unit-output"]["state"].startswith("taken")
     assert rows["unit-input"]["state"] == "drifted"
     assert "public_access: open -> blocked" in rows["unit-input"]["detail"]
+
+
+def test_the_web_tier_policy_is_scoped_to_the_stack():
+    from hybrid.aws.identity import web_tier_policy
+    from hybrid.naming import StackNames
+
+    policy = web_tier_policy(StackNames("shop"), "eu-west-1", "123456789012")
+    scoped = {s["Sid"]: s["Resource"] for s in policy["Statement"] if s["Resource"] != "*"}
+    assert all("shop-" in arn for arns in scoped.values() for arn in arns)
+    assert scoped["ReplyQueues"] == ["arn:aws:sqs:eu-west-1:123456789012:shop-replies-*"]
+    unscoped = {s["Sid"]: s["Action"] for s in policy["Statement"] if s["Resource"] == "*"}
+    assert unscoped == {"ListReplyQueues": ["sqs:ListQueues"], "Fleet": ["ec2:DescribeInstances"]}
+    assert not any("Delete" in a and "Bucket" in a for s in policy["Statement"] for a in s["Action"])
