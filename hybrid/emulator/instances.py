@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     spawn = fork_worker if args.spawn == "fork" else spawn_worker
     if args.spawn == "fork":
         preload_worker_code()
-    runner = LocalInstanceRunner(AwsClients(settings).ec2, Path(args.state_dir).resolve(), spawn)
+    runner = LocalInstanceRunner(AwsClients(settings).ec2, Path(args.state_dir).resolve(), spawn,
+                                 prepared=args.spawn == "fork")  # preloading prepared the model
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
