@@ -226,7 +226,9 @@ ENV
     ini $f ml2_type_vxlan vni_ranges 1:1000
     ini $f securitygroup enable_security_group true
     ini $f securitygroup enable_ipset false
-    mkuwsgi neutron-api /etc/neutron/neutron-api-uwsgi.ini 9696 1 8 \
+    # Neutron is eventlet-based: uwsgi threads make it fail with "cannot switch to a different thread" and leave
+    # requests unanswered until every thread is stuck. One thread per process, two processes.
+    mkuwsgi neutron-api /etc/neutron/neutron-api-uwsgi.ini 9696 2 1 \
         "--config-file=/etc/neutron/neutron.conf --config-file=/etc/neutron/plugins/ml2/ml2_conf.ini"
     mkdir -p /var/lib/neutron/lock /var/lib/neutron/tmp; chown -R neutron:neutron /var/lib/neutron
     install_ml2_driver

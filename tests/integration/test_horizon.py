@@ -1,0 +1,119 @@
+"""Horizon, in headless Chromium, shows what ``build_openstack_stack(...).up()`` made on the local fixture.
+
+Logs into the fixture's Horizon (devstack/minicloud.sh, http://127.0.0.1/) as the member user of cloud
+``hybrid-local`` and finds the stack's web-tier server (Active, with the floating IP that Neutron reports), its key
+pair and its security group; saves a screenshot of the Instances page to the test's tmp_path (and, with HYBRID_UPDATE_SCREENSHOTS=1, to
+docs/horizon-instances.png for the README) (on a failure: tmp_path/horizon-failure.png, beside
+chromedriver.log and Chromium's network log). Skipped, with the reason, without /usr/bin/chromium and /usr/bin/chromedriver (Debian's
+``chromium`` and ``chromium-driver``), selenium, the cloud or Horizon. The browser only talks to Horizon on
+loopback (its network log is checked for anything else: no DNS query, no other address); nothing is ever sent to a
+floating IP.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from hybrid.openstack.image import prepare_image
+from hybrid.openstack.stack import build_openstack_stack, stack_names
+from hybrid.settings import load
+from tests.integration import horizon
+
+CLOUD = "hybrid-local"
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "horizon-instances.png"
+FLOATING_IP_TIMEOUT = 30.0
+TABLE_TIMEOUT = 20.0
+
+
+@pytest.fixture(scope="module")
+def member():
+    """(user, password) of the cloud's member user, from its clouds.yaml entry; skips when the cloud is absent."""
+    import openstack
+
+    if reason := horizon.browser_skip_reason():
+        pytest.skip(reason)
+    try:
+        conn = openstack.connect(cloud=CLOUD, api_timeout=10)
+        conn.identity.get_token()
+    except Exception as exc:  # noqa: BLE001 - any failure means the fixture is not there
+        pytest.skip(f"cloud {CLOUD!r} is not reachable ({type(exc).__name__}: {str(exc)[:120]}): "
+                    "start it with `devstack/minicloud.sh up`")
+    if reason := horizon.horizon_skip_reason():
+        pytest.skip(reason)
+    auth = conn.config.config["auth"]
+    conn.close()
+    return auth["username"], auth["password"]
+
+
+@pytest.fixture
+def web_stack(member, stack_name, tmp_path):
+    """A stack set up by the project's own code on the fixture, torn down (image included) afterwards."""
+    qcow2 = tmp_path / "web.qcow2"
+    if shutil.which("qemu-img"):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow2), "16M"], check=True)
+    else:
+        qcow2.write_bytes(b"QFI\xfb\x00\x00\x00\x03" + b"\0" * 504)
+    settings = load(None, {}, {"stack": stack_name, "state_dir": str(tmp_path / "state")})
+    started = time.monotonic()
+    try:
+        build_openstack_stack(settings, prepare_image(qcow2, False, tmp_path)).up(report=print)
+        print(f"up: {time.monotonic() - started:.1f} s")
+        yield build_openstack_stack(settings)
+    finally:
+        build_openstack_stack(settings).down(report=print, delete_image=True)
+
+
+def ip_addresses(cell: str) -> list[str]:
+    """The addresses of Horizon's "IP Address" cell ("10.0.0.12, 203.0.113.46", or one per line)."""
+    return [part.strip() for part in cell.replace("\n", ",").split(",") if part.strip()]
+
+
+def test_horizon_shows_the_web_tier_server_with_its_floating_ip_key_pair_and_security_group(
+        member, web_stack, tmp_path):
+    names = stack_names(web_stack.settings)
+    rows = {row["kind"]: row for row in web_stack.status()}
+    assert rows["server"]["state"] == "ok", rows["server"]
+    assert rows["floating_ip"]["state"] == "ok", rows["floating_ip"]
+    address = web_stack.find("floating_ip").properties["address"]  # Neutron's answer, via the floating_ip driver
+    assert rows["floating_ip"]["detail"].split(";")[0] == address
+
+    started, net_log = time.monotonic(), tmp_path / "chromium-net-log.json"
+    with horizon.chromium(tmp_path / "chromium-profile", tmp_path / "chromedriver.log", net_log,
+                          failure_shot=tmp_path / "horizon-failure.png") as driver:
+        horizon.login(driver, *member)
+        print(f"browser started and logged in: {time.monotonic() - started:.1f} s")
+
+        def server_row():
+            driver.get(f"{horizon.HORIZON_URL}/project/instances/")
+            return (horizon.row_named(driver, "Instance Name", names.server)
+                    or {"instances shown": [row.get("Instance Name") for row in horizon.table_rows(driver)]})
+
+        row = horizon.wait_until(
+            f"Instances to show {names.server} Active with floating IP {address}", server_row, FLOATING_IP_TIMEOUT,
+            done=lambda row: row.get("Status") == "Active" and address in ip_addresses(row.get("IP Address", "")),
+            interval=1.0)
+        print(f"instance row: {row}")
+        assert row["Key Pair"] == names.key_pair
+        assert row["Power State"] == "Running"
+        horizon.scroll_to_text(driver, names.server)
+        shot = tmp_path / "horizon-instances.png"
+        assert driver.save_screenshot(str(shot)), "Chromium took no screenshot"
+        if os.environ.get("HYBRID_UPDATE_SCREENSHOTS") == "1":
+            shutil.copyfile(shot, DOCS_SCREENSHOT)
+
+        driver.get(f"{horizon.HORIZON_URL}/project/key_pairs/")  # an AngularJS table: rows arrive after the page
+        key = horizon.wait_until(f"Key Pairs to show {names.key_pair}",
+                                 lambda: horizon.row_named(driver, "Name", names.key_pair), TABLE_TIMEOUT)
+        assert key.get("Type") == "ssh", key
+
+        driver.get(f"{horizon.HORIZON_URL}/project/security_groups/")
+        group = horizon.wait_until(f"Security Groups to show {names.security_group}",
+                                   lambda: horizon.row_named(driver, "Name", names.security_group), TABLE_TIMEOUT)
+        assert f"hybrid:stack={web_stack.settings.stack}" in group.get("Description", ""), group
+    print(f"browser total: {time.monotonic() - started:.1f} s")
+    assert horizon.outside_traffic(net_log) == [], "Chromium reached beyond loopback"
