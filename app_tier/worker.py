@@ -180,7 +180,10 @@ class Worker:
         for job in jobs:
             by_queue.setdefault(job.request.reply_to, []).append(job.reply.to_body())
         for queue_name, bodies in by_queue.items():
-            retry(lambda: self.replies_to(queue_name).send(bodies), f"replying to {queue_name}", clock=self.clock)
+            self._send_replies(queue_name, bodies)
+
+    def _send_replies(self, queue_name: str, bodies: list[str]) -> None:
+        retry(lambda: self.replies_to(queue_name).send(bodies), f"replying to {queue_name}", clock=self.clock)
 
 
 def _finished(parsed: list[tuple[QueueMessage, list[Job] | None]], done: list[Job]) -> list[str]:
