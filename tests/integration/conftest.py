@@ -55,3 +55,22 @@ def stack(settings_for, stack_name, raw_client):
     yield make
     for each in made:
         each.aws.down(report=lambda line: None)
+
+
+LOCAL_CLOUD = "hybrid-local"
+
+
+@pytest.fixture(scope="session")
+def local_cloud():
+    """A plain openstacksdk connection to the local OpenStack fixture (devstack/minicloud.sh), for arranging and
+    checking beside the project's code; skips, with the reason, when the fixture is not up."""
+    import openstack
+
+    try:
+        conn = openstack.connect(cloud=LOCAL_CLOUD, api_timeout=10)
+        conn.identity.get_token()
+    except Exception as exc:  # noqa: BLE001 - any failure means the fixture is not there
+        pytest.skip(f"cloud {LOCAL_CLOUD!r} is not reachable ({type(exc).__name__}: {str(exc)[:120]}): "
+                    "start it with `devstack/minicloud.sh up`")
+    yield conn
+    conn.close()

@@ -24,29 +24,17 @@ from hybrid.openstack.stack import build_openstack_stack, stack_names
 from hybrid.settings import load
 from tests.integration import horizon
 
-CLOUD = "hybrid-local"
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "horizon-instances.png"
 FLOATING_IP_TIMEOUT = 30.0
 TABLE_TIMEOUT = 20.0
 
 
-@pytest.fixture(scope="module")
-def member():
-    """(user, password) of the cloud's member user, from its clouds.yaml entry; skips when the cloud is absent."""
-    import openstack
-
-    if reason := horizon.browser_skip_reason():
+@pytest.fixture
+def member(local_cloud):
+    """(user, password) of the cloud's member user, from its clouds.yaml entry; skips without a browser or Horizon."""
+    if reason := horizon.browser_skip_reason() or horizon.horizon_skip_reason():
         pytest.skip(reason)
-    try:
-        conn = openstack.connect(cloud=CLOUD, api_timeout=10)
-        conn.identity.get_token()
-    except Exception as exc:  # noqa: BLE001 - any failure means the fixture is not there
-        pytest.skip(f"cloud {CLOUD!r} is not reachable ({type(exc).__name__}: {str(exc)[:120]}): "
-                    "start it with `devstack/minicloud.sh up`")
-    if reason := horizon.horizon_skip_reason():
-        pytest.skip(reason)
-    auth = conn.config.config["auth"]
-    conn.close()
+    auth = local_cloud.config.config["auth"]
     return auth["username"], auth["password"]
 
 

@@ -9,20 +9,11 @@ import pytest
 
 from hybrid.images.export import upload_to_glance
 
-CLOUD = "hybrid-local"
 
 
-@pytest.fixture(scope="module")
-def conn():
-    try:
-        import openstack
-
-        connection = openstack.connect(cloud=CLOUD, api_timeout=5)
-        connection.identity.get_token()
-    except Exception as exc:  # noqa: BLE001 - any failure means the fixture is not there
-        pytest.skip(f"OpenStack cloud {CLOUD!r} is not reachable ({type(exc).__name__}: {str(exc)[:120]})")
-    yield connection
-    connection.close()
+@pytest.fixture
+def conn(local_cloud):
+    return local_cloud
 
 
 @pytest.mark.skipif(not shutil.which("qemu-img"), reason="qemu-img is not installed (package qemu-utils)")
