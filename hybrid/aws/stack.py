@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from hybrid.clock import Clock, SystemClock
 from hybrid.contracts import (ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Change, Fleet, Observed, Resource,
                               ResourceDriver)
-from hybrid.errors import CloudError, NameTakenError, NotFoundError
+from hybrid.errors import NameTakenError, NotFoundError
+from hybrid.lifecycle import compare, delete_when_free, status_row
 from hybrid.naming import (ROLE_APP_TIER, ROLE_DEAD_LETTERS, ROLE_INPUT, ROLE_OUTPUT, ROLE_REQUESTS,
                            ROLE_RESPONSES, StackNames)
 from hybrid.settings import Settings
@@ -91,7 +92,7 @@ def plan(desired: Sequence[Resource], observed: Mapping[tuple[str, str], Observe
         elif found is None:
             changes.append(Change(ACTION_CREATE, resource))
         else:
-            changes.append(_compare(resource, found))
+            changes.append(compare(resource, found))
     if problems:
         kind = NotFoundError if all("does not exist" in p for p in problems) else NameTakenError
         raise kind("the stack cannot be set up:\n  - " + "\n  - ".join(problems))
@@ -109,14 +110,6 @@ def _blocking_problem(resource: Resource, found: Observed | None) -> str:
         return (f"{what} exists but is not tagged for this stack{state}: the name is taken; "
                 "choose another stack name (--stack) or remove it")
     return ""
-
-
-def _compare(resource: Resource, found: Observed) -> Change:
-    if not resource.managed:
-        return Change(ACTION_KEEP, resource)
-    differences = tuple(f"{key}: {found.properties.get(key, '?')!s} -> {value}"
-                        for key, value in resource.properties.items() if found.properties.get(key) != value)
-    return Change(ACTION_UPDATE if differences else ACTION_KEEP, resource, differences)
 
 
 @dataclass
@@ -198,21 +191,9 @@ class AwsStack:
             return f"{what}: already absent"
         if not found.owned:
             return f"{what}: left alone (not tagged for stack {self.settings.stack})"
-        deleted = self._delete_when_free(resource.kind, found)
+        deleted = delete_when_free(self.drivers[resource.kind], found, "DependencyViolation", self.clock,
+                                   DEPENDENCY_TIMEOUT)
         return f"{what}: {'deleted' if deleted else 'kept'}"
-
-    def _delete_when_free(self, kind: str, found: Observed) -> bool:
-        """Deletes, retrying while the cloud still sees a dependency (a group of a terminating instance)."""
-        def attempt() -> Poll[bool]:
-            try:
-                return Poll(self.drivers[kind].delete(found), done=True)
-            except CloudError as exc:
-                if exc.code != "DependencyViolation":
-                    raise
-                return Poll(False, done=False, state=str(exc))
-
-        return wait_for(f"{kind} {found.name} to be free to delete", attempt, timeout=DEPENDENCY_TIMEOUT,
-                        interval=2.0, clock=self.clock)
 
     def launch_spec(self, user_data: str) -> "LaunchSpec":
         """What the autoscaler launches with: the stack's AMI, security group, key pair and instance profile."""
@@ -232,7 +213,7 @@ class AwsStack:
         rows = []
         for resource in self.desired:
             found = self.drivers[resource.kind].observe(resource)
-            rows.append(_status_row(resource, found, self._detail(resource, found)))
+            rows.append(status_row(resource, found, self._detail(resource, found)))
         counts = Counter(i.state for i in self.fleet.instances())
         rows.append({"kind": "instances", "name": ROLE_APP_TIER, "id": "",
                      "state": f"{sum(counts.values())} live",
@@ -247,20 +228,6 @@ class AwsStack:
             depth = self.drivers["queue"].depth(found.id)  # type: ignore[attr-defined]
             detail.insert(0, f"{depth.visible} visible, {depth.in_flight} in flight")
         return "; ".join(detail)
-
-
-def _status_row(resource: Resource, found: Observed | None, detail: str) -> dict[str, Any]:
-    if found is None:
-        state = "missing"
-    elif resource.managed and not found.owned:
-        state = "taken (not this stack's)"
-    else:
-        state = found.state if found.state != "present" else "ok"
-        drift = _compare(resource, found).differences
-        if drift:
-            state, detail = "drifted", "; ".join(drift)
-    return {"kind": resource.kind, "name": resource.name, "id": found.id if found else "", "state": state,
-            "detail": detail}
 
 
 def build_aws_stack(settings: Settings, clock: Clock | None = None) -> AwsStack:

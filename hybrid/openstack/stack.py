@@ -14,17 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hybrid import lifecycle
 from hybrid.aws.stack import plan
 from hybrid.clock import Clock, SystemClock
 from hybrid.contracts import ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Change, Observed, Resource, ResourceDriver
-from hybrid.errors import CloudError, NotFoundError
+from hybrid.errors import NotFoundError
+from hybrid.lifecycle import delete_when_free
 from hybrid.naming import ROLE_WEB_TIER
 from hybrid.openstack.compute import server_settings_json, user_data
 from hybrid.openstack.image import ImageSource
 from hybrid.openstack.names import OpenStackNames
 from hybrid.openstack.network import describe_rules, find_external_network, web_tier_rules
 from hybrid.settings import Settings
-from hybrid.wait import Poll, wait_for
+from hybrid.wait import Poll
 
 if TYPE_CHECKING:
     from hybrid.openstack.remote import ServiceCheck, Target
@@ -202,26 +204,13 @@ class OpenStackStack:
             if not found.owned:
                 return (f"{what}: left alone (not this stack's)" if not deleted else
                         f"{what}: {deleted} deleted; another of that name is not this stack's and was left alone")
-            if not self._delete_when_free(resource.kind, found):
+            if not delete_when_free(self.drivers[resource.kind], found, "409", self.clock, DEPENDENCY_TIMEOUT):
                 kept += 1
                 break
             deleted += 1
         if kept:
             return f"{what}: kept (not uploaded by this stack)" if resource.kind == "image" else f"{what}: kept"
         return f"{what}: deleted" + (f" ({deleted})" if deleted > 1 else "") if deleted else f"{what}: already absent"
-
-    def _delete_when_free(self, kind: str, found: Observed) -> bool:
-        """Deletes, retrying while the cloud still sees a dependency (a group still used by a deleted server's port)."""
-        def attempt() -> Poll[bool]:
-            try:
-                return Poll(self.drivers[kind].delete(found), done=True)
-            except CloudError as exc:
-                if exc.code != "409":
-                    raise
-                return Poll(False, done=False, state=str(exc))
-
-        return wait_for(f"{kind} {found.name} to be free to delete", attempt, timeout=DEPENDENCY_TIMEOUT,
-                        interval=2.0, clock=self.clock)
 
     def status(self) -> list[dict[str, Any]]:
         """One row per resource (kind, name, id, state, detail), then the web tier's URL."""
@@ -233,20 +222,10 @@ class OpenStackStack:
 
 
 def status_row(resource: Resource, found: Observed | None) -> dict[str, Any]:
-    detail = "; ".join(found.notes) if found else ""
-    if found is None:
-        state = "missing"
-    elif resource.managed and not found.owned:
-        state = "taken (not this stack's)"
-    else:
-        state = found.state if found.state != "present" else "ok"
-        drift = plan([resource], {(resource.kind, resource.name): found})[0].differences
-        if drift:
-            state, detail = "drifted", "; ".join(drift)
+    row = lifecycle.status_row(resource, found, "; ".join(found.notes) if found else "")
     if found is not None and resource.kind == "floating_ip":
-        detail = "; ".join(filter(None, [found.properties.get("address", ""), detail]))
-    return {"kind": resource.kind, "name": resource.name, "id": found.id if found else "", "state": state,
-            "detail": detail}
+        row["detail"] = "; ".join(filter(None, [found.properties.get("address", ""), row["detail"]]))
+    return row
 
 
 def build_openstack_stack(settings: Settings, image: ImageSource | None = None, conn: Any = None,
