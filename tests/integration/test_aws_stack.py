@@ -29,9 +29,11 @@ def stack_resource_names(raw_client, stack):
     return found
 
 
-def launch(ec2, image_id, tags):
+def launch(ec2, image_id, tags, user_data="{}"):
+    """An instance; an app-tier one becomes a local worker (the emulator's instance runner), which keeps running
+    as long as its settings (``user_data``) let it idle."""
     tag_spec = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
-    return ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+    return ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="t3.micro", UserData=user_data,
                              TagSpecifications=tag_spec)["Instances"][0]["InstanceId"]
 
 
@@ -47,8 +49,10 @@ def test_up_twice_then_down_leaves_nothing_and_spares_foreign_resources(settings
     assert [c for c in stack.plan() if c.action != "keep"] == []
 
     image_id = next(r["id"] for r in stack.status() if r["kind"] == "image")
-    ours = [launch(ec2, image_id, {"hybrid:stack": stack_name, "hybrid:role": "app-tier"}) for _ in range(2)]
-    foreign_instance = launch(ec2, image_id, {"hybrid:stack": "someone-else", "hybrid:role": "app-tier"})
+    patient = settings_for(stack_name, worker__idle_timeout="600").to_json()  # workers that wait for `down`
+    ours = [launch(ec2, image_id, {"hybrid:stack": stack_name, "hybrid:role": "app-tier"}, patient)
+            for _ in range(2)]
+    foreign_instance = launch(ec2, image_id, {"hybrid:stack": "someone-else", "hybrid:role": "web-tier"})
 
     lines = stack.down(**quiet)
     assert lines[0] == "instances: 2 terminated"
