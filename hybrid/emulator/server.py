@@ -1,6 +1,6 @@
 """Entry point of the emulator subprocess: ``python -m hybrid.emulator.server --port-file PATH``.
 
-Applies the SQS fixes, serves moto on 127.0.0.1 on a free port (or ``--port``), writes the port to the port file
+Applies the SQS and server fixes, serves moto on 127.0.0.1 on a free port (or ``--port``), writes the port to the port file
 once it is listening, and stops cleanly on SIGTERM or SIGINT.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import signal
 import threading
 from pathlib import Path
 
-from hybrid.emulator import sqs_fixes
+from hybrid.emulator import server_fixes, sqs_fixes
 
 log = logging.getLogger("hybrid.emulator")
 
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
     sqs_fixes.apply()
+    server_fixes.apply()
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)

@@ -1,0 +1,49 @@
+"""The emulator's fix to moto's request dispatch: one backend lookup per host name, same answers as moto's own."""
+from __future__ import annotations
+
+import pytest
+
+from hybrid.emulator import server_fixes
+
+
+def test_a_host_is_looked_up_once_and_a_miss_is_not_remembered() -> None:
+    calls: list[str | None] = []
+
+    def lookup(_self: object, host: str | None) -> str | None:
+        calls.append(host)
+        return {"s3.us-east-1.amazonaws.com": "s3"}.get(host or "")
+
+    remembered = server_fixes.remembered_per_host(lookup)
+    assert [remembered(None, "s3.us-east-1.amazonaws.com") for _ in range(3)] == ["s3"] * 3
+    assert remembered(None, "nowhere.example") is None
+    assert remembered(None, "nowhere.example") is None
+    assert calls == ["s3.us-east-1.amazonaws.com", "nowhere.example", "nowhere.example"]
+
+
+@pytest.mark.parametrize("host, backend", [
+    ("s3.us-east-1.amazonaws.com", "s3"), ("sqs.us-east-1.amazonaws.com", "sqs"),
+    ("ec2.eu-west-1.amazonaws.com", "ec2"), ("iam.amazonaws.com", "iam"), ("sqs", "sqs"),
+])
+def test_the_patched_dispatcher_finds_the_same_backends_without_listing_moto_again(
+        host: str, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto import backends
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    server_fixes.apply()
+    dispatcher = DomainDispatcherApplication(create_app=lambda name: None)
+    original = DomainDispatcherApplication.get_backend_for_host.__wrapped__
+    assert original(dispatcher, host) == backend
+    assert dispatcher.get_backend_for_host(host) == backend
+    listings: list[int] = []
+    real_listing = backends.list_of_moto_modules
+    monkeypatch.setattr(backends, "list_of_moto_modules", lambda: listings.append(1) or real_listing())
+    assert [dispatcher.get_backend_for_host(host) for _ in range(5)] == [backend] * 5
+    assert listings == []
+
+
+def test_it_refuses_another_moto_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    import moto
+
+    monkeypatch.setattr(moto, "__version__", "9.9.9")
+    with pytest.raises(RuntimeError, match="pinned"):
+        server_fixes.apply()
