@@ -26,16 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
     sqs_fixes.apply()
     server_fixes.apply()
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
-    server.start()
-    port = server.get_host_and_port()[1]
+    server = server_fixes.serve("127.0.0.1", args.port)
+    threading.Thread(target=server.serve_forever, name="moto-server", daemon=True).start()
+    port = server.server_address[1]
     _write_atomically(Path(args.port_file), str(port))
-    log.info("moto %s with SQS fixes listening on 127.0.0.1:%s (pid %s)", _moto_version(), port, os.getpid())
+    log.info("moto %s with SQS and server fixes listening on 127.0.0.1:%s (pid %s)", _moto_version(), port,
+             os.getpid())
     _wait_for_signal()
     log.info("stopping")
-    server.stop()
+    server.shutdown()
     return 0
 
 

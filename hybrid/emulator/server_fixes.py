@@ -8,18 +8,28 @@ Measured with py-spy on moto 5.2.5 under a steady load of small SQS and S3 calls
    listing and the URL patterns never change while the server runs).
 2. Werkzeug's request handler writes one INFO log line per request (a formatted line and a lock) that nobody
    reads: about 3 % of the server's CPU. Fix: its logger logs warnings and errors only.
+3. Werkzeug's development server answers every request with ``Connection: close`` (Python's ``http.server`` does
+   not drain a request body the application left unread, so it dares not read a next request). Every boto3 call
+   therefore opened a new TCP connection, and the server started a new thread for it. Fix (``serve``):
+   ``drain_request_bodies`` reads whatever body the application left unread once the response is done, and
+   ``KeepAliveRequestHandler`` then keeps HTTP/1.1 connections open. It also turns off werkzeug's own drain
+   (reading the socket for 10 ms after each answer: on a kept-alive connection that would eat the next request)
+   and Nagle's algorithm. Chunked request bodies keep werkzeug's behaviour and close the connection.
 
 ``apply()`` refuses any moto version but the pinned one, like ``sqs_fixes``.
 """
 from __future__ import annotations
 
 import logging
+import socket
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from hybrid.emulator.sqs_fixes import PINNED_MOTO
 
 _applied = False
+IDLE_CONNECTION_SECONDS = 300
+BODY_DRAINED = "hybrid.body_drained"  # environ key: called once the request body has been read to its end
 
 
 def apply() -> None:
@@ -55,3 +65,94 @@ def remembered_per_host(lookup: Callable[[Any, str | None], Any]) -> Callable[[A
 
     get_backend_for_host.__wrapped__ = lookup  # type: ignore[attr-defined]
     return get_backend_for_host
+
+
+def serve(host: str, port: int) -> Any:
+    """moto's WSGI application on a threaded werkzeug server with keep-alive connections; call ``serve_forever``."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    app = drain_request_bodies(DomainDispatcherApplication(create_backend_app))
+    return make_server(host, port, app, threaded=True, request_handler=keep_alive_handler())
+
+
+def drain_request_bodies(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """Wraps a WSGI app so that a length-delimited request body is read to its end once the response is sent."""
+    from werkzeug.wsgi import LimitedStream
+
+    def drained(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        body = None
+        if not environ.get("wsgi.input_terminated"):
+            body = LimitedStream(environ["wsgi.input"], _content_length(environ))
+            environ["wsgi.input"] = body
+        try:
+            yield from app(environ, start_response)
+        finally:
+            if body is not None:
+                body.exhaust()
+                environ.get(BODY_DRAINED, _nothing)()
+
+    return drained
+
+
+def _content_length(environ: dict[str, Any]) -> int:
+    try:
+        return max(0, int(environ.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        return 0
+
+
+def _nothing() -> None:
+    return None
+
+
+class _PausableReader:
+    """The connection's read side; reads nothing while paused (between a drained request and the next one)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw, self.paused = raw, False
+
+    def read(self, size: int = -1) -> bytes:
+        return b"" if self.paused else self._raw.read(size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+def keep_alive_handler() -> type:
+    """moto's request handler, minus the ``Connection: close`` werkzeug adds to every answer."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    class KeepAliveRequestHandler(MotoRequestHandler):
+        timeout = IDLE_CONNECTION_SECONDS  # an idle client connection ends after this long
+
+        def setup(self) -> None:
+            super().setup()
+            # Answers go out in several small writes; on a kept-alive connection Nagle's algorithm would hold each
+            # one back until the client's delayed ACK (40 ms), and an S3 upload's "100 Continue" for up to 1 s.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.rfile = _PausableReader(self.rfile)
+
+        def handle_one_request(self) -> None:
+            self.rfile.paused = False
+            super().handle_one_request()
+
+        def make_environ(self) -> dict[str, Any]:
+            environ = super().make_environ()
+            environ[BODY_DRAINED] = self._pause_reads
+            return environ
+
+        def _pause_reads(self) -> None:
+            # werkzeug then finds nothing to "drain" and leaves the next request on the socket
+            self.rfile.paused = True
+
+        def send_header(self, keyword: str, value: str) -> None:
+            if keyword.lower() == "connection" and value.lower() == "close" and self._reusable():
+                return
+            super().send_header(keyword, value)
+
+        def _reusable(self) -> bool:
+            chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+            return not chunked and not self.close_connection
+
+    return KeepAliveRequestHandler
