@@ -1,4 +1,5 @@
-"""Benchmark of the local AWS server: SQS rates of the emulator vs plain moto, and stack ``up`` / ``down`` times.
+"""Benchmark of the local AWS server: SQS rates of the emulator vs plain moto, stack ``up`` / ``down`` times, and
+the client and server cost of single S3 and SQS calls on the emulator vs plain moto.
 
 Run: ``.venv/bin/python benchmarks/bench_aws.py [--quick]`` (only 127.0.0.1 is contacted; nothing is left running).
 
@@ -26,6 +27,27 @@ Part 2, ``up`` / ``down`` of a stack (buckets, queues, security group, key pair,
 emulator, with a fresh stack name each repetition: the first ``up`` (creates everything), a second ``up`` (must
 change nothing), then ``down``. Median and min in seconds over the repetitions, and each run in order: the first
 run also pays one-time costs (the server loads its EC2/S3 backends, the client builds its sessions).
+
+Part 3, per-call cost, on the two servers of Part 1: one thread makes N calls of one kind in a row (a block), for
+each of these rows:
+  * S3: ``put_object`` of a 45 KB body (random bytes) to a new key; the same with ``IfNoneMatch="*"`` (the web
+    tier's upload); ``get_object`` of a 45 KB object, body read; ``put_object`` of a 10-byte body to a new key.
+  * SQS, 300-byte bodies: ``send_message``; ``send_message_batch`` of 10; ``receive_message(MaxNumberOfMessages=10)``
+    + ``delete_message_batch`` (one row per pair: 2 calls; it receives what the batches sent);
+    ``get_queue_attributes(All)``. Calls rotate over 10 queues per server, so no queue holds more than about N
+    messages (Part 1 measures how depth costs); the queues are purged after each round.
+A round runs every row, the servers taking turns on each row; rounds alternate which server goes first, so noise
+(large on a 2-core machine) falls on both alike. One untimed warm-up round of 10 calls comes first. Columns, each
+the median over the rounds of a block's total divided by N:
+  * ``wall ms``; ``client CPU ms``: ``time.thread_time`` of the calling thread (botocore builds, signs and parses;
+    opening a connection costs here too);
+  * ``server CPU ms``: utime + stime of the server process (``/proc/<pid>/stat``), net of its background: the
+    emulator answers its instance runner's ``describe_instances`` 4 times a second. That rate is what a server
+    spent while only the other was being called; it is printed under the table. /proc counts in 10 ms ticks, so a
+    block's figure is exact to 10 ms / N per call; ``server min-max`` is the spread over the rounds;
+  * ``connects/call``: TCP connections the client opened (``urllib3``'s ``HTTPConnection.connect``, counted in this
+    process). Plain moto closes every connection after its answer (1 per call); the emulator keeps them (0);
+  * ``server CPU unpatched/patched``: the ratio of the two servers' server CPU medians.
 """
 from __future__ import annotations
 
@@ -36,6 +58,7 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import datetime  # noqa: E402
+import itertools  # noqa: E402
 import secrets  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -73,14 +96,18 @@ class Plan:
     concurrent_messages: int
     concurrent_budget_s: float
     stack_repeats: int
+    call_rounds: int
+    calls_per_round: int
 
 
 FULL = Plan(send_messages=500, depths=(100, 1000, 3000), receive_messages=300, row_budget_s=15.0,
-            concurrent_messages=1000, concurrent_budget_s=60.0, stack_repeats=3)
+            concurrent_messages=1000, concurrent_budget_s=60.0, stack_repeats=3, call_rounds=5,
+            calls_per_round=100)
 # Filling a queue costs O(depth) per message on both servers (moto recomputes every queue attribute on each send),
 # so 0 -> 3000 takes about 90 s; --quick stops at depth 1000.
 QUICK = Plan(send_messages=200, depths=(100, 1000), receive_messages=100, row_budget_s=6.0,
-             concurrent_messages=300, concurrent_budget_s=20.0, stack_repeats=1)
+             concurrent_messages=300, concurrent_budget_s=20.0, stack_repeats=1, call_rounds=5,
+             calls_per_round=50)
 
 
 @dataclass(frozen=True)
@@ -122,9 +149,17 @@ class SqsResults:
 
 # ---------------------------------------------------------------- servers
 
+@dataclass(frozen=True)
+class Server:
+    """A local AWS server under test: where it answers and its process (for its CPU time)."""
+
+    url: str
+    pid: int
+
+
 @contextlib.contextmanager
-def unpatched_moto(log_path: Path) -> Iterator[str]:
-    """A plain ``python -m moto.server`` on a free port; yields its URL."""
+def unpatched_moto(log_path: Path) -> Iterator[Server]:
+    """A plain ``python -m moto.server`` on a free port."""
     port = common.free_port()
     env = {**os.environ, "MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR": "false"}
     with open(log_path, "ab") as log_file:
@@ -134,7 +169,7 @@ def unpatched_moto(log_path: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_answers(url, process)
-        yield url
+        yield Server(url, process.pid)
     finally:
         process.terminate()
         try:
@@ -306,6 +341,200 @@ def stack_name(index: int) -> str:
     return f"bench-{index}-{secrets.token_hex(2)}"
 
 
+# ---------------------------------------------------------------- per-call cost
+
+PHOTO_BYTES = 45 * 1024
+SMALL_BODY = b"0123456789"
+MESSAGE = "m" * 300
+GET_KEY = "photo-to-get"
+CALL_QUEUES = 10
+WARM_UP_CALLS = 10
+
+
+class ConnectCounter:
+    """Counts the TCP connections urllib3 (so boto3) opens in this process while ``installed``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[ConnectCounter]:
+        from urllib3.connection import HTTPConnection
+
+        original = HTTPConnection.connect
+
+        def connect(connection: Any) -> None:
+            with self._lock:
+                self.count += 1
+            original(connection)
+
+        HTTPConnection.connect = connect  # type: ignore[method-assign]
+        try:
+            yield self
+        finally:
+            HTTPConnection.connect = original  # type: ignore[method-assign]
+
+
+@dataclass
+class CallTarget:
+    """One server's clients, bucket and queues for the per-call part."""
+
+    server: Server
+    s3: Any
+    sqs: Any
+    bucket: str
+    queues: list[str]
+    photo: bytes
+    keys: Iterator[int] = field(default_factory=itertools.count)
+
+    def queue(self, call: int) -> str:
+        return self.queues[call % len(self.queues)]
+
+    def new_key(self, prefix: str) -> str:
+        return f"{prefix}/{next(self.keys)}"
+
+
+def call_target(server: Server, photo: bytes) -> CallTarget:
+    s3, sqs = common.local_client(server.url, "s3", CLIENT_CONFIG), sqs_client(server.url)
+    bucket = f"bench-calls-{secrets.token_hex(3)}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key=GET_KEY, Body=photo)
+    return CallTarget(server, s3, sqs, bucket, [new_queue(sqs, f"call{n}") for n in range(CALL_QUEUES)], photo)
+
+
+def put_photo(target: CallTarget, call: int) -> None:
+    target.s3.put_object(Bucket=target.bucket, Key=target.new_key("put"), Body=target.photo)
+
+
+def put_photo_if_absent(target: CallTarget, call: int) -> None:
+    target.s3.put_object(Bucket=target.bucket, Key=target.new_key("new"), Body=target.photo, IfNoneMatch="*")
+
+
+def get_photo(target: CallTarget, call: int) -> None:
+    target.s3.get_object(Bucket=target.bucket, Key=GET_KEY)["Body"].read()
+
+
+def put_small(target: CallTarget, call: int) -> None:
+    target.s3.put_object(Bucket=target.bucket, Key=target.new_key("small"), Body=SMALL_BODY)
+
+
+def send_one(target: CallTarget, call: int) -> None:
+    target.sqs.send_message(QueueUrl=target.queue(call), MessageBody=MESSAGE)
+
+
+def send_ten(target: CallTarget, call: int) -> None:
+    common.send_bodies(target.sqs, target.queue(call), [MESSAGE] * BATCH)
+
+
+def receive_ten(target: CallTarget, call: int) -> None:
+    receive_and_delete(target.sqs, target.queue(call))
+
+
+def queue_attributes(target: CallTarget, call: int) -> None:
+    target.sqs.get_queue_attributes(QueueUrl=target.queue(call), AttributeNames=["All"])
+
+
+CALLS: tuple[tuple[str, Callable[[CallTarget, int], None]], ...] = (
+    ("S3 put_object 45 KB, new key", put_photo),
+    ("S3 put_object 45 KB, IfNoneMatch=*, new key", put_photo_if_absent),
+    ("S3 get_object 45 KB, body read", get_photo),
+    ("S3 put_object 10 bytes, new key", put_small),
+    ("SQS send_message 300 B", send_one),
+    ("SQS send_message_batch of 10 x 300 B", send_ten),
+    ("SQS receive_message(10) + delete_message_batch", receive_ten),
+    ("SQS get_queue_attributes(All)", queue_attributes),
+)
+
+
+@dataclass(frozen=True)
+class Block:
+    """``calls`` calls of one kind in a row on one server: seconds of wall, client CPU and server CPU; connects."""
+
+    calls: int
+    wall_s: float
+    client_s: float
+    server_s: float
+    connects: int
+
+
+@dataclass
+class CallCosts:
+    """One server's blocks (one per round for each of ``CALLS``) and its background CPU: what it spent while only
+    the other server was being called."""
+
+    blocks: dict[str, list[Block]] = field(default_factory=dict)
+    background_cpu_s: float = 0.0
+    background_wall_s: float = 0.0
+
+    @property
+    def background_per_s(self) -> float:
+        return self.background_cpu_s / self.background_wall_s if self.background_wall_s else 0.0
+
+    def wall_ms(self, label: str) -> list[float]:
+        return [1000 * b.wall_s / b.calls for b in self.blocks[label]]
+
+    def client_ms(self, label: str) -> list[float]:
+        return [1000 * b.client_s / b.calls for b in self.blocks[label]]
+
+    def server_ms(self, label: str) -> list[float]:
+        """Server CPU per call, net of the background."""
+        return [1000 * (b.server_s - self.background_per_s * b.wall_s) / b.calls for b in self.blocks[label]]
+
+    def connects_per_call(self, label: str) -> list[float]:
+        return [b.connects / b.calls for b in self.blocks[label]]
+
+
+def server_cpu(targets: dict[str, CallTarget]) -> dict[str, float]:
+    return {name: common.cpu_seconds(target.server.pid) for name, target in targets.items()}
+
+
+def time_block(name: str, label: str, call: Callable[[CallTarget, int], None], calls: int,
+               targets: dict[str, CallTarget], counter: ConnectCounter, costs: dict[str, CallCosts]) -> None:
+    """``calls`` calls in a row on server ``name``; what the other servers spent meanwhile is their background."""
+    before, connects = server_cpu(targets), counter.count
+    wall, client = time.perf_counter(), time.thread_time()
+    for number in range(calls):
+        call(targets[name], number)
+    wall, client = time.perf_counter() - wall, time.thread_time() - client
+    after = server_cpu(targets)
+    for other in targets.keys() - {name}:
+        costs[other].background_cpu_s += after[other] - before[other]
+        costs[other].background_wall_s += wall
+    block = Block(calls, wall, client, after[name] - before[name], counter.count - connects)
+    costs[name].blocks.setdefault(label, []).append(block)
+
+
+def call_round(targets: dict[str, CallTarget], calls: int, counter: ConnectCounter,
+               costs: dict[str, CallCosts]) -> None:
+    """Each of ``CALLS`` in turn, on each server in the order of ``targets``; then the queues are purged."""
+    for label, call in CALLS:
+        for name in targets:
+            time_block(name, label, call, calls, targets, counter, costs)
+    for target in targets.values():
+        for queue_url in target.queues:
+            target.sqs.purge_queue(QueueUrl=queue_url)
+
+
+def measure_call_costs(servers: dict[str, Server], plan: Plan) -> dict[str, CallCosts]:
+    """Part 3: rounds of ``plan.calls_per_round`` calls of each kind, the servers taking turns, the first server
+    of a round alternating; after one untimed warm-up round."""
+    photo = secrets.token_bytes(PHOTO_BYTES)
+    targets = {name: call_target(server, photo) for name, server in servers.items()}
+    costs = {name: CallCosts() for name in servers}
+    with ConnectCounter().installed() as counter:
+        progress("all", "per-call warm-up")
+        call_round(targets, WARM_UP_CALLS, counter, {name: CallCosts() for name in servers})
+        for number in range(plan.call_rounds):
+            order = list(servers) if number % 2 == 0 else list(reversed(servers))
+            progress("all", f"per-call round {number + 1} of {plan.call_rounds}, {order[0]} first")
+            call_round({name: targets[name] for name in order}, plan.calls_per_round, counter, costs)
+    for target in targets.values():
+        for queue_url in target.queues:
+            target.sqs.delete_queue(QueueUrl=queue_url)
+    return costs
+
+
 # ---------------------------------------------------------------- report
 
 def ratio(results: SqsResults, depths: tuple[int, ...]) -> str:
@@ -339,6 +568,29 @@ def stack_table(runs: list[StackRun]) -> str:
         f"\nchanges made by first/second up, per run: {changes}"
 
 
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def call_cost_table(costs: dict[str, CallCosts], plan: Plan) -> str:
+    names, median = list(costs), statistics.median
+    rows = []
+    for label, _ in CALLS:
+        first_ms, last_ms = (median(costs[name].server_ms(label)) for name in (names[0], names[-1]))
+        for index, name in enumerate(names):
+            cost = costs[name]
+            rows.append([label if index == 0 else "", name, f"{median(cost.wall_ms(label)):.2f}",
+                         f"{median(cost.client_ms(label)):.2f}", f"{median(cost.server_ms(label)):.2f}",
+                         spread(cost.server_ms(label)), f"{median(cost.connects_per_call(label)):.2f}",
+                         f"{last_ms / first_ms:.2f}" if index == 0 and first_ms > 0 else ""])
+    background = ", ".join(f"{name} {cost.background_per_s * 1000:.1f} ms/s" for name, cost in costs.items())
+    return common.table([f"per call, median of {plan.call_rounds} rounds x {plan.calls_per_round}", "server",
+                         "wall ms", "client CPU ms", "server CPU ms", "server min-max", "connects/call",
+                         f"server CPU {names[-1].split()[0]}/{names[0].split()[0]}"], rows) + \
+        f"\nserver CPU is net of each server's background CPU (what it spent while only the other was called):" \
+        f"\n{background}"
+
+
 def header() -> str:
     import moto
 
@@ -354,15 +606,16 @@ def progress(server: str, step: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="depths 100 and 1000 only, fewer messages, one stack run (about 1 minute)")
+                        help="depths 100 and 1000 only, fewer messages and calls, one stack run (about 1 minute)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
     print(header() + (" (--quick)" if args.quick else ""), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-aws-") as tmp:
         state_dir = Path(tmp) / "state"
-        with common.local_server(state_dir) as patched, unpatched_moto(Path(tmp) / "moto.log") as plain_url:
-            results = measure_sqs({"patched (emulator)": patched.url, "unpatched moto": plain_url}, plan)
+        with common.local_server(state_dir) as patched, unpatched_moto(Path(tmp) / "moto.log") as plain:
+            servers = {"patched (emulator)": Server(patched.url, patched.pid), "unpatched moto": plain}
+            results = measure_sqs({name: server.url for name, server in servers.items()}, plan)
             print()
             print(sqs_table(results, plan), flush=True)
             runs = []
@@ -370,7 +623,10 @@ def main(argv: list[str] | None = None) -> int:
                 progress("patched (emulator)", f"stack run {index + 1}")
                 runs.append(time_stack(state_dir, stack_name(index)))
             print()
-            print(stack_table(runs))
+            print(stack_table(runs), flush=True)
+            costs = measure_call_costs(servers, plan)
+            print()
+            print(call_cost_table(costs, plan))
     print(f"\ntotal {time.perf_counter() - started:.1f} s")
     return 0
 
