@@ -3,7 +3,8 @@
 The steps: open with PIL (only the formats in ``ALLOWED_FORMATS``), check the declared size against the limits below
 before decoding a pixel, let JPEG decode at reduced scale (``draft``), force a full load (a truncated file is an
 error, never a grey-filled guess), apply the EXIF orientation, convert to RGB, resize the shorter side to 256
-(bilinear) and take the centre 224 x 224 square, then scale 0..255 to (x - 127) / 128.
+(bilinear) and take the centre 224 x 224 square, then scale 0..255 to (x - 127) / 128. ``check_decodable`` runs the
+same steps up to the decoded pixels and refuses the same bytes with the same messages, for a cheaper check.
 
 PIL's global settings are left alone: ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False (its default) and
 ``Image.MAX_IMAGE_PIXELS`` keeps PIL's default, because the tighter limit here is checked on its own. While one image
@@ -33,19 +34,29 @@ class BadImageError(HybridError):
 
 def decode_image(data: bytes) -> np.ndarray:
     """Decode image bytes into the model's input: float32, shape (3, 224, 224), values in [-127/128, 1]."""
+    return _normalise(_centre_crop(_decode_checked(data)))
+
+
+def check_decodable(data: bytes) -> None:
+    """Refuses exactly what ``decode_image`` refuses, with the same ``BadImageError``, but stops once every pixel is
+    decoded (no resize, crop or normalise): for vetting an upload before it is queued."""
+    _decode_checked(data)
+
+
+def _decode_checked(data: bytes) -> Image.Image:
+    """The upright RGB image, every pixel decoded, or a ``BadImageError`` saying why not."""
     if not data:
         raise BadImageError("empty image: no bytes")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = _load_checked(data)
+            return _load_checked(data)
         except BadImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise BadImageError(f"decompression bomb: {exc}") from None
         except Exception as exc:  # PIL raises many types on malformed input; each means "cannot decode"
             raise BadImageError(_describe_decode_failure(exc)) from None
-    return _normalise(_centre_crop(image))
 
 
 def _load_checked(data: bytes) -> Image.Image:

@@ -245,3 +245,154 @@ class BlockingQueue:
 
         with self._ready:
             return QueueDepth(len(self.bodies), 0)
+
+
+class GatedQueue:
+    """Records its sends call by call, for the request sender's tests. ``hold()`` keeps every send in flight until
+    ``release()``; ``started`` is released once as each send begins. The next ``fail_next`` sends, and a send holding
+    a body in ``fail_bodies``, raise a ``CloudError`` and keep nothing of that call, as ``SqsQueue.send`` fails a whole
+    batch."""
+
+    def __init__(self, name: str) -> None:
+        import threading
+
+        self.name = name
+        self.batches: list[list[str]] = []
+        self.failed_batches: list[list[str]] = []
+        self.fail_bodies: set[str] = set()
+        self.fail_next = 0
+        self.started = threading.Semaphore(0)
+        self._gate = threading.Event()
+        self._gate.set()
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def send(self, bodies):
+        self.started.release()
+        self._gate.wait()
+        with self._lock:
+            if self.fail_next > 0 or self.fail_bodies & set(bodies):
+                self.fail_next = max(0, self.fail_next - 1)
+                self.failed_batches.append(list(bodies))
+                raise CloudError(f"injected failure sending {len(bodies)} messages", "InternalError")
+            self.batches.append(list(bodies))
+
+    @property
+    def sent(self) -> list[str]:
+        with self._lock:
+            return [body for batch in self.batches for body in batch]
+
+    def depth(self):
+        from hybrid.contracts import QueueDepth
+
+        return QueueDepth(len(self.sent), 0)
+
+
+class GatedClassifier(FakeClassifier):
+    """A FakeClassifier that classifies only when the test lets it: each call waits for one ``let_through``.
+    ``asked`` counts the calls begun (classified ones are in ``batches``); ``wait_until_asked`` waits for them."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        import threading
+
+        super().__init__()
+        self.timeout = timeout
+        self.asked = 0
+        self._gate = threading.Semaphore(0)
+        self._changed = threading.Condition()
+
+    def let_through(self, calls: int = 1) -> None:
+        for _ in range(calls):
+            self._gate.release()
+
+    def wait_until_asked(self, calls: int) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.asked >= calls, self.timeout), f"not asked {calls} times"
+
+    def classify(self, images):
+        with self._changed:
+            self.asked += 1
+            self._changed.notify_all()
+        if not self._gate.acquire(timeout=self.timeout):
+            raise AssertionError("the test never let this call through")
+        return super().classify(images)
+
+
+class HoldableQueue(InMemoryQueue):
+    """An InMemoryQueue whose sends the test can hold (a held send waits inside the call until ``release``);
+    ``started`` counts the sends begun, ``sends()`` lists the bodies of those done, ``wait_until`` waits for either."""
+
+    def __init__(self, name: str, clock=None, timeout: float = 10.0) -> None:
+        import threading
+
+        from hybrid.clock import FakeClock
+
+        super().__init__(name, clock or FakeClock())
+        self.timeout = timeout
+        self.started = 0
+        self._open = threading.Event()
+        self._open.set()
+        self._changed = threading.Condition()
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def send(self, bodies):
+        self._note(lambda: setattr(self, "started", self.started + 1))
+        if not self._open.wait(self.timeout):
+            raise AssertionError("a held send was never released")
+        self._note(lambda: InMemoryQueue.send(self, bodies))
+
+    def sends(self) -> list[list[str]]:
+        return [bodies for op, bodies in self.log if op == "send"]
+
+    def wait_until(self, condition) -> None:
+        with self._changed:
+            assert self._changed.wait_for(condition, self.timeout), "the queue never got there"
+
+    def _note(self, change) -> None:
+        with self._changed:
+            change()
+            self._changed.notify_all()
+
+
+class BrokenKeysStore(InMemoryStore):
+    """An InMemoryStore whose puts of the keys in ``broken`` keep failing with a transient error."""
+
+    def __init__(self, name: str, broken=()) -> None:
+        super().__init__(name)
+        self.broken = set(broken)
+
+    def put(self, key, data, content_type="application/octet-stream"):
+        if key in self.broken:
+            raise CloudError(f"injected lasting put failure for {key}", "SlowDown")
+        super().put(key, data, content_type)
+
+
+class Journaled:
+    """Wraps a fake and appends (name, method, "called" | "returned", args) to a shared journal around each call,
+    so a test can check the order of calls across fakes; ``delays`` makes the named methods slow (seconds)."""
+
+    def __init__(self, inner, name: str, journal: list, delays: dict | None = None) -> None:
+        self.inner, self.name, self.journal, self.delays = inner, name, journal, delays or {}
+
+    def __getattr__(self, method: str):
+        import time
+
+        action = getattr(self.inner, method)
+
+        def journaled(*args, **kwargs):
+            self.journal.append((self.name, method, "called", args))
+            time.sleep(self.delays.get(method, 0.0))
+            result = action(*args, **kwargs)
+            self.journal.append((self.name, method, "returned", args))
+            return result
+        return journaled

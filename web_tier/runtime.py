@@ -1,8 +1,9 @@
-"""What one server process runs: its own reply queue, the dispatcher thread, the result cache and the service.
+"""What one server process runs: its own reply queue, the dispatcher thread, the request sender thread, the result
+cache and the service.
 
-Built after gunicorn forks (threads do not survive a fork) and closed when the process exits: the cache is flushed
-and the process's reply queue deleted. Reply queues of dead processes on this host are deleted at start; any left
-(a crashed host) carry the stack's tag and go with `hybrid aws down`.
+Built after gunicorn forks (threads do not survive a fork) and closed when the process exits: the sender and the
+dispatcher stop, the cache is flushed and the process's reply queue deleted. Reply queues of dead processes on this
+host are deleted at start; any left (a crashed host) carry the stack's tag and go with `hybrid aws down`.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from hybrid.settings import Settings
 from web_tier.cache import ResultCache
 from web_tier.dispatch import ReplyDispatcher
 from web_tier.metrics import Metrics
+from web_tier.sender import BatchingSender
 from web_tier.service import ClassifyService
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ CACHE_FLUSH_SECONDS = 2.0  # a full cache file is tens of MB: rewrite it at most
 class WebRuntime:
     service: ClassifyService
     dispatcher: ReplyDispatcher
+    sender: BatchingSender
     cache: ResultCache
     requests: MessageQueue
     replies: MessageQueue
@@ -51,9 +54,11 @@ class WebRuntime:
                           "hits": self.cache.hits, "misses": self.cache.misses,
                           "model": self.cache.current_model},
                 "in_flight": {"requests": self.dispatcher.waiting, "images": self.service.inflight},
-                "counters": vars(self.service.counters), "late_replies": self.dispatcher.late_replies}
+                "counters": vars(self.service.counters), "late_replies": self.dispatcher.late_replies,
+                "request_sends": vars(self.sender.counters)}
 
     def close(self) -> None:
+        self.sender.close()
         self.dispatcher.stop()
         self.cache.close()
         if self.on_close:
@@ -80,13 +85,16 @@ def _fleet(fleet: Fleet | None) -> dict[str, int] | str:
 
 def assemble(inputs, requests, replies: MessageQueue, cache: ResultCache, request_timeout: float,
              fleet: Fleet | None = None, on_close: Any = None, wait_seconds: int = 2) -> WebRuntime:
-    """A runtime from its parts (fakes in unit tests, SQS/S3 adapters in production); starts the dispatcher."""
+    """A runtime from its parts (fakes in unit tests, SQS/S3 adapters in production); starts the dispatcher and the
+    request sender."""
     holder: dict[str, ClassifyService] = {}
     dispatcher = ReplyDispatcher(replies, lambda reply: holder["service"].remember(reply), wait_seconds)
-    service = ClassifyService(inputs, requests, replies.name, dispatcher, cache, request_timeout)
+    sender = BatchingSender(requests)
+    service = ClassifyService(inputs, sender, replies.name, dispatcher, cache, request_timeout)
     holder["service"] = service
     dispatcher.start()
-    return WebRuntime(service, dispatcher, cache, requests, replies, fleet, Metrics(), on_close)
+    sender.start()
+    return WebRuntime(service, dispatcher, sender, cache, requests, replies, fleet, Metrics(), on_close)
 
 
 def build_runtime(settings: Settings) -> WebRuntime:

@@ -48,10 +48,11 @@ def _the_one_file(files: MultiDict) -> FileStorage:
 
 
 def check_image(data: bytes) -> None:
-    """Decodes fully, as the worker will: not an image, truncated, a bomb or too large is refused here."""
-    from app_tier.preprocess import BadImageError, decode_image
+    """Decodes every pixel, as the worker will (without its resize and crop): not an image, truncated, a bomb or too
+    large is refused here."""
+    from app_tier.preprocess import BadImageError, check_decodable
 
     try:
-        decode_image(data)
+        check_decodable(data)
     except BadImageError as exc:
         raise UploadError(415 if "not an image" in str(exc) else 400, str(exc)) from None

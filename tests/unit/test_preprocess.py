@@ -1,4 +1,5 @@
-"""decode_image: the model's input from good images, one clear BadImageError from bad ones."""
+"""decode_image: the model's input from good images, one clear BadImageError from bad ones; check_decodable refuses
+the same bad ones with the same error, and accepts the good ones."""
 from __future__ import annotations
 
 import io
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from app_tier.preprocess import BadImageError, decode_image
+from app_tier.preprocess import BadImageError, check_decodable, decode_image
 from hybrid.errors import HybridError
 
 MAGENTA = (255, 0, 127)
@@ -36,6 +37,16 @@ def png_claiming(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
             + png_chunk(b"IEND", b""))
+
+
+def truncated(data: bytes, fraction: float) -> bytes:
+    return data[:int(len(data) * fraction)]
+
+
+def corrupt_png() -> bytes:
+    data = bytearray(encode(Image.new("RGB", (300, 200), MAGENTA), "PNG"))
+    data[60:80] = b"\x00" * 20  # inside the compressed pixel data
+    return bytes(data)
 
 
 # ------------------------------------------------------------------ good images
@@ -114,16 +125,14 @@ def test_formats_outside_the_allowed_list_are_refused():
 
 @pytest.mark.parametrize("fraction", [0.5, 0.98])
 def test_truncated_jpeg_is_refused_not_grey_filled(fraction):
-    data = noise_jpeg()
     with pytest.raises(BadImageError, match="truncated"):
-        decode_image(data[:int(len(data) * fraction)])
+        decode_image(truncated(noise_jpeg(), fraction))
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
 def test_truncated_png_is_refused():
-    data = encode(Image.new("RGB", (300, 200), MAGENTA), "PNG")
     with pytest.raises(BadImageError, match="truncated"):
-        decode_image(data[:len(data) // 2])
+        decode_image(truncated(encode(Image.new("RGB", (300, 200), MAGENTA), "PNG"), 0.5))
 
 
 @pytest.mark.parametrize("side", [7000,  # over this module's 40-megapixel limit
@@ -141,12 +150,13 @@ def test_a_real_highly_compressible_bomb_is_refused():
         decode_image(data)
 
 
-def test_pil_bomb_warning_becomes_the_error_and_filters_are_restored():
+@pytest.mark.parametrize("vet", [decode_image, check_decodable])
+def test_pil_bomb_warning_becomes_the_error_and_filters_are_restored(vet):
     before = list(warnings.filters)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(BadImageError, match="could be decompression bomb"):
-            decode_image(png_claiming(10000, 10000))
+            vet(png_claiming(10000, 10000))
     assert caught == []
     assert warnings.filters == before
 
@@ -158,7 +168,55 @@ def test_huge_side_is_refused(size):
 
 
 def test_corrupt_data_after_a_valid_header():
-    data = bytearray(encode(Image.new("RGB", (300, 200), MAGENTA), "PNG"))
-    data[60:80] = b"\x00" * 20  # inside the compressed pixel data
     with pytest.raises(BadImageError):
-        decode_image(bytes(data))
+        decode_image(corrupt_png())
+
+
+# ------------------------------------------------------------------ check_decodable: the same verdict, less work
+
+BAD_INPUTS = {  # the bad inputs of the tests above, built when used, and what decode_image's error says
+    "empty": (lambda: b"", "empty"),
+    "text": (lambda: b"hello, this is text", "not an image"),
+    "jpeg magic only": (lambda: b"\xff\xd8\xff" + b"\0" * 10, "not an image"),
+    "gif header only": (lambda: b"GIF89a", "not an image"),
+    "tiff": (lambda: encode(Image.new("RGB", (300, 200)), "TIFF"), "not an image in a supported format"),
+    "half a jpeg": (lambda: truncated(noise_jpeg(), 0.5), "truncated"),
+    "most of a jpeg": (lambda: truncated(noise_jpeg(), 0.98), "truncated"),
+    "half a png": (lambda: truncated(encode(Image.new("RGB", (300, 200), MAGENTA), "PNG"), 0.5), "truncated"),
+    "over our pixel limit": (lambda: png_claiming(7000, 7000), "decompression bomb"),
+    "over PIL's warning limit": (lambda: png_claiming(10000, 10000), "could be decompression bomb"),
+    "over PIL's error limit": (lambda: png_claiming(20000, 20000), "decompression bomb"),
+    "real bomb": (lambda: encode(Image.new("L", (8000, 8000)), "PNG"), "decompression bomb"),
+    "too wide": (lambda: encode(Image.new("L", (13000, 10)), "PNG"), "too large"),
+    "too tall": (lambda: encode(Image.new("L", (10, 13000)), "PNG"), "too large"),
+    "corrupt pixel data": (corrupt_png, "corrupt image"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_check_decodable_refuses_what_decode_image_refuses_with_the_same_error(name):
+    make, says = BAD_INPUTS[name]
+    data = make()
+    with pytest.raises(BadImageError, match=says) as decoded:
+        decode_image(data)
+    with pytest.raises(BadImageError) as checked:
+        check_decodable(data)
+    assert str(checked.value) == str(decoded.value)
+
+
+@pytest.mark.parametrize("fmt, mode, size", [
+    ("JPEG", "RGB", (300, 200)), ("PNG", "RGBA", (300, 200)), ("PNG", "P", (300, 200)), ("GIF", "P", (300, 200)),
+    ("WEBP", "RGB", (300, 200)), ("BMP", "RGB", (300, 200)), ("JPEG", "CMYK", (300, 200)), ("PNG", "L", (40, 30)),
+    ("JPEG", "RGB", (6000, 4000)),  # just under both limits
+])
+def test_check_decodable_accepts_what_decode_image_accepts(fmt, mode, size):
+    data = encode(Image.new("RGB", size, MAGENTA).convert(mode), fmt)
+    assert decode_image(data).shape == (3, 224, 224)
+    assert check_decodable(data) is None
+
+
+def test_check_decodable_accepts_a_photo_with_an_exif_orientation():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(Image.new("RGB", (256, 512), MAGENTA), "JPEG", quality=95, exif=exif)
+    assert check_decodable(data) is None

@@ -4,12 +4,13 @@ import time
 
 import pytest
 
+from hybrid.errors import CloudError
 from hybrid.messages import ClassifyReply, ClassifyRequest
 from web_tier.cache import CachedResult, ResultCache
 from web_tier.runtime import assemble
 from web_tier.service import ImageRejected, RequestTimeout
 from web_tier.uploads import Upload
-from tests.fakes import BlockingQueue, InMemoryStore
+from tests.fakes import BlockingQueue, GatedQueue, InMemoryStore
 
 
 class StandInAppTier(threading.Thread):
@@ -120,3 +121,25 @@ def test_a_miss_is_checked_and_a_hit_is_not(rig):
     with pytest.raises(ValueError):
         runtime.service.classify(upload(b"new-1"), check=lambda data: (_ for _ in ()).throw(ValueError("bad")))
     assert len(requests.sent) == 1, "a refused miss enqueues nothing"
+
+
+def test_a_miss_reports_the_time_to_send_within_the_time_to_queue_and_classify(rig):
+    runtime, _, _, _ = rig()
+    timings = runtime.service.classify(upload(b"yak-1")).timings
+    assert set(timings) == {"store_ms", "send_ms", "queue_and_classify_ms", "total_ms"}
+    assert 0 <= timings["send_ms"] <= timings["queue_and_classify_ms"] <= timings["total_ms"]
+
+
+def test_a_failed_send_raises_the_queue_error_and_leaves_no_waiter(tmp_path):
+    requests = GatedQueue("requests")
+    requests.fail_next = 1
+    cache = ResultCache(tmp_path / "cache.json", 1000, flush_interval=None)
+    runtime = assemble(InMemoryStore("in"), requests, BlockingQueue("replies"), cache, 5.0, wait_seconds=1)
+    try:
+        with pytest.raises(CloudError, match="injected failure"):
+            runtime.service.classify(upload(b"gnu-1"))
+        assert (runtime.dispatcher.waiting, runtime.service.inflight) == (0, 0)
+        assert runtime.status()["request_sends"]["failed_batches"] == 1
+    finally:
+        runtime.close()
+

@@ -37,6 +37,25 @@ def test_bad_uploads_are_refused_with_a_clear_4xx(entries, status, text):
     assert text in str(error.value).lower()
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
+def test_a_good_image_passes_the_check(fmt):
+    buffer = io.BytesIO()
+    Image.new("RGB", (320, 240), (20, 140, 60)).save(buffer, fmt)
+    assert check_image(read_upload(files(("inputFile", f"ok.{fmt.lower()}", buffer.getvalue())), 10_000_000).data) \
+        is None
+
+
+def test_the_check_decodes_the_pixels_but_leaves_the_resize_and_crop_to_the_worker(monkeypatch):
+    import app_tier.preprocess as preprocess
+
+    def not_here(image):
+        raise AssertionError("the web tier must not resize and crop: the worker does")
+    monkeypatch.setattr(preprocess, "_centre_crop", not_here)
+    check_image(jpeg((640, 480)))
+    with pytest.raises(UploadError, match="(?i)truncated"):
+        check_image(jpeg((640, 480))[:600])
+
+
 def test_an_upload_over_the_limit_is_413():
     with pytest.raises(UploadError) as error:
         read_upload(files(("inputFile", "big.jpg", jpeg((800, 600)))), 1000)
