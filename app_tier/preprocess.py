@@ -80,7 +80,7 @@ def _check_size(width: int, height: int) -> None:
 def _describe_decode_failure(exc: Exception) -> str:
     if isinstance(exc, Image.UnidentifiedImageError):
         return f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)})"
-    if "truncated" in str(exc):
+    if "truncated" in str(exc).lower():
         return f"truncated image: {exc}"
     return f"corrupt image: {exc or type(exc).__name__}"
 

@@ -220,3 +220,10 @@ def test_check_decodable_accepts_a_photo_with_an_exif_orientation():
     exif[0x0112] = 6
     data = encode(Image.new("RGB", (256, 512), MAGENTA), "JPEG", quality=95, exif=exif)
     assert check_decodable(data) is None
+
+
+def test_pil_truncation_errors_are_called_truncated_whatever_their_case():
+    from app_tier.preprocess import _describe_decode_failure
+
+    assert _describe_decode_failure(OSError("Truncated File Read")).startswith("truncated image: ")
+    assert _describe_decode_failure(OSError("image file is truncated")).startswith("truncated image: ")
