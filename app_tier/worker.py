@@ -1,24 +1,32 @@
-"""The app-tier worker: long-poll requests in batches, classify them together, store labels, reply, then delete.
+"""The app-tier worker: long-poll requests in batches, classify them one image at a time, and let each answer go out,
+and each answered request be deleted, as soon as its image is done.
 
-Order per batch, so that a crash at any point loses nothing (the request comes back after its visibility timeout)
-and a duplicate delivery is harmless (every write is an idempotent overwrite):
+Order per request, so that a crash at any point loses nothing (a request not yet deleted comes back after its
+visibility timeout) and a duplicate delivery is harmless (every write is an idempotent overwrite, and the web tier
+ignores a second reply to a request it has already answered):
 
-1. parse each request; a malformed one is made visible again at once and reaches the dead-letter queue after
-   ``max_receive_count`` receives, while the worker goes on;
-2. fetch each image from the input bucket;
-3. classify the good images in one batch, extending the batch's visibility while it runs (images are fetched and
-   results stored by a small thread pool, so bucket calls overlap);
-4. write the label to the output bucket under the image name, and the full result under the content hash;
-5. send the replies; 6. only then delete the requests.
+1. parse each request of the received batch; a malformed one is made visible again at once and reaches the
+   dead-letter queue after ``max_receive_count`` receives, while the worker goes on;
+2. fetch the batch's images from the input bucket together, on a small thread pool; an image that cannot be fetched
+   now leaves its request for later, a missing or too large one gets an error reply at once;
+3. classify the fetched images one at a time, in order; as soon as one is done, hand its reply and its two writes to
+   the output bucket (the label under the image name, the full result under the content hash) to the pool, so that
+   they run while the next image is classified. The reply may go out before or while its writes run: a crash in
+   between leaves the request undeleted, so it comes back and is answered again;
+4. delete a message only once the replies of all its requests were sent and their writes done. A reply or write that
+   still fails after its retries leaves its message for later (it comes back, and is answered again).
 
-A bad image (not an image, truncated, a decompression bomb, too large) gets an error reply and is deleted.
+Replies to one queue, and deletes, go out at once when no call of their kind is in flight; those that become ready
+while one is go together in the next call (up to 10): natural batching, with no waiting window. The batch's
+visibility is extended until its last message is settled. A bad image (not an image, truncated, a decompression
+bomb, too large) gets an error reply and is deleted.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -32,6 +40,8 @@ from hybrid.retry import is_transient, retry
 log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 RESULTS_PREFIX = "results/"
+MAX_PER_CALL = 10
+DELETES = "deletes"
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class Job:
     message: QueueMessage
     request: ClassifyRequest
     image: bytes = b""
+    digest: str = ""
     reply: ClassifyReply | None = None
 
 
@@ -109,19 +120,28 @@ class Worker:
             return []
 
     def process(self, messages: Sequence[QueueMessage]) -> None:
-        """Handles one received batch end to end."""
+        """Handles one received batch end to end; each request is answered, then deleted, as soon as it can be."""
         self.stats.batches += 1
         parsed = [(message, self._parse(message)) for message in messages]
         jobs = [job for _, message_jobs in parsed for job in message_jobs or []]
         with VisibilityExtender(self.requests, [j.message.receipt for j in jobs], self.config.visibility,
-                                self.stats):
-            fetched = [job for job, ok in zip(jobs, self.io_pool.map(self._fetch, jobs)) if ok]
-            self._classify([job for job in fetched if job.reply is None])
-            done = [job for job in fetched if job.reply is not None]
-            self._store([job for job in done if job.reply.ok])
-        self._reply([job for job in done if job.request.reply_to])
-        self.requests.delete(_finished(parsed, done))
-        self.stats.answered += len(done)
+                                self.stats) as extender:
+            deletes = Outbox(self.io_pool, lambda _, receipts: self._delete(receipts, extender))
+            self._answer(parsed, jobs, deletes)
+
+    def _answer(self, parsed: list[tuple[QueueMessage, list[Job] | None]], jobs: list[Job], deletes: "Outbox") -> None:
+        """Fetches, classifies image by image and hands each answer off at once; returns when all are settled."""
+        fetched = [job for job, ok in zip(jobs, self.io_pool.map(self._fetch, jobs)) if ok]
+        deliveries = _deliveries(parsed, fetched, deletes)
+        replies = Outbox(self.io_pool, self._send_replies)
+        handed = [(job, self._hand_off(job, replies, deliveries)) for job in fetched if job.reply is not None]
+        for job in fetched:
+            if job.reply is None:
+                job.reply = self._classify_one(job)
+                handed.append((job, self._hand_off(job, replies, deliveries)))
+        self.stats.answered += sum(self._completed(job, done) for job, done in handed)
+        for delivery in deliveries.values():
+            self._settle(delivery)
 
     def _parse(self, message: QueueMessage) -> list[Job] | None:
         """The message's jobs ([] for an S3 test event), or None for a malformed one (released for redelivery)."""
@@ -134,10 +154,12 @@ class Worker:
             return None
 
     def _fetch(self, job: Job) -> bool:
-        """Reads the image; a missing one gets an error reply; a failing store leaves the request for later."""
+        """Reads the image and hashes it (here, off the path from answer to delete; the result is stored under the
+        hash); a missing image gets an error reply; a failing input bucket leaves the request for later."""
         try:
             job.image = retry(lambda: self.inputs.get(job.request.key, MAX_IMAGE_BYTES),
                               f"fetching {job.request.key}", clock=self.clock)
+            job.digest = hashlib.sha256(job.image).hexdigest()
         except NotFoundError:
             job.reply = self._error_reply(job, f"image {job.request.key} is not in the input bucket")
         except TooLargeError as exc:
@@ -148,56 +170,187 @@ class Worker:
             return False
         return True
 
-    def _classify(self, jobs: list[Job]) -> None:
-        if not jobs:
-            return
-        results = self.classifier.classify([job.image for job in jobs])
-        for job, result in zip(jobs, results):
-            if isinstance(result, Exception):
-                self.stats.bad_images += 1
-                job.reply = self._error_reply(job, f"not a usable image: {result}")
-            else:
-                job.reply = ClassifyReply(job.request.id, job.request.name, result.label, tuple(result.top5),
-                                          self.classifier.model_id, key=job.request.key)
+    def _classify_one(self, job: Job) -> ClassifyReply:
+        [result] = self.classifier.classify([job.image])
+        if isinstance(result, Exception):
+            self.stats.bad_images += 1
+            return self._error_reply(job, f"not a usable image: {result}")
+        return ClassifyReply(job.request.id, job.request.name, result.label, tuple(result.top5),
+                             self.classifier.model_id, key=job.request.key)
 
     def _error_reply(self, job: Job, error: str) -> ClassifyReply:
         log.info("request %s (%s): %s", job.request.id, job.request.name, error)
         return ClassifyReply(job.request.id, job.request.name, model=self.classifier.model_id, error=error,
                              key=job.request.key)
 
-    def _store(self, jobs: list[Job]) -> None:
-        list(self.io_pool.map(self._store_one, jobs))
+    def _hand_off(self, job: Job, replies: "Outbox", deliveries: dict[int, "Delivery"]) -> Future:
+        """Starts the job's reply and stores on the io pool; the future is done when they are. The job's message is
+        deleted once all the message's jobs are done."""
+        pending = []
+        if job.request.reply_to:
+            pending.append(replies.post(job.request.reply_to, job.reply.to_body()))
+        if job.reply.ok:
+            pending.append(self.io_pool.submit(self._store_one, job))
+        done = _all_of(pending)
+        if id(job.message) in deliveries:
+            deliveries[id(job.message)].add(done)
+        return done
+
+    def _completed(self, job: Job, done: Future) -> bool:
+        """Waits for the job's reply and stores; False if one failed for now (its request comes back later)."""
+        error = done.exception()
+        if error is not None and not isinstance(error, HybridError):
+            raise error
+        if error is not None:
+            self.stats.errors += 1
+            log.warning("request %s (%s) not finished (%s): it will come back", job.request.id, job.request.name,
+                        error)
+        return error is None
+
+    def _settle(self, delivery: "Delivery") -> None:
+        """Waits until the message is deleted, or known to stay (a job of it failed, counted as that job's error)."""
+        error = delivery.deleted.exception()
+        if error is not None and not isinstance(error, HybridError):
+            raise error
+        if error is not None:
+            self.stats.errors += 1
+            log.warning("cannot delete answered message %s (%s): it will come back and be answered again",
+                        delivery.message.message_id, error)
 
     def _store_one(self, job: Job) -> None:
-        digest = hashlib.sha256(job.image).hexdigest()
         retry(lambda: self.outputs.put(job.request.name, job.reply.label.encode(), "text/plain; charset=utf-8"),
               f"storing the label of {job.request.name}", clock=self.clock)
-        retry(lambda: self.outputs.put(f"{RESULTS_PREFIX}{digest}.json", job.reply.to_body().encode(),
-                                       "application/json"), f"storing result {digest}", clock=self.clock)
-
-    def _reply(self, jobs: list[Job]) -> None:
-        by_queue: dict[str, list[str]] = {}
-        for job in jobs:
-            by_queue.setdefault(job.request.reply_to, []).append(job.reply.to_body())
-        for queue_name, bodies in by_queue.items():
-            self._send_replies(queue_name, bodies)
+        retry(lambda: self.outputs.put(f"{RESULTS_PREFIX}{job.digest}.json", job.reply.to_body().encode(),
+                                       "application/json"), f"storing result {job.digest}", clock=self.clock)
 
     def _send_replies(self, queue_name: str, bodies: list[str]) -> None:
         retry(lambda: self.replies_to(queue_name).send(bodies), f"replying to {queue_name}", clock=self.clock)
 
+    def _delete(self, receipts: list[str], extender: "VisibilityExtender") -> None:
+        retry(lambda: self.requests.delete(receipts), f"deleting {len(receipts)} answered messages", clock=self.clock)
+        extender.forget(receipts)
 
-def _finished(parsed: list[tuple[QueueMessage, list[Job] | None]], done: list[Job]) -> list[str]:
-    """Receipts of well-formed messages all of whose requests are answered (an S3 test event has none)."""
-    answered = {id(job) for job in done}
-    return [message.receipt for message, jobs in parsed
-            if jobs is not None and all(id(job) in answered for job in jobs)]
+
+def _deliveries(parsed: list[tuple[QueueMessage, list[Job] | None]], fetched: list[Job],
+                deletes: "Outbox") -> dict[int, "Delivery"]:
+    """A Delivery, by message, for each well-formed message all of whose images were fetched (an S3 test event has
+    none, so it is deleted at once); a message with an image to fetch later is not deleted this time."""
+    ready = {id(job) for job in fetched}
+    return {id(message): Delivery(message, len(jobs), lambda receipt: deletes.post(DELETES, receipt))
+            for message, jobs in parsed if jobs is not None and all(id(job) in ready for job in jobs)}
+
+
+def _all_of(futures: list[Future]) -> Future:
+    """A future done when all of ``futures`` are: with the first error among them, else with None."""
+    combined: Future = Future()
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_: Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0]:
+                return
+        errors = [future.exception() for future in futures if future.exception() is not None]
+        if errors:
+            combined.set_exception(errors[0])
+        else:
+            combined.set_result(None)
+
+    if not futures:
+        combined.set_result(None)
+    for future in futures:
+        future.add_done_callback(one_done)
+    return combined
+
+
+class Delivery:
+    """A received message on its way: deleted, through ``delete``, as soon as each of its ``expected`` jobs is done
+    (its reply sent and its results stored). ``deleted`` ends True, False (a job failed: the message stays and comes
+    back), or with the delete's error."""
+
+    def __init__(self, message: QueueMessage, expected: int, delete: Callable[[str], Future]) -> None:
+        self.message, self.expected, self.delete = message, expected, delete
+        self.jobs_done: list[Future] = []
+        self.deleted: Future = Future()
+        if not expected:
+            self._delete_if_all_done(_all_of([]))
+
+    def add(self, job_done: Future) -> None:
+        self.jobs_done.append(job_done)
+        if len(self.jobs_done) == self.expected:
+            _all_of(self.jobs_done).add_done_callback(self._delete_if_all_done)
+
+    def _delete_if_all_done(self, all_done: Future) -> None:
+        try:
+            if all_done.exception() is not None:
+                self.deleted.set_result(False)
+            else:
+                self.delete(self.message.receipt).add_done_callback(self._note_deleted)
+        except Exception as exc:  # noqa: BLE001 - the worker waits on ``deleted``: it must always end
+            self.deleted.set_exception(exc)
+
+    def _note_deleted(self, call: Future) -> None:
+        if call.exception() is not None:
+            self.deleted.set_exception(call.exception())
+        else:
+            self.deleted.set_result(True)
+
+
+class Outbox:
+    """Items on their way out by a batch call (replies to a queue, receipts to delete), one lane per destination. An
+    item goes out at once when its lane is idle; items that become ready while a call is in flight wait and go
+    together in the lane's next call (up to 10 at a time): natural batching, with no waiting window.
+
+    ``post`` returns a future that is done when the item's call returned (or holds the call's error)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, call: Callable[[str, list[str]], None]) -> None:
+        self._pool, self._call = pool, call
+        self._lock = threading.Lock()
+        self._waiting: dict[str, list[tuple[str, Future]]] = {}
+        self._busy: set[str] = set()
+
+    def post(self, lane: str, item: str) -> Future:
+        sent: Future = Future()
+        with self._lock:
+            self._waiting.setdefault(lane, []).append((item, sent))
+            if lane in self._busy:
+                return sent
+            self._busy.add(lane)
+        self._pool.submit(self._drain, lane)
+        return sent
+
+    def _drain(self, lane: str) -> None:
+        """Calls with the lane's waiting items until none is left, then marks the lane idle."""
+        while chunk := self._next_chunk(lane):
+            self._call_with(lane, chunk)
+
+    def _next_chunk(self, lane: str) -> list[tuple[str, Future]]:
+        with self._lock:
+            waiting = self._waiting[lane]
+            chunk, self._waiting[lane] = waiting[:MAX_PER_CALL], waiting[MAX_PER_CALL:]
+            if not chunk:
+                self._busy.discard(lane)
+            return chunk
+
+    def _call_with(self, lane: str, chunk: list[tuple[str, Future]]) -> None:
+        try:
+            self._call(lane, [item for item, _ in chunk])
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting futures, judged by the worker
+            for _, sent in chunk:
+                sent.set_exception(exc)
+        else:
+            for _, sent in chunk:
+                sent.set_result(None)
 
 
 class VisibilityExtender:
-    """While a batch runs, pushes its messages' visibility timeout out again every third of it."""
+    """While a batch runs, pushes its messages' visibility timeout out again every third of it; ``forget`` drops the
+    messages already deleted."""
 
     def __init__(self, queue: MessageQueue, receipts: list[str], visibility: int, stats: WorkerStats) -> None:
         self.queue, self.receipts, self.visibility, self.stats = queue, receipts, visibility, stats
+        self._lock = threading.Lock()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._extend, name="visibility-extender", daemon=True)
 
@@ -211,10 +364,19 @@ class VisibilityExtender:
         if self._thread.is_alive():
             self._thread.join()
 
+    def forget(self, receipts: Sequence[str]) -> None:
+        gone = set(receipts)
+        with self._lock:
+            self.receipts = [receipt for receipt in self.receipts if receipt not in gone]
+
     def _extend(self) -> None:
         while not self._done.wait(max(0.5, self.visibility / 3)):
+            with self._lock:
+                receipts = list(self.receipts)
+            if not receipts:
+                continue
             try:
-                self.queue.hide(self.receipts, self.visibility)
+                self.queue.hide(receipts, self.visibility)
                 self.stats.extensions += 1
             except HybridError as exc:
                 log.warning("could not extend visibility (%s)", exc)

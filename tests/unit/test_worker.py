@@ -1,23 +1,28 @@
 """The worker against state-holding fakes of the queue, bucket and classifier contracts, on a fake clock."""
 import hashlib
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from app_tier.idle import poll_wait, should_terminate
-from app_tier.worker import RESULTS_PREFIX, Worker, WorkerConfig
+from app_tier.worker import RESULTS_PREFIX, Outbox, Worker, WorkerConfig
 from hybrid.clock import FakeClock
+from hybrid.errors import CloudError
 from hybrid.messages import ClassifyReply, ClassifyRequest
-from tests.fakes import FakeClassifier, InMemoryQueue, InMemoryStore
+from tests.fakes import (BrokenKeysStore, FakeClassifier, GatedClassifier, HoldableQueue, InMemoryQueue, InMemoryStore,
+                         Journaled)
 
 
 class Rig:
-    def __init__(self, idle_timeout=5.0, visibility=30, classifier=None):
+    def __init__(self, idle_timeout=5.0, visibility=30, classifier=None, replies=None, outputs=None):
         self.clock = FakeClock(1000.0)
         self.dlq = InMemoryQueue("requests-dlq", self.clock)
         self.requests = InMemoryQueue("requests", self.clock, max_receive=3, dead_letters=self.dlq)
-        self.replies = InMemoryQueue("replies", self.clock)
-        self.inputs, self.outputs = InMemoryStore("in"), InMemoryStore("out")
+        self.replies = replies or InMemoryQueue("replies", self.clock)
+        self.inputs, self.outputs = InMemoryStore("in"), outputs or InMemoryStore("out")
         self.terminated = []
         self.worker = Worker(WorkerConfig(batch_size=8, max_wait=1, visibility=visibility, idle_timeout=idle_timeout),
                              self.requests, lambda name: self.replies, self.inputs, self.outputs,
@@ -37,20 +42,21 @@ class Rig:
         self.worker.process(messages)
 
 
-def test_a_batch_is_classified_together_stored_replied_then_deleted():
+def test_a_batch_is_classified_image_by_image_stored_replied_then_deleted():
     rig = Rig()
     for name, image in (("a", b"cat-1"), ("b", b"dog-2"), ("c", b"cat-3")):
         rig.submit(name, image)
     rig.drain()
-    assert rig.worker.classifier.batches == [3]
+    assert rig.worker.classifier.batches == [1, 1, 1]
     assert {(r.id, r.label, r.ok) for r in rig.replies_sent()} == {("a", "cat", True), ("b", "dog", True),
                                                                      ("c", "cat", True)}
     assert rig.outputs.objects["b"] == b"dog"
     stored = json.loads(rig.outputs.objects[f"{RESULTS_PREFIX}{hashlib.sha256(b'dog-2').hexdigest()}.json"])
     assert stored["label"] == "dog" and stored["model"] == "fake-model@1"
     assert rig.requests.messages == {}
-    operations = [op for op, _ in rig.requests.log if op in ("delete",)]
-    assert operations == ["delete"] and rig.replies.log[0][0] == "send"
+    deleted = [receipt for op, receipts in rig.requests.log if op == "delete" for receipt in receipts]
+    assert sorted(deleted) == ["m1#1", "m2#1", "m3#1"] and rig.replies.log[0][0] == "send"
+    assert (rig.worker.stats.batches, rig.worker.stats.answered) == (1, 3)
 
 
 def test_bad_and_missing_images_get_error_replies_and_are_deleted():
@@ -155,3 +161,176 @@ def test_visibility_is_extended_while_a_slow_batch_runs():
     hides = [args for op, args in rig.requests.log if op == "hide"]
     assert hides and all(seconds == 1 for _, seconds in hides)
     assert rig.worker.stats.extensions >= 1
+
+
+class InBackground:
+    """Runs a call on its own thread; ``join`` waits for it and raises what it raised."""
+
+    def __init__(self, call):
+        self.error = None
+        self.thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self.thread.start()
+
+    def _run(self, call):
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread by join
+            self.error = exc
+
+    def join(self):
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the batch never finished"
+        if self.error is not None:
+            raise self.error
+
+
+def eventually(condition, timeout=10.0):
+    """Waits (polling) until ``condition()`` holds; fails after ``timeout`` seconds. Not a speed check."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.005)
+
+
+def reply_ids(sends):
+    return [[ClassifyReply.from_body(body).id for body in bodies] for bodies in sends]
+
+
+def test_the_first_answer_goes_out_while_the_rest_of_its_batch_is_still_being_classified():
+    classifier = GatedClassifier()
+    rig = Rig(classifier=classifier, replies=HoldableQueue("replies"))
+    for name, image in (("a", b"cat-1"), ("b", b"dog-2"), ("c", b"cow-3")):
+        rig.submit(name, image)
+    batch = InBackground(rig.drain)
+    classifier.let_through(1)
+    rig.replies.wait_until(lambda: rig.replies.sends())
+    assert reply_ids(rig.replies.sends()) == [["a"]]
+    eventually(lambda: "m1" not in rig.requests.messages)
+    assert classifier.batches == [1], "b and c are not classified yet"
+    assert set(rig.requests.messages) == {"m2", "m3"}, "a is deleted once answered and stored, b and c wait"
+    classifier.let_through(2)
+    batch.join()
+    assert sorted(r.id for r in rig.replies_sent()) == ["a", "b", "c"]
+    assert rig.requests.messages == {}
+
+
+def test_replies_that_become_ready_while_a_send_is_in_flight_go_out_together_in_the_next_send():
+    classifier, replies = GatedClassifier(), HoldableQueue("replies")
+    rig = Rig(classifier=classifier, replies=replies)
+    for name in "abcde":
+        rig.submit(name, f"cat-{name}".encode())
+    batch = InBackground(rig.drain)
+    replies.hold()
+    classifier.let_through(1)
+    replies.wait_until(lambda: replies.started == 1)
+    classifier.let_through(3)
+    classifier.wait_until_asked(5)
+    replies.release()
+    replies.wait_until(lambda: len(replies.sends()) == 2)
+    classifier.let_through(1)
+    batch.join()
+    assert reply_ids(replies.sends()) == [["a"], ["b", "c", "d"], ["e"]], "no waiting window: e goes out alone"
+
+
+def test_a_send_takes_at_most_ten_waiting_replies():
+    replies = HoldableQueue("replies")
+    with ThreadPoolExecutor(2) as pool:
+        outbox = Outbox(pool, lambda lane, bodies: replies.send(bodies))
+        replies.hold()
+        pending = [outbox.post("replies", "r0")]
+        replies.wait_until(lambda: replies.started == 1)
+        pending += [outbox.post("replies", f"r{n}") for n in range(1, 13)]
+        replies.release()
+        assert all(future.result(10) is None for future in pending)
+    assert [len(bodies) for bodies in replies.sends()] == [1, 10, 2]
+
+
+def test_a_request_is_deleted_only_after_its_reply_was_sent_and_its_results_stored():
+    rig = Rig()
+    images = {"a": b"cat-1", "b": b"dog-2", "c": b"bad-3"}
+    for name, image in images.items():
+        rig.submit(name, image)
+    journal = []
+    rig.worker.requests = Journaled(rig.requests, "requests", journal)
+    rig.worker.outputs = Journaled(rig.outputs, "outputs", journal, delays={"put": 0.02})
+    replies = Journaled(rig.replies, "replies", journal, delays={"send": 0.02})
+    rig.worker.replies_to = lambda name: replies
+    messages = rig.requests.receive(8, 0, 30)
+    rig.worker.process(messages)
+    receipts = {ClassifyRequest.from_body(m.body).id: m.receipt for m in messages}
+
+    def when(name, method, phase, holds):
+        return [i for i, (who, what, how, args) in enumerate(journal) if (who, what, how) == (name, method, phase)
+                and holds(args)]
+    for name, image in images.items():
+        [deleted] = when("requests", "delete", "called", lambda args: receipts[name] in args[0])
+        [replied] = when("replies", "send", "returned",
+                         lambda args: name in [ClassifyReply.from_body(b).id for b in args[0]])
+        stored = when("outputs", "put", "returned",
+                      lambda args: args[0] in (name, f"{RESULTS_PREFIX}{hashlib.sha256(image).hexdigest()}.json"))
+        assert len(stored) == (0 if name == "c" else 2), "a bad image's result is not stored"
+        assert all(done < deleted for done in [replied, *stored])
+    assert rig.requests.messages == {}
+
+
+def test_a_result_that_cannot_be_stored_leaves_its_request_to_come_back_and_be_answered_again():
+    rig = Rig(outputs=BrokenKeysStore("out", broken={"b"}))
+    rig.submit("a", b"cat-1")
+    rig.submit("b", b"dog-2")
+    rig.drain()
+    assert [json.loads(m["body"])["id"] for m in rig.requests.messages.values()] == ["b"]
+    assert (rig.worker.stats.answered, rig.worker.stats.errors) == (1, 1)
+    rig.outputs.broken.clear()
+    rig.clock.advance(30)
+    rig.drain()
+    assert rig.requests.messages == {} and rig.outputs.objects["b"] == b"dog"
+    assert sorted(r.id for r in rig.replies_sent()) == ["a", "b", "b"], "b's first reply had gone out: a duplicate"
+
+
+def test_a_reply_that_cannot_be_sent_leaves_its_request_to_come_back():
+    class Unreachable:
+        def send(self, bodies):
+            raise CloudError("injected lasting send failure", "InternalError")
+
+    rig = Rig()
+    rig.submit("a", b"cat-1")
+    rig.worker.replies_to = lambda name: Unreachable()
+    rig.drain()
+    assert len(rig.requests.messages) == 1 and rig.worker.stats.answered == 0
+    assert rig.outputs.objects["a"] == b"cat", "the idempotent stores are done; they are redone on the next delivery"
+
+
+def s3_event(*keys):
+    return json.dumps({"Records": [{"s3": {"object": {"key": key}}} for key in keys]})
+
+
+def test_a_batch_event_is_deleted_only_when_every_image_it_names_is_stored():
+    rig = Rig(outputs=BrokenKeysStore("out", broken={"two"}))
+    keys = []
+    for name, image in (("one", b"cat-1"), ("two", b"dog-2")):
+        keys.append(f"batch/{hashlib.sha256(image).hexdigest()}/{name}.jpg")
+        rig.inputs.objects[keys[-1]] = image
+    rig.requests.send([s3_event(*keys), json.dumps({"Event": "s3:TestEvent"})])
+    rig.drain()
+    assert rig.outputs.objects["one"] == b"cat" and rig.replies_sent() == []
+    assert [m["body"] for m in rig.requests.messages.values()] == [s3_event(*keys)], "the test event is deleted"
+    rig.outputs.broken.clear()
+    rig.clock.advance(30)
+    rig.drain()
+    assert rig.requests.messages == {} and rig.outputs.objects["two"] == b"dog"
+
+
+def test_the_visibility_of_a_deleted_message_is_no_longer_extended():
+    classifier = GatedClassifier()
+    rig = Rig(visibility=1, classifier=classifier)
+    rig.submit("a", b"cat-1")
+    rig.submit("b", b"dog-2")
+    batch = InBackground(rig.drain)
+    classifier.let_through(1)
+    eventually(lambda: "m1" not in rig.requests.messages)
+    seen = len(rig.requests.log)
+    eventually(lambda: [op for op, _ in rig.requests.log[seen:]].count("hide") >= 2)
+    classifier.let_through(1)
+    batch.join()
+    hides = [args[0] for op, args in rig.requests.log[seen:] if op == "hide"]
+    assert hides[1] == ["m2#1"], "b, still being classified, is extended; a, deleted, is not"
