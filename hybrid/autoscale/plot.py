@@ -12,6 +12,7 @@ def plot_timeline(rows: Sequence[dict[str, Any]], out: Path, title: str = "",
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not rows:
         raise ValueError("the timeline is empty: nothing to plot")
@@ -30,6 +31,7 @@ def plot_timeline(rows: Sequence[dict[str, Any]], out: Path, title: str = "",
                color="tab:orange", linestyle="--")
     fleet.step(t, [r.get("desired", 0) for r in rows], where="post", label="desired", color="grey", linestyle=":")
     fleet.set_ylabel("app-tier instances")
+    fleet.yaxis.set_major_locator(MaxNLocator(integer=True))  # instances come whole
     fleet.set_xlabel("seconds since the first tick")
     fleet.legend(loc="upper right", fontsize=8)
     figure.suptitle(title or "hybrid autoscaler timeline")
