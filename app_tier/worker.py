@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from app_tier.idle import poll_wait, should_terminate
+from app_tier.outbox import Delivery, Outbox, all_of
 from hybrid.clock import Clock, SystemClock
 from hybrid.contracts import ImageClassifier, MessageQueue, ObjectStore, QueueMessage
 from hybrid.errors import HybridError, NotFoundError, TooLargeError
@@ -40,7 +41,6 @@ from hybrid.retry import is_transient, retry
 log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 RESULTS_PREFIX = "results/"
-MAX_PER_CALL = 10
 DELETES = "deletes"
 
 
@@ -129,7 +129,7 @@ class Worker:
             deletes = Outbox(self.io_pool, lambda _, receipts: self._delete(receipts, extender))
             self._answer(parsed, jobs, deletes)
 
-    def _answer(self, parsed: list[tuple[QueueMessage, list[Job] | None]], jobs: list[Job], deletes: "Outbox") -> None:
+    def _answer(self, parsed: list[tuple[QueueMessage, list[Job] | None]], jobs: list[Job], deletes: Outbox) -> None:
         """Fetches, classifies image by image and hands each answer off at once; returns when all are settled."""
         fetched = [job for job, ok in zip(jobs, self.io_pool.map(self._fetch, jobs)) if ok]
         deliveries = _deliveries(parsed, fetched, deletes)
@@ -183,7 +183,7 @@ class Worker:
         return ClassifyReply(job.request.id, job.request.name, model=self.classifier.model_id, error=error,
                              key=job.request.key)
 
-    def _hand_off(self, job: Job, replies: "Outbox", deliveries: dict[int, "Delivery"]) -> Future:
+    def _hand_off(self, job: Job, replies: Outbox, deliveries: dict[int, Delivery]) -> Future:
         """Starts the job's reply and stores on the io pool; the future is done when they are. The job's message is
         deleted once all the message's jobs are done."""
         pending = []
@@ -191,7 +191,7 @@ class Worker:
             pending.append(replies.post(job.request.reply_to, job.reply.to_body()))
         if job.reply.ok:
             pending.append(self.io_pool.submit(self._store_one, job))
-        done = _all_of(pending)
+        done = all_of(pending)
         if id(job.message) in deliveries:
             deliveries[id(job.message)].add(done)
         return done
@@ -207,7 +207,7 @@ class Worker:
                         error)
         return error is None
 
-    def _settle(self, delivery: "Delivery") -> None:
+    def _settle(self, delivery: Delivery) -> None:
         """Waits until the message is deleted, or known to stay (a job of it failed, counted as that job's error)."""
         error = delivery.deleted.exception()
         if error is not None and not isinstance(error, HybridError):
@@ -232,116 +232,12 @@ class Worker:
 
 
 def _deliveries(parsed: list[tuple[QueueMessage, list[Job] | None]], fetched: list[Job],
-                deletes: "Outbox") -> dict[int, "Delivery"]:
+                deletes: Outbox) -> dict[int, Delivery]:
     """A Delivery, by message, for each well-formed message all of whose images were fetched (an S3 test event has
     none, so it is deleted at once); a message with an image to fetch later is not deleted this time."""
     ready = {id(job) for job in fetched}
     return {id(message): Delivery(message, len(jobs), lambda receipt: deletes.post(DELETES, receipt))
             for message, jobs in parsed if jobs is not None and all(id(job) in ready for job in jobs)}
-
-
-def _all_of(futures: list[Future]) -> Future:
-    """A future done when all of ``futures`` are: with the first error among them, else with None."""
-    combined: Future = Future()
-    remaining = [len(futures)]
-    lock = threading.Lock()
-
-    def one_done(_: Future) -> None:
-        with lock:
-            remaining[0] -= 1
-            if remaining[0]:
-                return
-        errors = [future.exception() for future in futures if future.exception() is not None]
-        if errors:
-            combined.set_exception(errors[0])
-        else:
-            combined.set_result(None)
-
-    if not futures:
-        combined.set_result(None)
-    for future in futures:
-        future.add_done_callback(one_done)
-    return combined
-
-
-class Delivery:
-    """A received message on its way: deleted, through ``delete``, as soon as each of its ``expected`` jobs is done
-    (its reply sent and its results stored). ``deleted`` ends True, False (a job failed: the message stays and comes
-    back), or with the delete's error."""
-
-    def __init__(self, message: QueueMessage, expected: int, delete: Callable[[str], Future]) -> None:
-        self.message, self.expected, self.delete = message, expected, delete
-        self.jobs_done: list[Future] = []
-        self.deleted: Future = Future()
-        if not expected:
-            self._delete_if_all_done(_all_of([]))
-
-    def add(self, job_done: Future) -> None:
-        self.jobs_done.append(job_done)
-        if len(self.jobs_done) == self.expected:
-            _all_of(self.jobs_done).add_done_callback(self._delete_if_all_done)
-
-    def _delete_if_all_done(self, all_done: Future) -> None:
-        try:
-            if all_done.exception() is not None:
-                self.deleted.set_result(False)
-            else:
-                self.delete(self.message.receipt).add_done_callback(self._note_deleted)
-        except Exception as exc:  # noqa: BLE001 - the worker waits on ``deleted``: it must always end
-            self.deleted.set_exception(exc)
-
-    def _note_deleted(self, call: Future) -> None:
-        if call.exception() is not None:
-            self.deleted.set_exception(call.exception())
-        else:
-            self.deleted.set_result(True)
-
-
-class Outbox:
-    """Items on their way out by a batch call (replies to a queue, receipts to delete), one lane per destination. An
-    item goes out at once when its lane is idle; items that become ready while a call is in flight wait and go
-    together in the lane's next call (up to 10 at a time): natural batching, with no waiting window.
-
-    ``post`` returns a future that is done when the item's call returned (or holds the call's error)."""
-
-    def __init__(self, pool: ThreadPoolExecutor, call: Callable[[str, list[str]], None]) -> None:
-        self._pool, self._call = pool, call
-        self._lock = threading.Lock()
-        self._waiting: dict[str, list[tuple[str, Future]]] = {}
-        self._busy: set[str] = set()
-
-    def post(self, lane: str, item: str) -> Future:
-        sent: Future = Future()
-        with self._lock:
-            self._waiting.setdefault(lane, []).append((item, sent))
-            if lane in self._busy:
-                return sent
-            self._busy.add(lane)
-        self._pool.submit(self._drain, lane)
-        return sent
-
-    def _drain(self, lane: str) -> None:
-        """Calls with the lane's waiting items until none is left, then marks the lane idle."""
-        while chunk := self._next_chunk(lane):
-            self._call_with(lane, chunk)
-
-    def _next_chunk(self, lane: str) -> list[tuple[str, Future]]:
-        with self._lock:
-            waiting = self._waiting[lane]
-            chunk, self._waiting[lane] = waiting[:MAX_PER_CALL], waiting[MAX_PER_CALL:]
-            if not chunk:
-                self._busy.discard(lane)
-            return chunk
-
-    def _call_with(self, lane: str, chunk: list[tuple[str, Future]]) -> None:
-        try:
-            self._call(lane, [item for item, _ in chunk])
-        except Exception as exc:  # noqa: BLE001 - handed to the waiting futures, judged by the worker
-            for _, sent in chunk:
-                sent.set_exception(exc)
-        else:
-            for _, sent in chunk:
-                sent.set_result(None)
 
 
 class VisibilityExtender:

@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app_tier.idle import poll_wait, should_terminate
-from app_tier.worker import RESULTS_PREFIX, Outbox, Worker, WorkerConfig
+from app_tier.outbox import Outbox
+from app_tier.worker import RESULTS_PREFIX, Worker, WorkerConfig
 from hybrid.clock import FakeClock
 from hybrid.errors import CloudError
 from hybrid.messages import ClassifyReply, ClassifyRequest
