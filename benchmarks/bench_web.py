@@ -52,11 +52,12 @@ with ``create_app(settings, build_runtime(settings))`` for the same stack (same 
 and its test client posts the same pre-built multipart bodies ``TEST_CLIENT_CALLS`` times (2000; 500 with
 ``--quick``), in four variants: as served (with the per-request INFO log line written through a root handler with
 the CLI's format to a file, as ``hybrid web`` does to its stderr), then without the log line, with the image
-decode (``app_tier.preprocess.decode_image``, which the upload check calls) a no-op, and without both. The last
-three are what-ifs, patched in this process for the measurement only and restored; project code is not changed.
-``decodes/hit`` counts ``decode_image`` calls per request: 1 means the upload is decoded before the cache lookup,
-0 that a hit skips it. Beside them, the per-call cost of the pieces: ``decode_image`` of each warm image (and its
-first step ``_load_checked``: open, size check, full decode, without resize and normalisation), SHA-256,
+decode (``app_tier.preprocess.check_decodable``, which the upload check calls) a no-op, and without both. The
+last three are what-ifs, patched in this process for the measurement only and restored; project code is not changed.
+``decodes/hit`` counts ``check_decodable`` calls per request: 1 means the upload is decoded before the cache lookup,
+0 that a hit skips it. Beside them, the per-call cost of the pieces: ``check_decodable`` of each warm image (open,
+size check, full decode, without the model's resize and normalisation; and ``decode_image``, the worker's whole
+decode, for comparison), SHA-256,
 ``ResultCache.get``, werkzeug's multipart parse; and the server CPU per request measured over HTTP in part 1.
 All medians of per-call wall time with nothing else of this benchmark busy but idle pollers.
 
@@ -544,7 +545,7 @@ def miss_table(rows: list[MissRow]) -> str:
 
 VARIANTS = (("as served (with the request log line to a file)", set()),
             ("  without the request log line", {"nolog"}),
-            ("  with decode_image a no-op", {"nodecode"}),
+            ("  with check_decodable a no-op", {"nodecode"}),
             ("  without both", {"nolog", "nodecode"}))
 
 
@@ -552,7 +553,7 @@ VARIANTS = (("as served (with the request log line to a file)", set()),
 class Breakdown:
     handler_s: dict[str, float] = field(default_factory=dict)
     decode_s: dict[str, float] = field(default_factory=dict)
-    load_only_s: float = 0.0
+    worker_decode_s: float = 0.0
     sha_s: float = 0.0
     cache_get_s: float = 0.0
     parse_s: float = 0.0
@@ -578,8 +579,8 @@ def time_test_client(client: Any, bodies: list[bytes], calls: int, statuses: dic
 @contextlib.contextmanager
 def what_if(patches: set[str], log_path: Path) -> Iterator[list[int]]:
     """For one measurement only: the request log as `hybrid web` has it (INFO lines through a root handler with the
-    CLI's format, to a file), or switched off ("nolog"); ``app_tier.preprocess.decode_image``, which the upload check
-    calls, counted (the list yielded holds the number of calls) and, with "nodecode", a no-op. Everything is
+    CLI's format, to a file), or switched off ("nolog"); ``app_tier.preprocess.check_decodable``, which the upload
+    check calls, counted (the list yielded holds the number of calls) and, with "nodecode", a no-op. Everything is
     restored on the way out; project code is not changed."""
     import logging
 
@@ -587,7 +588,8 @@ def what_if(patches: set[str], log_path: Path) -> Iterator[list[int]]:
 
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root, requests_log, original = logging.getLogger(), logging.getLogger("web_tier.requests"), preprocess.decode_image
+    root, requests_log = logging.getLogger(), logging.getLogger("web_tier.requests")
+    original = preprocess.check_decodable
     calls = [0]
 
     def counted(data: bytes) -> Any:
@@ -597,11 +599,11 @@ def what_if(patches: set[str], log_path: Path) -> Iterator[list[int]]:
     root.addHandler(handler)
     logging.getLogger("web_tier").setLevel(logging.INFO)  # as WebServer.load does
     requests_log.setLevel(logging.WARNING if "nolog" in patches else logging.NOTSET)
-    preprocess.decode_image = counted
+    preprocess.check_decodable = counted
     try:
         yield calls
     finally:
-        preprocess.decode_image = original
+        preprocess.check_decodable = original
         requests_log.setLevel(logging.NOTSET)
         root.removeHandler(handler)
         handler.close()
@@ -627,7 +629,7 @@ def parse_seconds(body: bytes) -> float:
 def measure_breakdown(env: Env, images: dict[str, bytes], calls: int) -> Breakdown:
     import hashlib
 
-    from app_tier.preprocess import _load_checked, decode_image
+    from app_tier.preprocess import check_decodable, decode_image
     from web_tier.app import create_app
     from web_tier.runtime import build_runtime
 
@@ -644,9 +646,9 @@ def measure_breakdown(env: Env, images: dict[str, bytes], calls: int) -> Breakdo
         out.cache_get_s = median_call_seconds(lambda: [runtime.cache.get(d) for d in digests], 200) / len(digests)
     finally:
         runtime.close()
-    out.decode_s = {name: median_call_seconds(lambda data=data: decode_image(data), 20)
+    out.decode_s = {name: median_call_seconds(lambda data=data: check_decodable(data), 20)
                     for name, data in images.items()}
-    out.load_only_s = statistics.median(median_call_seconds(lambda data=data: _load_checked(data), 20)
+    out.worker_decode_s = statistics.median(median_call_seconds(lambda data=data: decode_image(data), 20)
                                         for data in images.values())
     datas = list(images.values())
     out.sha_s = median_call_seconds(lambda: [hashlib.sha256(d).hexdigest() for d in datas], 50) / len(datas)
@@ -662,11 +664,12 @@ def breakdown_report(out: Breakdown, images: dict[str, bytes], hits: list[LoadRe
         by_size.setdefault((w, h), []).append(seconds)
     rows = [[f"Flask test client POST, {label.strip()}" if i == 0 else label, ms(seconds), f"{1 / seconds:.0f}",
              f"{out.decodes_per_hit[label]:.2f}"] for i, (label, seconds) in enumerate(out.handler_s.items())]
-    rows += [["decode_image(bytes) (the upload check), median of the warm images", ms(decode), f"{1 / decode:.0f}",
-              ""]]
+    rows += [["check_decodable(bytes) (the upload check), median of the warm images", ms(decode),
+              f"{1 / decode:.0f}", ""]]
     rows += [[f"  {w}x{h} (median of 4 photos)", ms(statistics.median(v)), "", ""]
              for (w, h), v in sorted(by_size.items())]
-    rows += [["  of which open + check size + full decode (_load_checked)", ms(out.load_only_s), "", ""],
+    rows += [["decode_image(bytes) (the worker's decode: also resize, crop, normalise)", ms(out.worker_decode_s),
+              "", ""],
              ["werkzeug multipart parse of one body", ms(out.parse_s), "", ""],
              ["hashlib.sha256(bytes).hexdigest()", ms(out.sha_s), "", ""],
              ["ResultCache.get(digest)", f"{out.cache_get_s * 1000:.4f}", "", ""]]

@@ -1,7 +1,7 @@
 """Entry point of the emulator subprocess: ``python -m hybrid.emulator.server --port-file PATH``.
 
-Applies the SQS and server fixes, serves moto on 127.0.0.1 on a free port (or ``--port``), writes the port to the port file
-once it is listening, and stops cleanly on SIGTERM or SIGINT.
+Applies the SQS and server fixes, serves moto on 127.0.0.1 on a free port (or ``--port``), writes the port to the
+port file once it is listening, and stops cleanly on SIGTERM or SIGINT.
 """
 from __future__ import annotations
 
