@@ -2,7 +2,7 @@
 
     POST / or /upload   one image (multipart field inputFile, myfile, or any single file field)
                         -> 200 text/plain "name:label"; JSON (label, top-5, cached, timings) with Accept: application/json
-    GET /healthz        200 "ok" while the reply dispatcher runs
+    GET /healthz        200 "ok" while the reply dispatcher and the request sender run; else 503 saying which
     GET /status         JSON: queue depths, fleet size, cache entries and hit rate, requests in flight
     GET /metrics        Prometheus text
 """
@@ -120,8 +120,8 @@ def _wants_json() -> bool:
 
 
 def _healthz() -> Response:
-    alive = runtime_of(_app()).dispatcher.alive
-    return Response("ok\n" if alive else "reply dispatcher stopped\n", status=200 if alive else 503,
+    problems = runtime_of(_app()).problems()
+    return Response("; ".join(problems) + "\n" if problems else "ok\n", status=503 if problems else 200,
                     mimetype="text/plain")
 
 

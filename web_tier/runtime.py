@@ -57,6 +57,11 @@ class WebRuntime:
                 "counters": vars(self.service.counters), "late_replies": self.dispatcher.late_replies,
                 "request_sends": vars(self.sender.counters)}
 
+    def problems(self) -> list[str]:
+        """Why this process cannot answer a cache miss, or [] when it can: both of its threads must run."""
+        dead = [("reply dispatcher", self.dispatcher.alive), ("request sender", self.sender.alive)]
+        return [f"{name} stopped" for name, alive in dead if not alive]
+
     def close(self) -> None:
         self.sender.close()
         self.dispatcher.stop()

@@ -143,3 +143,21 @@ def test_a_failed_send_raises_the_queue_error_and_leaves_no_waiter(tmp_path):
     finally:
         runtime.close()
 
+
+
+@pytest.mark.parametrize("stopped, answer", [
+    ((), "ok\n"),
+    (("sender",), "request sender stopped\n"),
+    (("dispatcher", "sender"), "reply dispatcher stopped; request sender stopped\n"),
+])
+def test_healthz_fails_while_either_thread_of_the_request_path_is_stopped(rig, stopped, answer):
+    from hybrid.settings import load
+    from web_tier.app import create_app
+
+    runtime, *_ = rig()
+    if "sender" in stopped:
+        runtime.sender.close()
+    if "dispatcher" in stopped:
+        runtime.dispatcher.stop()
+    response = create_app(load(None, {}, {}), runtime).test_client().get("/healthz")
+    assert (response.status_code, response.get_data(as_text=True)) == (503 if stopped else 200, answer)
