@@ -80,6 +80,9 @@ def up(settings: Settings, child_args: Sequence[str], report: Report = log.info)
     report(f"local AWS server: {info.url} (pid {info.pid}), instance runner pid {info.runner_pid}")
     changes = build_aws_stack(settings).up(report=lambda line: None)
     report(f"stack {settings.stack}: {len(changes)} change(s)" if changes else f"stack {settings.stack}: ready")
+    crowding = fleet_crowding(settings.scaling.max_workers, os.cpu_count() or 1)
+    if crowding:
+        report(crowding)
     _prepare_model(report)
     records = read_records(settings)
     for name, command in (("autoscaler", "autoscale"), ("web", "web")):
@@ -91,6 +94,15 @@ def up(settings: Settings, child_args: Sequence[str], report: Report = log.info)
         report(f"{name}: started (pid {records[name].pid}, log {records[name].log_path})")
     wait_for("the web tier to answer", lambda: _health(settings, records["web"]), timeout=60, interval=0.25)
     return web_url(settings)
+
+
+def fleet_crowding(max_workers: int, cores: int) -> str:
+    """A note when the local fleet may grow past this machine's cores (a local instance is a process here), else ""."""
+    if max_workers <= max(2, cores):
+        return ""
+    return (f"note: scaling.max_workers = {max_workers} on {cores} core(s): local workers beyond the core count only "
+            f"share the same cores and make a burst's answers come later (`--set scaling.max_workers={max(2, cores)}`;"
+            " `hybrid demo` sets it so)")
 
 
 def _prepare_model(report: Report) -> None:

@@ -1,4 +1,5 @@
-"""The demo's settings: its fleet is capped at one local instance per core unless the operator says otherwise."""
+"""The local fleet and the cores: the demo caps it at one instance per core unless told otherwise; `local up` notes a
+larger one."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,3 +26,11 @@ def test_the_operator_can_ask_for_the_full_fleet(tmp_path: Path) -> None:
     settings, child_args = demo.demo_settings(tmp_path, "demo-c", ["scaling.max_workers=20"])
     assert settings.scaling.max_workers == 20
     assert child_args.count("scaling.max_workers=20") == 1
+
+
+def test_local_up_notes_a_fleet_larger_than_the_machine() -> None:
+    from hybrid.local import fleet_crowding
+
+    note = fleet_crowding(20, 2)
+    assert note.startswith("note: scaling.max_workers = 20 on 2 core(s)") and "scaling.max_workers=2" in note
+    assert fleet_crowding(2, 2) == fleet_crowding(8, 8) == fleet_crowding(2, 1) == ""
