@@ -276,15 +276,38 @@ class ResultCache:
         return self._hits / lookups if lookups else 0.0
 
     def get(self, digest: str) -> CachedResult | None:
-        """The current model's result for the image with this digest, or None."""
+        """The current model's result for the image with this digest, or None. Before a miss counts, the file is
+        read again if another process rewrote it since this one last read or wrote it (a stat per miss; a parse
+        only when it changed), so every server process answers what any of them has classified and flushed."""
+        result = self._touch(digest)
+        if result is None and self._adopt_newer_file():
+            result = self._touch(digest)
         with self._lock:
-            result = self._entries.touch(digest, self._clock.now())
             if result is None:
                 self._misses += 1
                 return None
             self._hits += 1
             self._dirty = True
             return result
+
+    def _touch(self, digest: str) -> CachedResult | None:
+        with self._lock:
+            return self._entries.touch(digest, self._clock.now())
+
+    def _adopt_newer_file(self) -> bool:
+        """Merges the file's newer entries if the file changed since this instance last saw it; True if it did."""
+        with self._write_lock:
+            try:
+                content = self._read_file(skip_if_seen=True)
+            except OSError as error:
+                logger.warning("result cache %s: cannot read it (%s); answering from memory", self.path, error)
+                return False
+            if content is None:
+                return False
+            self._merge(content, switched_here=False)
+        with self._lock:
+            self._entries.evict(self.max_entries)
+        return True
 
     def put(self, digest: str, result: CachedResult) -> None:
         """Stores ``result`` for the image with this digest; ``result.model`` becomes the current model."""

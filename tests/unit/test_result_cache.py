@@ -432,6 +432,31 @@ def test_two_instances_on_one_file_end_with_the_union(path, open_cache):
     assert one.get(digest("y")) == result("y"), "a write also brings the other's entries into memory"
 
 
+def test_a_miss_reads_what_another_instance_flushed_since(path, open_cache):
+    one, two = open_cache(), open_cache()
+    assert two.get(digest("x")) is None
+    one.put(digest("x"), result("x"))
+    assert two.get(digest("x")) is None, "nothing flushed yet: the other instance cannot know"
+    one.flush()
+    assert two.get(digest("x")) == result("x"), "answered from the file without a write of its own"
+    assert (two.hits, two.misses) == (1, 2)
+
+
+def test_a_miss_parses_the_file_only_when_it_changed(path, open_cache, monkeypatch):
+    one, two = open_cache(), open_cache()
+    one.put(digest("x"), result("x"))
+    one.flush()
+    decoded = []
+    real_decode = cache_module._decode
+    monkeypatch.setattr(cache_module, "_decode", lambda raw: decoded.append(1) or real_decode(raw))
+    for name in "abcde":
+        assert two.get(digest(name)) is None
+    assert decoded == [1], "one parse for the change, none for the misses after it"
+    one.put(digest("y"), result("y"))
+    one.flush()
+    assert two.get(digest("y")) == result("y") and decoded == [1, 1]
+
+
 def test_for_a_key_in_both_the_later_use_wins(path, open_cache):
     early, late = open_cache(clock=FakeClock(10.0)), open_cache(clock=FakeClock(50.0))
     late.put(digest("x"), result("late"))
