@@ -25,7 +25,7 @@ import socket
 import threading
 from typing import Any, Callable, Iterable
 
-from hybrid.emulator.sqs_fixes import PINNED_MOTO
+from hybrid.emulator.sqs_fixes import require_pinned_moto
 
 _applied = False
 IDLE_CONNECTION_SECONDS = 300
@@ -35,12 +35,9 @@ BODY_DRAINED = "hybrid.body_drained"  # environ key: called once the request bod
 def apply() -> None:
     """Patches moto's server dispatcher in this process. Idempotent."""
     global _applied
-    import moto
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
-    if moto.__version__ != PINNED_MOTO:
-        raise RuntimeError(f"server fixes were written for moto {PINNED_MOTO}, found {moto.__version__}; "
-                           "install the version pinned in pyproject.toml")
+    require_pinned_moto("server fixes")
     if _applied:
         return
     DomainDispatcherApplication.get_backend_for_host = remembered_per_host(

@@ -36,15 +36,21 @@ class _Untracked(list):
         return None
 
 
+def require_pinned_moto(what: str) -> None:
+    """Refuses to patch any moto but the pinned one: the patches reach into its internals."""
+    import moto
+
+    if moto.__version__ != PINNED_MOTO:
+        raise RuntimeError(f"{what} were written for moto {PINNED_MOTO}, found {moto.__version__}; "
+                           "install the version pinned in pyproject.toml")
+
+
 def apply() -> None:
     """Patches moto's SQS backend in this process. Idempotent."""
     global _applied
-    import moto
     from moto.sqs import models
 
-    if moto.__version__ != PINNED_MOTO:
-        raise RuntimeError(f"SQS fixes were written for moto {PINNED_MOTO}, found {moto.__version__}; "
-                           "install the version pinned in pyproject.toml")
+    require_pinned_moto("SQS fixes")
     if _applied:
         return
     backend = models.SQSBackend
