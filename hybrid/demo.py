@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -45,21 +44,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def local_fleet_size() -> int:
-    """The demo's largest fleet: one local instance per CPU core (at least 2).
-
-    A local instance is a process on this machine, so workers beyond the core count add no capacity; they only take
-    turns on the same cores, and every answer of a burst then arrives at the end. Measured on 2 cores, 100
-    concurrent requests from 0 workers: 20 workers averaged 4.7 s per request, 2 workers 1.9-2.3 s.
-    ``--set scaling.max_workers=20`` shows the full fleet."""
-    return max(2, os.cpu_count() or 2)
-
-
 def demo_settings(state_dir: Path, stack: str, assignments: list[str]) -> tuple[Settings, list[str]]:
     """Settings for the demo stack and the flags that give child processes the same ones."""
     sets = {key: value for key, _, value in (a.partition("=") for a in assignments)}
     sets.setdefault("web.bind", f"127.0.0.1:{free_port()}")
-    sets.setdefault("scaling.max_workers", str(local_fleet_size()))
+    sets.setdefault("scaling.max_workers", str(local.local_fleet_size()))
     args = ["--state-dir", str(state_dir.resolve()), "--stack", stack]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]

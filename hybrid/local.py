@@ -96,12 +96,22 @@ def up(settings: Settings, child_args: Sequence[str], report: Report = log.info)
     return web_url(settings)
 
 
+def local_fleet_size(cores: int | None = None) -> int:
+    """The largest useful local fleet: one instance per CPU core (at least 2).
+
+    A local instance is a process on this machine, so workers beyond the core count add no capacity; they only take
+    turns on the same cores, and every answer of a burst then arrives at the end. Measured on 2 cores, 100
+    concurrent requests from 0 workers: 20 workers averaged 4.7 s per request, 2 workers 1.7-2.1 s."""
+    return max(2, cores or os.cpu_count() or 2)
+
+
 def fleet_crowding(max_workers: int, cores: int) -> str:
-    """A note when the local fleet may grow past this machine's cores (a local instance is a process here), else ""."""
-    if max_workers <= max(2, cores):
+    """A note when the local fleet may grow past ``local_fleet_size(cores)``, else ""."""
+    size = local_fleet_size(cores)
+    if max_workers <= size:
         return ""
     return (f"note: scaling.max_workers = {max_workers} on {cores} core(s): local workers beyond the core count only "
-            f"share the same cores and make a burst's answers come later (`--set scaling.max_workers={max(2, cores)}`;"
+            f"share the same cores and make a burst's answers come later (`--set scaling.max_workers={size}`;"
             " `hybrid demo` sets it so)")
 
 

@@ -2,6 +2,7 @@
 larger one."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from hybrid import demo
 
 
 def test_the_demo_fleet_is_one_instance_per_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(demo.os, "cpu_count", lambda: 6)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
     settings, child_args = demo.demo_settings(tmp_path, "demo-a", [])
     assert settings.scaling.max_workers == 6
     assert "scaling.max_workers=6" in child_args
@@ -18,7 +19,7 @@ def test_the_demo_fleet_is_one_instance_per_core(tmp_path: Path, monkeypatch: py
 
 def test_a_machine_that_reports_fewer_than_two_cores_still_gets_two(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(demo.os, "cpu_count", lambda: None)
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert demo.demo_settings(tmp_path, "demo-b", [])[0].scaling.max_workers == 2
 
 
