@@ -11,11 +11,17 @@ Workers are forked from the runner, which has imported the worker's code, ONNX R
 of interpreter start and imports, which 20 workers starting together on 2 cores turn into 10-15 s. On AWS the same
 role is played by a baked AMI and a warm pool; EC2 boot times are not emulated. ``--spawn exec`` starts each worker
 as a fresh ``hybrid worker`` process instead.
+
+The runner freezes its objects out of the garbage collector before each fork (``gc.freeze``). Otherwise the
+child's first full collection walks every object inherited from the runner, and writing their GC headers copies
+much of the runner's heap: a new worker then spent 2.5-3x more CPU before serving (0.13-0.25 s instead of
+0.05-0.08 s, ``benchmarks/bench_fork.py``), in the middle of the burst that made the autoscaler launch it.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import logging
 import os
 import signal
@@ -171,6 +177,7 @@ def preload_worker_code() -> None:
     prepare_model()
     _PRELOADED["classifier"] = load_classifier("onnx", threads=1)
     warm_service_models()
+    gc.collect()  # the garbage of the imports goes now, not frozen into every worker
 
 
 def _inherited_classifier(settings: object) -> object | None:
@@ -183,6 +190,7 @@ def fork_worker(instance_id: str, user_data: Path, log_path: Path, state_dir: Pa
     """Forks a worker for one instance; the child writes to its own log and never returns."""
     sys.stdout.flush()
     sys.stderr.flush()
+    gc.freeze()  # see the module's notes: the child's collections skip what it inherits
     pid = os.fork()
     if pid:
         return ForkedWorker(pid)

@@ -310,3 +310,27 @@ def test_expected_labels_missing_an_image_is_bad_usage(tmp_path, images):
 def test_zero_requests_is_bad_usage(images):
     result = run_cli("--url", "http://127.0.0.1:9/", "--images", str(images), "--requests", "0")
     assert result.exit_code == 2
+
+
+# ---------------------------------------------------------------- the garbage collector during a run
+
+def test_the_callers_objects_are_frozen_out_of_collections_only_while_requests_run(tmp_path, monkeypatch):
+    import gc
+
+    import hybrid.workload as workload_module
+
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"not sent")
+    frozen_while_sending = []
+
+    def fake_send(target, index, image):
+        frozen_while_sending.append(gc.get_freeze_count())
+        return workload_module.make_record(index, image, workload_module.Reply(200, f"{image.stem}:cat", 1), None,
+                                           0.0, 0.0)
+
+    monkeypatch.setattr(workload_module, "send_image", fake_send)
+    gc.unfreeze()
+    report = run_workload("http://127.0.0.1:9/", sorted(tmp_path.glob("*.jpg")), concurrency=2)
+    assert [r.outcome for r in report.records] == [CORRECT, CORRECT]
+    assert len(frozen_while_sending) == 2 and all(count > 0 for count in frozen_while_sending)
+    assert gc.get_freeze_count() == 0
