@@ -132,12 +132,13 @@ def _probe_port(process: subprocess.Popen, port_file: Path, log_path: Path) -> P
     return Poll(port, done=answers(f"http://127.0.0.1:{port}"), state="listening")
 
 
-ANSWER_TIMEOUT = 10.0  # a live server can be busy for seconds while moto imports a backend on its first call
+ANSWER_TIMEOUT = 10.0  # a live server can be busy for seconds while moto builds a service it has not served yet
 
 
 def answers(url: str) -> bool:
-    """True if the server at ``url`` answers HTTP. A slow answer still counts: while moto loads a backend (EC2 takes
-    1-2 s on its first call, under a lock every request waits on) a 2 s limit called a live server dead."""
+    """True if the server at ``url`` answers HTTP. A slow answer still counts: while moto loads a backend (EC2 took
+    1-2 s on its first call, under a lock every request waits on, before the server preloaded it; other services
+    still load on first use) a 2 s limit called a live server dead."""
     try:
         with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=ANSWER_TIMEOUT):
             return True

@@ -1,7 +1,8 @@
 """Entry point of the emulator subprocess: ``python -m hybrid.emulator.server --port-file PATH``.
 
-Applies the SQS and server fixes, serves moto on 127.0.0.1 on a free port (or ``--port``), writes the port to the
-port file once it is listening, and stops cleanly on SIGTERM or SIGINT.
+Applies the SQS and server fixes, loads the services the toolkit calls, serves moto on 127.0.0.1 on a free port
+(or ``--port``), writes the port to the port file once it is listening, and stops cleanly on SIGTERM or SIGINT.
+Once the port file exists, no first call of a service stalls the others (``server_fixes.preload_services``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from hybrid.emulator import server_fixes, sqs_fixes
 
 log = logging.getLogger("hybrid.emulator")
+SERVICES = ("ec2", "s3", "sqs", "iam", "sts")  # what the toolkit calls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
     sqs_fixes.apply()
     server_fixes.apply()
-    server = server_fixes.serve("127.0.0.1", args.port)
+    server = server_fixes.serve("127.0.0.1", args.port, preload=SERVICES)
     threading.Thread(target=server.serve_forever, name="moto-server", daemon=True).start()
     port = server.server_address[1]
     _write_atomically(Path(args.port_file), str(port))

@@ -47,3 +47,23 @@ def test_it_refuses_another_moto_version(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(moto, "__version__", "9.9.9")
     with pytest.raises(RuntimeError, match="pinned"):
         server_fixes.apply()
+
+
+@pytest.mark.parametrize("service, target", [("sqs", None), ("ec2", None), ("sts", None),
+                                             ("sqs", "AmazonSQS.ReceiveMessage")])
+def test_a_preloaded_service_answers_its_first_request_without_building_another_app(
+        service: str, target: str | None) -> None:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    built: list[str] = []
+    dispatcher = DomainDispatcherApplication(create_app=lambda name: built.append(name) or f"app of {name}")
+    server_fixes.preload_services(dispatcher, ["ec2", "s3", "sqs", "iam", "sts"])
+    server_fixes.preload_services(dispatcher, ["ec2"])  # already there: not built again
+    assert built == ["ec2", "s3", "sqs", "iam", "sts"]
+    environ = {"PATH_INFO": "/", "HTTP_HOST": "127.0.0.1:4566", "REQUEST_METHOD": "POST",
+               "HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=emulator/20261202/us-east-1/"
+                                     f"{service}/aws4_request, SignedHeaders=host, Signature=0"}
+    if target:
+        environ["HTTP_X_AMZ_TARGET"] = target
+    assert dispatcher.get_application(environ) == f"app of {service}"
+    assert len(built) == 5
