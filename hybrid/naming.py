@@ -13,6 +13,7 @@ ROLE_RESPONSES = "responses"
 ROLE_DEAD_LETTERS = "dead-letters"
 ROLE_APP_TIER = "app-tier"
 ROLE_WEB_TIER = "web-tier"
+ROLE_EXPORTS = "exports"
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class StackNames:
     @property
     def output_bucket(self) -> str:
         return f"{self.stack}-output"
+
+    @property
+    def exports_bucket(self) -> str:
+        """Where ``hybrid image export`` writes AMI exports (made by that command, deleted by ``aws down``)."""
+        return f"{self.stack}-exports"
 
     @property
     def request_queue(self) -> str:

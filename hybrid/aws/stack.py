@@ -2,7 +2,8 @@
 
 ``up`` observes every resource by name and tag, plans, then creates or converges only what differs, so a second run
 changes nothing. ``down`` terminates the stack's instances first and confirms they are gone, then deletes what carries
-the stack's tags, in reverse order; anything of the same name without those tags is left alone.
+the stack's tags: the web processes' reply queues and the AMI export bucket (made by other commands, deleted when
+present), then the stack's resources in reverse order; anything of the same name without those tags is left alone.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from hybrid.contracts import (ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Change,
                               ResourceDriver)
 from hybrid.errors import NameTakenError, NotFoundError
 from hybrid.lifecycle import compare, delete_when_free, status_row
-from hybrid.naming import (ROLE_APP_TIER, ROLE_DEAD_LETTERS, ROLE_INPUT, ROLE_OUTPUT, ROLE_REQUESTS,
+from hybrid.naming import (ROLE_APP_TIER, ROLE_DEAD_LETTERS, ROLE_EXPORTS, ROLE_INPUT, ROLE_OUTPUT, ROLE_REQUESTS,
                            ROLE_RESPONSES, StackNames)
 from hybrid.settings import Settings
 from hybrid.wait import Poll, wait_for
@@ -62,6 +63,11 @@ def desired_resources(settings: Settings, policy_document: str = "") -> list[Res
                                   {"policy": policy_digest(json.loads(policy_document)), "profile": "attached"},
                                   names.tags(ROLE_APP_TIER), inputs={"policy_document": policy_document}))
     return resources
+
+
+def exports_bucket_resource(names: StackNames) -> Resource:
+    """The private bucket ``hybrid image export`` writes AMI exports to: not made by ``up``, deleted by ``down``."""
+    return _bucket(names.exports_bucket, ROLE_EXPORTS, names)
 
 
 def _bucket(name: str, role: str, names: StackNames) -> Resource:
@@ -148,6 +154,10 @@ class AwsStack:
         report(outcomes[0])
         for extra in self._reply_queues():
             outcomes.append(f"queue {extra.name}: {'deleted' if self.drivers['queue'].delete(extra) else 'gone'}")
+            report(outcomes[-1])
+        exports = exports_bucket_resource(stack_names(self.settings))
+        if self.drivers[exports.kind].observe(exports) is not None:  # only stacks that exported an AMI have it
+            outcomes.append(self._delete(exports))
             report(outcomes[-1])
         for resource in reversed(self.desired):
             outcomes.append(self._delete(resource))

@@ -28,19 +28,18 @@ from typing import Any
 
 from hybrid.aws.compute import tags_of
 from hybrid.aws.session import MappedClient
+from hybrid.aws.stack import exports_bucket_resource
 from hybrid.aws.storage import BucketDriver
 from hybrid.clock import Clock, SystemClock
-from hybrid.contracts import Resource
 from hybrid.errors import CloudError, HybridError, NameTakenError, NotFoundError
 from hybrid.images.bake import image_name
-from hybrid.naming import ROLE_TAG, ROLE_WEB_TIER, STACK_TAG
+from hybrid.naming import ROLE_TAG, ROLE_WEB_TIER, STACK_TAG, StackNames
 from hybrid.settings import Settings
 from hybrid.wait import Poll, wait_for
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]
 OnPoll = Callable[[Poll[Any]], None]
-ROLE_EXPORTS = "exports"
 DISK_FORMAT = "VMDK"
 EXPORT_PREFIX = "exports/"
 EXPORT_TIMEOUT = 4 * 3600.0
@@ -65,7 +64,7 @@ class ExportTask:
 
 
 def exports_bucket(settings: Settings) -> str:
-    return f"{settings.stack}-exports"
+    return StackNames(settings.stack).exports_bucket
 
 
 def glance_image_name(settings: Settings) -> str:
@@ -80,9 +79,8 @@ def export_key(prefix: str, task_id: str, disk_format: str = DISK_FORMAT) -> str
 
 def ensure_export_bucket(s3: MappedClient, settings: Settings) -> str:
     """Finds or creates ``<stack>-exports`` (private, AES256, tagged); converges one that drifted."""
-    name = exports_bucket(settings)
-    resource = Resource("bucket", name, ROLE_EXPORTS, {"public_access": "blocked", "encryption": "AES256"},
-                        {STACK_TAG: settings.stack, ROLE_TAG: ROLE_EXPORTS})
+    resource = exports_bucket_resource(StackNames(settings.stack))
+    name = resource.name
     driver = BucketDriver(s3, settings.stack, settings.aws.region)
     found = driver.observe(resource)
     if found is None:

@@ -149,6 +149,32 @@ def test_down_empties_buckets_first(settings_for, stack_name, raw_client):
     assert stack_resource_names(raw_client, stack_name) == []
 
 
+def test_down_deletes_the_ami_export_bucket_with_its_exports(settings_for, stack_name, raw_client):
+    from hybrid.images.export import ensure_export_bucket
+
+    settings = settings_for(stack_name)
+    stack = build_aws_stack(settings)
+    stack.up(**quiet)
+    s3 = raw_client("s3")
+    bucket = ensure_export_bucket(stack.drivers["bucket"].s3, settings)
+    s3.put_object(Bucket=bucket, Key="exports/export-ami-1.vmdk", Body=b"disk")
+    lines = stack.down(**quiet)
+    assert f"bucket {bucket}: deleted" in lines
+    assert stack_resource_names(raw_client, stack_name) == []
+    assert f"bucket {bucket}" not in " ".join(stack.down(**quiet))  # absent: not mentioned
+
+
+def test_down_leaves_an_export_bucket_of_that_name_without_the_stacks_tags(settings_for, stack_name, raw_client):
+    s3 = raw_client("s3")
+    s3.create_bucket(Bucket=f"{stack_name}-exports")
+    stack = build_aws_stack(settings_for(stack_name))
+    stack.up(**quiet)
+    lines = stack.down(**quiet)
+    assert f"bucket {stack_name}-exports: left alone (not tagged for stack {stack_name})" in lines
+    assert stack_resource_names(raw_client, stack_name) == [f"{stack_name}-exports"]
+    s3.delete_bucket(Bucket=f"{stack_name}-exports")
+
+
 def test_instance_profile_policy_is_scoped_to_the_stack(settings_for, stack_name, raw_client):
     stack = build_aws_stack(settings_for(stack_name, aws__instance_profile="yes"))
     stack.up(**quiet)
