@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import Callable
 
 from hybrid.aws.session import MappedClient
+from hybrid.emulator.process import emulator_dir
+from hybrid.emulator.wakeup import Wakeups
 from hybrid.errors import HybridError, NotFoundError
 from hybrid.naming import ROLE_APP_TIER, ROLE_TAG
 
 log = logging.getLogger("hybrid.emulator.instances")
-POLL_INTERVAL = 0.25
+POLL_INTERVAL = 0.25  # the fallback: a launch or termination wakes the runner at once (hybrid.emulator.wakeup)
 WATCHED_STATES = ("pending", "running")
 
 
@@ -49,6 +51,7 @@ class LocalInstanceRunner:
     prepare: Callable[[], None] = field(default=None)  # type: ignore[assignment]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     prepared: bool = False
+    wakeups: Wakeups | None = None
 
     def __post_init__(self) -> None:
         self.spawn = self.spawn or spawn_worker
@@ -71,12 +74,17 @@ class LocalInstanceRunner:
                 self.tick()
             except HybridError as exc:
                 log.warning("instance runner tick failed: %s", exc)
-            stop.wait(POLL_INTERVAL)
+            if not (self.wakeups and self.wakeups.enabled):
+                stop.wait(POLL_INTERVAL)
+            else:
+                self.wakeups.wait(POLL_INTERVAL)
         self.shutdown()
 
     def shutdown(self) -> None:
         for instance_id in list(self.processes):
             self._kill(instance_id, "the runner is stopping")
+        if self.wakeups is not None:
+            self.wakeups.close()
 
     def _live_instance_ids(self) -> list[str]:
         filters = [{"Name": f"tag:{ROLE_TAG}", "Values": [ROLE_APP_TIER]},
@@ -253,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     spawn = fork_worker if args.spawn == "fork" else spawn_worker
     if args.spawn == "fork":
         preload_worker_code()
-    runner = LocalInstanceRunner(AwsClients(settings).ec2, Path(args.state_dir).resolve(), spawn,
-                                 prepared=args.spawn == "fork")  # preloading prepared the model
+    state_dir = Path(args.state_dir).resolve()
+    runner = LocalInstanceRunner(AwsClients(settings).ec2, state_dir, spawn, prepared=args.spawn == "fork",
+                                 wakeups=Wakeups(emulator_dir(state_dir)))  # preloading prepared the model
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

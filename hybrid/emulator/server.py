@@ -13,7 +13,7 @@ import signal
 import threading
 from pathlib import Path
 
-from hybrid.emulator import server_fixes, sqs_fixes
+from hybrid.emulator import server_fixes, sqs_fixes, wakeup
 
 log = logging.getLogger("hybrid.emulator")
 SERVICES = ("ec2", "s3", "sqs", "iam", "sts")  # what the toolkit calls
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
     sqs_fixes.apply()
     server_fixes.apply()
+    wakeup.apply(Path(args.port_file).resolve().parent)  # the emulator's folder: its instance runner listens
     server = server_fixes.serve("127.0.0.1", args.port, preload=SERVICES)
     threading.Thread(target=server.serve_forever, name="moto-server", daemon=True).start()
     port = server.server_address[1]
