@@ -1,5 +1,5 @@
-"""The local fleet and the cores: the demo caps it at one instance per core unless told otherwise; `local up` notes a
-larger one."""
+"""The demo's local settings: the fleet capped at one instance per core and a 0.2 s autoscaler tick unless told
+otherwise; `local up` notes a larger fleet."""
 from __future__ import annotations
 
 import os
@@ -27,6 +27,13 @@ def test_the_operator_can_ask_for_the_full_fleet(tmp_path: Path) -> None:
     settings, child_args = demo.demo_settings(tmp_path, "demo-c", ["scaling.max_workers=20"])
     assert settings.scaling.max_workers == 20
     assert child_args.count("scaling.max_workers=20") == 1
+
+
+def test_the_demo_ticks_every_fifth_of_a_second_unless_told_otherwise(tmp_path: Path) -> None:
+    settings, child_args = demo.demo_settings(tmp_path, "demo-d", [])
+    assert settings.scaling.poll_interval == 0.2 and "scaling.poll_interval=0.2" in child_args
+    settings, child_args = demo.demo_settings(tmp_path, "demo-e", ["scaling.poll_interval=1"])
+    assert settings.scaling.poll_interval == 1.0 and child_args.count("scaling.poll_interval=1") == 1
 
 
 def test_local_up_notes_a_fleet_larger_than_the_machine() -> None:
