@@ -9,7 +9,8 @@ ignores a second reply to a request it has already answered):
    dead-letter queue after ``max_receive_count`` receives, while the worker goes on;
 2. fetch the batch's images from the input bucket together, on a small thread pool; an image that cannot be fetched
    now leaves its request for later, a missing or too large one gets an error reply at once;
-3. classify the fetched images one at a time, in order; as soon as one is done, hand its reply and its two writes to
+3. classify the images one at a time, in order, each as soon as its fetch is done (the first image does not wait for
+   the batch's last); as soon as one is classified, hand its reply and its two writes to
    the output bucket (the label under the image name, the full result under the content hash) to the pool, so that
    they run while the next image is classified. The reply may go out before or while its writes run: a crash in
    between leaves the request undeleted, so it comes back and is answered again;
@@ -130,17 +131,26 @@ class Worker:
             self._answer(parsed, jobs, deletes)
 
     def _answer(self, parsed: list[tuple[QueueMessage, list[Job] | None]], jobs: list[Job], deletes: Outbox) -> None:
-        """Fetches, classifies image by image and hands each answer off at once; returns when all are settled."""
-        fetched = [job for job, ok in zip(jobs, self.io_pool.map(self._fetch, jobs)) if ok]
-        deliveries = _deliveries(parsed, fetched, deletes)
+        """Starts fetching every image of the batch, then classifies image by image as each arrives (in order) and
+        hands each answer off at once; returns when all are settled."""
+        fetches = {id(job): self.io_pool.submit(self._fetch, job) for job in jobs}
         replies = Outbox(self.io_pool, self._send_replies)
-        handed = [(job, self._hand_off(job, replies, deliveries)) for job in fetched if job.reply is not None]
-        for job in fetched:
-            if job.reply is None:
-                job.reply = self._classify_one(job)
-                handed.append((job, self._hand_off(job, replies, deliveries)))
+        handed: list[tuple[Job, Future]] = []
+        deliveries: list[Delivery] = []
+        for message, message_jobs in parsed:
+            if message_jobs is None:
+                continue  # malformed: already released for redelivery
+            fetched = [job for job in message_jobs if fetches[id(job)].result()]
+            delivery = None
+            if len(fetched) == len(message_jobs):  # an image left for later keeps its message (it comes back)
+                delivery = Delivery(message, len(message_jobs), lambda receipt: deletes.post(DELETES, receipt))
+                deliveries.append(delivery)
+            for job in fetched:
+                if job.reply is None:
+                    job.reply = self._classify_one(job)
+                handed.append((job, self._hand_off(job, replies, delivery)))
         self.stats.answered += sum(self._completed(job, done) for job, done in handed)
-        for delivery in deliveries.values():
+        for delivery in deliveries:
             self._settle(delivery)
 
     def _parse(self, message: QueueMessage) -> list[Job] | None:
@@ -183,17 +193,17 @@ class Worker:
         return ClassifyReply(job.request.id, job.request.name, model=self.classifier.model_id, error=error,
                              key=job.request.key)
 
-    def _hand_off(self, job: Job, replies: Outbox, deliveries: dict[int, Delivery]) -> Future:
+    def _hand_off(self, job: Job, replies: Outbox, delivery: Delivery | None) -> Future:
         """Starts the job's reply and stores on the io pool; the future is done when they are. The job's message is
-        deleted once all the message's jobs are done."""
+        deleted (``delivery``) once all the message's jobs are done."""
         pending = []
         if job.request.reply_to:
             pending.append(replies.post(job.request.reply_to, job.reply.to_body()))
         if job.reply.ok:
             pending.append(self.io_pool.submit(self._store_one, job))
         done = all_of(pending)
-        if id(job.message) in deliveries:
-            deliveries[id(job.message)].add(done)
+        if delivery is not None:
+            delivery.add(done)
         return done
 
     def _completed(self, job: Job, done: Future) -> bool:
@@ -229,15 +239,6 @@ class Worker:
     def _delete(self, receipts: list[str], extender: "VisibilityExtender") -> None:
         retry(lambda: self.requests.delete(receipts), f"deleting {len(receipts)} answered messages", clock=self.clock)
         extender.forget(receipts)
-
-
-def _deliveries(parsed: list[tuple[QueueMessage, list[Job] | None]], fetched: list[Job],
-                deletes: Outbox) -> dict[int, Delivery]:
-    """A Delivery, by message, for each well-formed message all of whose images were fetched (an S3 test event has
-    none, so it is deleted at once); a message with an image to fetch later is not deleted this time."""
-    ready = {id(job) for job in fetched}
-    return {id(message): Delivery(message, len(jobs), lambda receipt: deletes.post(DELETES, receipt))
-            for message, jobs in parsed if jobs is not None and all(id(job) in ready for job in jobs)}
 
 
 class VisibilityExtender:
