@@ -133,6 +133,8 @@ def _probe_port(process: subprocess.Popen, port_file: Path, log_path: Path) -> P
 
 
 ANSWER_TIMEOUT = 10.0  # a live server can be busy for seconds while moto builds a service it has not served yet
+PROBE_PATH = "/moto-api/"  # moto's dashboard page: static. Not data.json, which serialises every model (its 1,301
+# Amazon AMIs included) and took 0.5 s of the server's CPU when empty, more with every resource
 
 
 def answers(url: str) -> bool:
@@ -140,7 +142,7 @@ def answers(url: str) -> bool:
     1-2 s on its first call, under a lock every request waits on, before the server preloaded it; other services
     still load on first use) a 2 s limit called a live server dead."""
     try:
-        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=ANSWER_TIMEOUT):
+        with urllib.request.urlopen(f"{url}{PROBE_PATH}", timeout=ANSWER_TIMEOUT):
             return True
     except urllib.error.HTTPError:
         return True
