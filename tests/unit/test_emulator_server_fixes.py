@@ -67,3 +67,23 @@ def test_a_preloaded_service_answers_its_first_request_without_building_another_
         environ["HTTP_X_AMZ_TARGET"] = target
     assert dispatcher.get_application(environ) == f"app of {service}"
     assert len(built) == 5
+
+
+def test_name_conversion_is_remembered_and_converts_as_moto_does() -> None:
+    import moto.core.responses
+    import moto.core.utils
+    import moto.sqs.models
+
+    server_fixes.apply()
+    converted = moto.sqs.models.camelcase_to_underscores
+    original = converted.__wrapped__
+    names = ["ApproximateNumberOfMessagesNotVisible", "VisibilityTimeout", "ContentBasedDeduplication",
+             "KmsMasterKeyId", "SendMessageBatch", "FifoQueue", "DBInstanceIdentifier", "", "a"]
+    assert [converted(n) for n in names] == [original(n) for n in names]
+    assert converted("VisibilityTimeout") == "visibility_timeout"
+    hits = converted.cache_info().hits
+    converted("VisibilityTimeout")
+    assert converted.cache_info().hits == hits + 1
+    assert moto.core.responses.camelcase_to_underscores is converted is moto.core.utils.camelcase_to_underscores
+    server_fixes.memoise_name_conversion()  # again: still one cache, not a cache of a cache
+    assert moto.sqs.models.camelcase_to_underscores.__wrapped__ is original
