@@ -39,7 +39,9 @@ from hybrid.errors import HybridError, NotFoundError
 from hybrid.naming import ROLE_APP_TIER, ROLE_TAG
 
 log = logging.getLogger("hybrid.emulator.instances")
-POLL_INTERVAL = 0.25  # the fallback: a launch or termination wakes the runner at once (hybrid.emulator.wakeup)
+POLL_INTERVAL = 0.25  # without wake-ups
+WOKEN_POLL_INTERVAL = 2.0  # with them (hybrid.emulator.wakeup): launches and terminations wake the runner at once;
+# the poll only catches a worker that died without terminating its instance, and a lost wake-up
 WATCHED_STATES = ("pending", "running")
 
 
@@ -77,7 +79,7 @@ class LocalInstanceRunner:
             if not (self.wakeups and self.wakeups.enabled):
                 stop.wait(POLL_INTERVAL)
             else:
-                self.wakeups.wait(POLL_INTERVAL)
+                self.wakeups.wait(WOKEN_POLL_INTERVAL)
         self.shutdown()
 
     def shutdown(self) -> None:

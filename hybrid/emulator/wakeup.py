@@ -1,10 +1,10 @@
 """The local server tells the instance runner at once when instances are launched or terminated.
 
-The runner polls the server for app-tier instances every ``POLL_INTERVAL`` (0.25 s), so a launch used to wait up to
-that long, plus a ``DescribeInstances`` call, before its worker process was forked: 0.34 s of a demo's cold burst.
-Now the server sends a datagram after every ``RunInstances`` and ``TerminateInstances``, and the runner, which waits
-for one between polls, reconciles at once. The poll stays as the fallback: a lost datagram (no runner listening yet)
-costs only the old delay.
+The runner polled the server for app-tier instances every 0.25 s, so a launch waited up to that long, plus a
+``DescribeInstances`` call, before its worker process was forked: 0.34 s of a demo's cold burst. Now the server
+sends a datagram after every ``RunInstances`` and ``TerminateInstances``, and the runner, which waits for one between
+polls, reconciles at once; its poll, now every 2 s, only catches a worker that died without terminating its instance
+and a lost datagram. Fewer polls also spare the server: ``DescribeInstances`` is its dearest call to answer.
 
 The socket is a Linux abstract Unix socket named after the emulator's folder: no file to clean up, no path length
 limit, and it is gone when the runner is. Where it cannot be bound (not Linux, or another runner of the same folder

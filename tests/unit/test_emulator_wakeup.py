@@ -81,7 +81,7 @@ class CountingEc2:
 
 
 def test_a_woken_runner_reconciles_without_waiting_for_its_poll(folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(instances, "POLL_INTERVAL", 60.0)
+    monkeypatch.setattr(instances, "WOKEN_POLL_INTERVAL", 60.0)
     ec2, stop = CountingEc2(), threading.Event()
     runner = instances.LocalInstanceRunner(ec2, tmp_path, spawn=lambda *a: None, prepared=True,
                                            wakeups=wakeup.Wakeups(folder))
