@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,9 @@ def test_bad_images_get_error_replies_and_malformed_messages_reach_the_dead_lett
 
 
 def test_a_worker_killed_mid_batch_loses_nothing(stack, state_dir):
+    """Every request is answered. One is answered twice only if the killed worker had already replied to it but died
+    before deleting it (at-least-once: the web tier ignores a second reply); the worker classifies each image as soon
+    as it is fetched, so a kill that lands late may find one image done."""
     rig = stack(worker__idle_timeout="60", aws__visibility_timeout="4", worker__batch_size="8")
     [first] = rig.launch()
     slow = [photo_bytes("coffee", (5000 + i, 3500), fmt="PNG") for i in range(8)]
@@ -73,11 +77,20 @@ def test_a_worker_killed_mid_batch_loses_nothing(stack, state_dir):
         time.sleep(0.01)
     os.kill(worker_pid(state_dir, first), signal.SIGKILL)
     rig.wait_state(first, "terminated", timeout=10)
-    early = rig.collect(len(ids), timeout=1)
+    early = rig.collect(len(ids), timeout=1)  # replies the first worker sent before it died
     [second] = rig.launch()
-    replies = early + rig.collect(len(ids) - len(early), timeout=150)
-    assert sorted(r.id for r in replies) == sorted(ids), "every request answered exactly once"
-    assert rig.collect(1, timeout=5) == [], "and no duplicate arrives later"
+    replies = list(early)
+    deadline = time.monotonic() + 150
+    while {r.id for r in replies} != set(ids) and time.monotonic() < deadline:
+        replies += rig.collect(1, timeout=min(5.0, deadline - time.monotonic()))
+    replies += rig.collect(len(ids), timeout=5)  # a second answer still on its way
+    answers = Counter(r.id for r in replies)
+    assert set(answers) == set(ids), "every request answered"
+    answered_before_the_kill = {r.id for r in early}
+    again = {request for request, count in answers.items() if count > 1}
+    assert again <= answered_before_the_kill, "only what the killed worker answered is answered again"
+    assert max(answers.values()) <= 2
+    assert len(early) < len(ids), "the kill landed mid-batch"
     assert all(r.ok for r in replies)
     assert second != first
 
