@@ -34,7 +34,7 @@ from typing import Callable
 
 from hybrid.aws.session import MappedClient
 from hybrid.emulator.process import emulator_dir
-from hybrid.emulator.wakeup import Wakeups
+from hybrid.emulator.wakeup import Wakeups, wake
 from hybrid.errors import HybridError, NotFoundError
 from hybrid.naming import ROLE_APP_TIER, ROLE_TAG
 
@@ -247,6 +247,12 @@ def spawn_worker(instance_id: str, user_data: Path, log_path: Path, state_dir: P
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
 
+def stop_soon(stop: threading.Event, emulator_folder: Path) -> None:
+    """Asks the runner to stop, and wakes it: it may be waiting up to ``WOKEN_POLL_INTERVAL`` for a wake-up."""
+    stop.set()
+    wake(emulator_folder)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--state-dir", required=True, help="the emulator's state folder")
@@ -264,11 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.spawn == "fork":
         preload_worker_code()
     state_dir = Path(args.state_dir).resolve()
+    folder = emulator_dir(state_dir)
     runner = LocalInstanceRunner(AwsClients(settings).ec2, state_dir, spawn, prepared=args.spawn == "fork",
-                                 wakeups=Wakeups(emulator_dir(state_dir)))  # preloading prepared the model
+                                 wakeups=Wakeups(folder))  # preloading prepared the model
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *_: stop_soon(stop, folder))
     log.info("watching app-tier instances on the local server")
     runner.run(stop)
     return 0

@@ -94,3 +94,16 @@ def test_a_woken_runner_reconciles_without_waiting_for_its_poll(folder, tmp_path
     wakeup.wake(folder)
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_asking_the_runner_to_stop_does_not_wait_for_its_poll(folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(instances, "WOKEN_POLL_INTERVAL", 60.0)
+    ec2, stop = CountingEc2(), threading.Event()
+    runner = instances.LocalInstanceRunner(ec2, tmp_path, spawn=lambda *a: None, prepared=True,
+                                           wakeups=wakeup.Wakeups(folder))
+    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    thread.start()
+    assert ec2.reached(1, timeout=10)
+    instances.stop_soon(stop, folder)
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the runner kept sleeping through its 60 s poll after being asked to stop"
