@@ -28,12 +28,12 @@ from typing import Any
 
 from hybrid.aws.compute import tags_of
 from hybrid.aws.session import MappedClient
-from hybrid.aws.stack import exports_bucket_resource
+from hybrid.aws.stack import exports_bucket_resource, stack_names
 from hybrid.aws.storage import BucketDriver
 from hybrid.clock import Clock, SystemClock
 from hybrid.errors import CloudError, HybridError, NameTakenError, NotFoundError
 from hybrid.images.bake import image_name
-from hybrid.naming import ROLE_TAG, ROLE_WEB_TIER, STACK_TAG, StackNames
+from hybrid.naming import ROLE_TAG, ROLE_WEB_TIER, STACK_TAG
 from hybrid.settings import Settings
 from hybrid.wait import Poll, wait_for
 
@@ -64,7 +64,7 @@ class ExportTask:
 
 
 def exports_bucket(settings: Settings) -> str:
-    return StackNames(settings.stack).exports_bucket
+    return stack_names(settings).exports_bucket
 
 
 def glance_image_name(settings: Settings) -> str:
@@ -79,7 +79,7 @@ def export_key(prefix: str, task_id: str, disk_format: str = DISK_FORMAT) -> str
 
 def ensure_export_bucket(s3: MappedClient, settings: Settings) -> str:
     """Finds or creates ``<stack>-exports`` (private, AES256, tagged); converges one that drifted."""
-    resource = exports_bucket_resource(StackNames(settings.stack))
+    resource = exports_bucket_resource(stack_names(settings))
     name = resource.name
     driver = BucketDriver(s3, settings.stack, settings.aws.region)
     found = driver.observe(resource)
