@@ -80,7 +80,9 @@ class CountingEc2:
             return self.called.wait_for(lambda: self.calls >= calls, timeout)
 
 
-def test_a_woken_runner_reconciles_without_waiting_for_its_poll(folder, tmp_path, monkeypatch):
+@pytest.fixture
+def runner_at_rest(folder, tmp_path, monkeypatch):
+    """A runner with wake-ups and a 60 s poll, in a thread, after its first reconciliation: (ec2, stop, thread)."""
     monkeypatch.setattr(instances, "WOKEN_POLL_INTERVAL", 60.0)
     ec2, stop = CountingEc2(), threading.Event()
     runner = instances.LocalInstanceRunner(ec2, tmp_path, spawn=lambda *a: None, prepared=True,
@@ -88,6 +90,14 @@ def test_a_woken_runner_reconciles_without_waiting_for_its_poll(folder, tmp_path
     thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
     thread.start()
     assert ec2.reached(1, timeout=10)
+    yield ec2, stop, thread
+    stop.set()
+    wakeup.wake(folder)
+    thread.join(timeout=10)
+
+
+def test_a_woken_runner_reconciles_without_waiting_for_its_poll(folder, runner_at_rest):
+    ec2, stop, thread = runner_at_rest
     wakeup.wake(folder)
     assert ec2.reached(2, timeout=10), "the runner kept sleeping through its 60 s poll"
     stop.set()
@@ -96,14 +106,8 @@ def test_a_woken_runner_reconciles_without_waiting_for_its_poll(folder, tmp_path
     assert not thread.is_alive()
 
 
-def test_asking_the_runner_to_stop_does_not_wait_for_its_poll(folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(instances, "WOKEN_POLL_INTERVAL", 60.0)
-    ec2, stop = CountingEc2(), threading.Event()
-    runner = instances.LocalInstanceRunner(ec2, tmp_path, spawn=lambda *a: None, prepared=True,
-                                           wakeups=wakeup.Wakeups(folder))
-    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
-    thread.start()
-    assert ec2.reached(1, timeout=10)
+def test_asking_the_runner_to_stop_does_not_wait_for_its_poll(folder, runner_at_rest):
+    _, stop, thread = runner_at_rest
     instances.stop_soon(stop, folder)
     thread.join(timeout=10)
     assert not thread.is_alive(), "the runner kept sleeping through its 60 s poll after being asked to stop"
