@@ -1,8 +1,7 @@
-"""Natural batching for a worker's outgoing calls, and the bookkeeping that deletes a message once it is answered.
+"""Natural batching for a worker's replies, and a future that waits for several.
 
-``Outbox`` sends items (replies to a queue, receipts to delete) in batch calls, one lane per destination: an item goes
-out at once when its lane is idle, and items that become ready while a call is in flight go together in the next
-one. ``Delivery`` deletes one received message as soon as every request it carried was answered and stored.
+``Outbox`` sends items (replies to a queue) in batch calls, one lane per destination: an item goes out at once when
+its lane is idle, and items that become ready while a call is in flight go together in the next one.
 """
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
-from hybrid.contracts import QueueMessage
 
 MAX_PER_CALL = 10  # SQS takes at most 10 entries per batch call
 
@@ -39,41 +37,8 @@ def all_of(futures: list[Future]) -> Future:
     return combined
 
 
-class Delivery:
-    """A received message on its way: deleted, through ``delete``, as soon as each of its ``expected`` jobs is done
-    (its reply sent and its results stored). ``deleted`` ends True, False (a job failed: the message stays and comes
-    back), or with the delete's error."""
-
-    def __init__(self, message: QueueMessage, expected: int, delete: Callable[[str], Future]) -> None:
-        self.message, self.expected, self.delete = message, expected, delete
-        self.jobs_done: list[Future] = []
-        self.deleted: Future = Future()
-        if not expected:
-            self._delete_if_all_done(all_of([]))
-
-    def add(self, job_done: Future) -> None:
-        self.jobs_done.append(job_done)
-        if len(self.jobs_done) == self.expected:
-            all_of(self.jobs_done).add_done_callback(self._delete_if_all_done)
-
-    def _delete_if_all_done(self, all_done: Future) -> None:
-        try:
-            if all_done.exception() is not None:
-                self.deleted.set_result(False)
-            else:
-                self.delete(self.message.receipt).add_done_callback(self._note_deleted)
-        except Exception as exc:  # noqa: BLE001 - the worker waits on ``deleted``: it must always end
-            self.deleted.set_exception(exc)
-
-    def _note_deleted(self, call: Future) -> None:
-        if call.exception() is not None:
-            self.deleted.set_exception(call.exception())
-        else:
-            self.deleted.set_result(True)
-
-
 class Outbox:
-    """Items on their way out by a batch call (replies to a queue, receipts to delete), one lane per destination. An
+    """Items on their way out by a batch call (replies to a queue), one lane per destination. An
     item goes out at once when its lane is idle; items that become ready while a call is in flight wait and go
     together in the lane's next call (up to 10 at a time): natural batching, with no waiting window.
 

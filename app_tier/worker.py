@@ -1,5 +1,5 @@
-"""The app-tier worker: long-poll requests in batches, classify them one image at a time, and let each answer go out,
-and each answered request be deleted, as soon as its image is done.
+"""The app-tier worker: long-poll requests in batches, classify them one image at a time, and let each answer go out
+as soon as its image is done; the batch's answered requests are deleted together, in one call, at its end.
 
 Order per request, so that a crash at any point loses nothing (a request not yet deleted comes back after its
 visibility timeout) and a duplicate delivery is harmless (every write is an idempotent overwrite, and the web tier
@@ -14,13 +14,16 @@ ignores a second reply to a request it has already answered):
    the output bucket (the label under the image name, the full result under the content hash) to the pool, so that
    they run while the next image is classified. The reply may go out before or while its writes run: a crash in
    between leaves the request undeleted, so it comes back and is answered again;
-4. delete a message only once the replies of all its requests were sent and their writes done. A reply or write that
-   still fails after its retries leaves its message for later (it comes back, and is answered again).
+4. once every job of the batch is settled, delete, in one ``DeleteMessageBatch``, each message whose requests all had
+   their replies sent and their writes done. A reply or write that still fails after its retries leaves its message
+   for later (it comes back, and is answered again). Deleting per batch rather than per message saves a call per
+   image (a quarter of the worker's calls); a deletion has no one waiting for it, and a crash before it only means
+   that the batch's answered requests come back and are answered a second time.
 
-Replies to one queue, and deletes, go out at once when no call of their kind is in flight; those that become ready
-while one is go together in the next call (up to 10): natural batching, with no waiting window. The batch's
-visibility is extended until its last message is settled. A bad image (not an image, truncated, a decompression
-bomb, too large) gets an error reply and is deleted.
+Replies to one queue go out at once when no send to that queue is in flight; those that become ready while one is
+go together in the next call (up to 10): natural batching, with no waiting window. The batch's visibility is extended
+until it is deleted. A bad image (not an image, truncated, a decompression bomb, too large) gets an error reply and
+is deleted.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from app_tier.idle import poll_wait, should_terminate
-from app_tier.outbox import Delivery, Outbox, all_of
+from app_tier.outbox import MAX_PER_CALL, Outbox, all_of
 from hybrid.clock import Clock, SystemClock
 from hybrid.contracts import ImageClassifier, MessageQueue, ObjectStore, QueueMessage
 from hybrid.errors import HybridError, NotFoundError, TooLargeError
@@ -42,7 +45,6 @@ from hybrid.retry import is_transient, retry
 log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 RESULTS_PREFIX = "results/"
-DELETES = "deletes"
 
 
 @dataclass(frozen=True)
@@ -121,37 +123,37 @@ class Worker:
             return []
 
     def process(self, messages: Sequence[QueueMessage]) -> None:
-        """Handles one received batch end to end; each request is answered, then deleted, as soon as it can be."""
+        """Handles one received batch end to end: each request is answered as soon as it can be, and the answered
+        messages are deleted together once the batch is settled."""
         self.stats.batches += 1
         parsed = [(message, self._parse(message)) for message in messages]
         jobs = [job for _, message_jobs in parsed for job in message_jobs or []]
         with VisibilityExtender(self.requests, [j.message.receipt for j in jobs], self.config.visibility,
-                                self.stats) as extender:
-            deletes = Outbox(self.io_pool, lambda _, receipts: self._delete(receipts, extender))
-            self._answer(parsed, jobs, deletes)
+                                self.stats):
+            self._delete_answered(self._answer(parsed, jobs))
 
-    def _answer(self, parsed: list[tuple[QueueMessage, list[Job] | None]], jobs: list[Job], deletes: Outbox) -> None:
+    def _answer(self, parsed: list[tuple[QueueMessage, list[Job] | None]], jobs: list[Job]) -> list[QueueMessage]:
         """Starts fetching every image of the batch, then classifies image by image as each arrives (in order) and
-        hands each answer off at once; returns when all are settled."""
+        hands each answer off at once. Returns, once all are settled, the messages that may be deleted: those whose
+        every image was fetched, answered and stored."""
         fetches = {id(job): self.io_pool.submit(self._fetch, job) for job in jobs}
         replies = Outbox(self.io_pool, self._send_replies)
         handed: list[tuple[Job, Future]] = []
-        deliveries: list[Delivery] = []
+        whole: list[tuple[QueueMessage, list[Future]]] = []
         for message, message_jobs in parsed:
             if message_jobs is None:
                 continue  # malformed: already released for redelivery
             fetched = [job for job in message_jobs if fetches[id(job)].result()]
-            delivery = None
-            if len(fetched) == len(message_jobs):  # an image left for later keeps its message (it comes back)
-                delivery = Delivery(message, len(message_jobs), lambda receipt: deletes.post(DELETES, receipt))
-                deliveries.append(delivery)
+            done = []
             for job in fetched:
                 if job.reply is None:
                     job.reply = self._classify_one(job)
-                handed.append((job, self._hand_off(job, replies, delivery)))
+                done.append(self._hand_off(job, replies))
+                handed.append((job, done[-1]))
+            if len(fetched) == len(message_jobs):  # an image left for later keeps its message (it comes back)
+                whole.append((message, done))
         self.stats.answered += sum(self._completed(job, done) for job, done in handed)
-        for delivery in deliveries:
-            self._settle(delivery)
+        return [message for message, done in whole if all(future.exception() is None for future in done)]
 
     def _parse(self, message: QueueMessage) -> list[Job] | None:
         """The message's jobs ([] for an S3 test event), or None for a malformed one (released for redelivery)."""
@@ -193,18 +195,14 @@ class Worker:
         return ClassifyReply(job.request.id, job.request.name, model=self.classifier.model_id, error=error,
                              key=job.request.key)
 
-    def _hand_off(self, job: Job, replies: Outbox, delivery: Delivery | None) -> Future:
-        """Starts the job's reply and stores on the io pool; the future is done when they are. The job's message is
-        deleted (``delivery``) once all the message's jobs are done."""
+    def _hand_off(self, job: Job, replies: Outbox) -> Future:
+        """Starts the job's reply and stores on the io pool; the future is done when they are."""
         pending = []
         if job.request.reply_to:
             pending.append(replies.post(job.request.reply_to, job.reply.to_body()))
         if job.reply.ok:
             pending.append(self.io_pool.submit(self._store_one, job))
-        done = all_of(pending)
-        if delivery is not None:
-            delivery.add(done)
-        return done
+        return all_of(pending)
 
     def _completed(self, job: Job, done: Future) -> bool:
         """Waits for the job's reply and stores; False if one failed for now (its request comes back later)."""
@@ -217,16 +215,6 @@ class Worker:
                         error)
         return error is None
 
-    def _settle(self, delivery: Delivery) -> None:
-        """Waits until the message is deleted, or known to stay (a job of it failed, counted as that job's error)."""
-        error = delivery.deleted.exception()
-        if error is not None and not isinstance(error, HybridError):
-            raise error
-        if error is not None:
-            self.stats.errors += 1
-            log.warning("cannot delete answered message %s (%s): it will come back and be answered again",
-                        delivery.message.message_id, error)
-
     def _store_one(self, job: Job) -> None:
         retry(lambda: self.outputs.put(job.request.name, job.reply.label.encode(), "text/plain; charset=utf-8"),
               f"storing the label of {job.request.name}", clock=self.clock)
@@ -236,18 +224,26 @@ class Worker:
     def _send_replies(self, queue_name: str, bodies: list[str]) -> None:
         retry(lambda: self.replies_to(queue_name).send(bodies), f"replying to {queue_name}", clock=self.clock)
 
-    def _delete(self, receipts: list[str], extender: "VisibilityExtender") -> None:
-        retry(lambda: self.requests.delete(receipts), f"deleting {len(receipts)} answered messages", clock=self.clock)
-        extender.forget(receipts)
+    def _delete_answered(self, messages: list[QueueMessage]) -> None:
+        """Deletes the answered messages, 10 per call; a call that still fails after its retries leaves its messages
+        to come back and be answered again."""
+        receipts = [message.receipt for message in messages]
+        for start in range(0, len(receipts), MAX_PER_CALL):
+            chunk = receipts[start:start + MAX_PER_CALL]
+            try:
+                retry(lambda: self.requests.delete(chunk), f"deleting {len(chunk)} answered messages",
+                      clock=self.clock)
+            except HybridError as exc:
+                self.stats.errors += 1
+                log.warning("cannot delete %d answered messages (%s): they will come back and be answered again",
+                            len(chunk), exc)
 
 
 class VisibilityExtender:
-    """While a batch runs, pushes its messages' visibility timeout out again every third of it; ``forget`` drops the
-    messages already deleted."""
+    """While a batch runs, pushes its messages' visibility timeout out again every third of it."""
 
     def __init__(self, queue: MessageQueue, receipts: list[str], visibility: int, stats: WorkerStats) -> None:
         self.queue, self.receipts, self.visibility, self.stats = queue, receipts, visibility, stats
-        self._lock = threading.Lock()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._extend, name="visibility-extender", daemon=True)
 
@@ -261,19 +257,10 @@ class VisibilityExtender:
         if self._thread.is_alive():
             self._thread.join()
 
-    def forget(self, receipts: Sequence[str]) -> None:
-        gone = set(receipts)
-        with self._lock:
-            self.receipts = [receipt for receipt in self.receipts if receipt not in gone]
-
     def _extend(self) -> None:
         while not self._done.wait(max(0.5, self.visibility / 3)):
-            with self._lock:
-                receipts = list(self.receipts)
-            if not receipts:
-                continue
             try:
-                self.queue.hide(receipts, self.visibility)
+                self.queue.hide(self.receipts, self.visibility)
                 self.stats.extensions += 1
             except HybridError as exc:
                 log.warning("could not extend visibility (%s)", exc)

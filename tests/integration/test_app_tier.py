@@ -65,8 +65,9 @@ def test_bad_images_get_error_replies_and_malformed_messages_reach_the_dead_lett
 
 def test_a_worker_killed_mid_batch_loses_nothing(stack, state_dir):
     """Every request is answered. One is answered twice only if the killed worker had already replied to it but died
-    before deleting it (at-least-once: the web tier ignores a second reply); the worker classifies each image as soon
-    as it is fetched, so a kill that lands late may find one image done."""
+    before deleting it (at-least-once: the web tier ignores a second reply); the worker replies to each image as soon
+    as it is classified and deletes the batch's messages together at its end, so a kill that lands late may find
+    some images answered but none deleted."""
     rig = stack(worker__idle_timeout="60", aws__visibility_timeout="4", worker__batch_size="8")
     [first] = rig.launch()
     slow = [photo_bytes("coffee", (5000 + i, 3500), fmt="PNG") for i in range(8)]

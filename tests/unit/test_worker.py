@@ -206,9 +206,7 @@ def test_the_first_answer_goes_out_while_the_rest_of_its_batch_is_still_being_cl
     classifier.let_through(1)
     rig.replies.wait_until(lambda: rig.replies.sends())
     assert reply_ids(rig.replies.sends()) == [["a"]]
-    eventually(lambda: "m1" not in rig.requests.messages)
     assert classifier.batches == [1], "b and c are not classified yet"
-    assert set(rig.requests.messages) == {"m2", "m3"}, "a is deleted once answered and stored, b and c wait"
     classifier.let_through(2)
     batch.join()
     assert sorted(r.id for r in rig.replies_sent()) == ["a", "b", "c"]
@@ -321,17 +319,19 @@ def test_a_batch_event_is_deleted_only_when_every_image_it_names_is_stored():
     assert rig.requests.messages == {} and rig.outputs.objects["two"] == b"dog"
 
 
-def test_the_visibility_of_a_deleted_message_is_no_longer_extended():
+def test_answered_messages_stay_hidden_until_the_batch_is_settled_then_go_in_one_delete():
     classifier = GatedClassifier()
     rig = Rig(visibility=1, classifier=classifier)
-    rig.submit("a", b"cat-1")
-    rig.submit("b", b"dog-2")
+    for name, image in (("a", b"cat-1"), ("b", b"dog-2"), ("c", b"cow-3")):
+        rig.submit(name, image)
     batch = InBackground(rig.drain)
     classifier.let_through(1)
-    eventually(lambda: "m1" not in rig.requests.messages)
-    seen = len(rig.requests.log)
-    eventually(lambda: [op for op, _ in rig.requests.log[seen:]].count("hide") >= 2)
-    classifier.let_through(1)
+    eventually(lambda: [r.id for r in rig.replies_sent()] == ["a"])
+    eventually(lambda: [op for op, _ in rig.requests.log].count("hide") >= 2)
+    assert "delete" not in [op for op, _ in rig.requests.log], "a is answered, but nothing is deleted mid-batch"
+    hides = [args[0] for op, args in rig.requests.log if op == "hide"]
+    assert hides[-1] == ["m1#1", "m2#1", "m3#1"], "a answered, b and c waiting: all are kept hidden"
+    classifier.let_through(2)
     batch.join()
-    hides = [args[0] for op, args in rig.requests.log[seen:] if op == "hide"]
-    assert hides[1] == ["m2#1"], "b, still being classified, is extended; a, deleted, is not"
+    assert [receipts for op, receipts in rig.requests.log if op == "delete"] == [["m1#1", "m2#1", "m3#1"]]
+    assert rig.requests.messages == {}
