@@ -3,6 +3,12 @@ requests waiting for those replies. Nothing busy-waits: a waiting request blocks
 
 Each server process has its own reply queue, so no process ever sees another's replies. A reply that arrives after
 its request gave up (504) is not lost: it goes to ``on_late_reply`` (the result cache).
+
+Delivered replies are deleted in batches, not after each receive: once ``DELETE_BATCH`` (10) receipts wait, once a
+poll comes back empty, once the oldest has waited ``DELETE_AFTER`` seconds, and when the dispatcher stops. Under load
+replies arrive one or two per receive, so this saves most of a call per request. No one waits on a deletion, and a
+reply not deleted in time (the receive hides it for ``VISIBILITY`` seconds) comes back as a late reply, which only
+refills the cache.
 """
 from __future__ import annotations
 
@@ -11,17 +17,24 @@ import threading
 from concurrent.futures import Future
 from typing import Callable
 
+from hybrid.clock import Clock, SystemClock
 from hybrid.contracts import MessageQueue
 from hybrid.errors import HybridError
 from hybrid.messages import ClassifyReply, MalformedMessage
 
 log = logging.getLogger(__name__)
+VISIBILITY = 30  # seconds a received reply stays hidden
+DELETE_BATCH = 10  # receipts per DeleteMessageBatch (SQS's limit)
+DELETE_AFTER = 5.0  # seconds a delivered reply may wait for its deletion; well inside VISIBILITY
 
 
 class ReplyDispatcher:
     def __init__(self, queue: MessageQueue, on_late_reply: Callable[[ClassifyReply], None],
-                 wait_seconds: int = 2) -> None:
+                 wait_seconds: int = 2, clock: Clock | None = None) -> None:
         self.queue, self.on_late_reply, self.wait_seconds = queue, on_late_reply, wait_seconds
+        self.clock = clock or SystemClock()
+        self._delivered: list[str] = []  # receipts of delivered replies, not deleted yet
+        self._oldest = 0.0  # when the first of them was delivered
         self._waiting: dict[str, Future[ClassifyReply]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -61,15 +74,31 @@ class ReplyDispatcher:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                messages = self.queue.receive(10, self.wait_seconds, 30)
+                messages = self.queue.receive(10, self.wait_seconds, VISIBILITY)
             except HybridError as exc:
                 log.warning("reply queue %s: receive failed (%s); retrying", self.queue.name, exc)
                 self._stop.wait(1.0)
                 continue
             for message in messages:
                 self._deliver(message.body)
-            if messages:
-                self._delete([m.receipt for m in messages])
+            self._delete_in_batches([m.receipt for m in messages])
+        self._delete(self._take_delivered())
+
+    def _delete_in_batches(self, receipts: list[str]) -> None:
+        """Adds the receipts of replies just delivered; deletes those waiting once there are enough of them, once a
+        poll came back empty (``receipts`` is empty), or once the oldest has waited ``DELETE_AFTER`` seconds."""
+        now = self.clock.now()
+        if receipts and not self._delivered:
+            self._oldest = now
+        self._delivered += receipts
+        if not self._delivered:
+            return
+        if len(self._delivered) >= DELETE_BATCH or not receipts or now - self._oldest >= DELETE_AFTER:
+            self._delete(self._take_delivered())
+
+    def _take_delivered(self) -> list[str]:
+        taken, self._delivered = self._delivered, []
+        return taken
 
     def _deliver(self, body: str) -> None:
         try:
@@ -89,6 +118,8 @@ class ReplyDispatcher:
             log.exception("handling late reply %s failed", reply.id)
 
     def _delete(self, receipts: list[str]) -> None:
+        if not receipts:
+            return
         try:
             self.queue.delete(receipts)
         except HybridError as exc:
