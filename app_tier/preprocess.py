@@ -43,6 +43,14 @@ def check_decodable(data: bytes) -> None:
     _decode_checked(data)
 
 
+def warm_decoder() -> None:
+    """Decodes a tiny JPEG once. PIL imports its format plugins on the first ``Image.open`` of a process (about 15 ms
+    here); a server calls this at start so its first request, or a forked worker's first image, does not pay it."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "JPEG")
+    decode_image(buffer.getvalue())
+
+
 def _decode_checked(data: bytes) -> Image.Image:
     """The upright RGB image, every pixel decoded, or a ``BadImageError`` saying why not."""
     if not data:

@@ -23,9 +23,11 @@ class WebServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        from app_tier.preprocess import warm_decoder
         from web_tier.app import create_app
 
         logging.getLogger("web_tier").setLevel(logging.INFO)
+        warm_decoder()  # every upload is decoded to vet it (``check_image``); the first one should not import PIL's
         return create_app(self.settings)
 
 

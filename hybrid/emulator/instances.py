@@ -177,15 +177,18 @@ _PRELOADED: dict[str, object] = {}
 
 
 def preload_worker_code() -> None:
-    """Imports what every worker needs and loads the model once (ONNX Runtime, one thread: no thread pool is
-    started), so a forked worker serves at once and shares the model's memory with its siblings."""
+    """Imports what every worker needs (PIL's format plugins included: ``warm_decoder``) and loads the model once
+    (ONNX Runtime, one thread: no thread pool is started), so a forked worker serves at once and shares the model's
+    memory with its siblings."""
     from app_tier.classifier import load_classifier
+    from app_tier.preprocess import warm_decoder
     import app_tier.service  # noqa: F401
 
     from hybrid.aws.session import warm_service_models
 
     prepare_model()
     _PRELOADED["classifier"] = load_classifier("onnx", threads=1)
+    warm_decoder()
     warm_service_models()
     gc.collect()  # the garbage of the imports goes now, not frozen into every worker
 

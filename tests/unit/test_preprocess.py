@@ -227,3 +227,14 @@ def test_pil_truncation_errors_are_called_truncated_whatever_their_case():
 
     assert _describe_decode_failure(OSError("Truncated File Read")).startswith("truncated image: ")
     assert _describe_decode_failure(OSError("image file is truncated")).startswith("truncated image: ")
+
+
+def test_warm_decoder_imports_the_format_plugins_a_first_upload_would_otherwise_import():
+    import subprocess
+    import sys
+
+    probe = ("import sys; from app_tier.preprocess import warm_decoder; "
+             "before = 'PIL.JpegImagePlugin' in sys.modules; warm_decoder(); "
+             "print(before, all(f'PIL.{n}ImagePlugin' in sys.modules for n in ('Jpeg', 'Png', 'Gif', 'Bmp')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]
