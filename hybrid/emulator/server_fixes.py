@@ -19,6 +19,9 @@ Measured with py-spy on moto 5.2.5 under a steady load of small SQS and S3 calls
    SQS send and every ``GetQueueAttributes`` (for each name asked, moto computes all the queue's attributes three
    times): with yappi, 14 % of the server's CPU during a cold burst. Fix: the conversion, a pure function of its
    argument, is memoised where SQS and the request dispatch call it.
+5. To check that an action exists, every request lists its response class's methods with ``inspect.getmembers``
+   (hundreds of them for EC2; ``benchmarks/bench_aws.py`` figures in the README). Fix: the list is remembered per
+   class; moto never adds a method to a response class while it serves.
 
 ``apply()`` refuses any moto version but the pinned one, like ``sqs_fixes``.
 """
@@ -49,6 +52,7 @@ def apply() -> None:
         DomainDispatcherApplication.get_backend_for_host)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     memoise_name_conversion()
+    memoise_method_names()
     _applied = True
 
 
@@ -63,6 +67,15 @@ def memoise_name_conversion() -> None:
     remembered = functools.lru_cache(maxsize=4096)(original)
     for module in (moto.core.utils, moto.core.responses, moto.sqs.models):
         module.camelcase_to_underscores = remembered
+
+
+def memoise_method_names() -> None:
+    """``method_names_from_class``, remembered per class, where the request dispatch calls it."""
+    import moto.core.responses
+
+    original = getattr(moto.core.responses.method_names_from_class, "__wrapped__",
+                       moto.core.responses.method_names_from_class)
+    moto.core.responses.method_names_from_class = functools.lru_cache(maxsize=256)(original)
 
 
 def remembered_per_host(lookup: Callable[[Any, str | None], Any]) -> Callable[[Any, str | None], Any]:

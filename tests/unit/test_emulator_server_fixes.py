@@ -87,3 +87,20 @@ def test_name_conversion_is_remembered_and_converts_as_moto_does() -> None:
     assert moto.core.responses.camelcase_to_underscores is converted is moto.core.utils.camelcase_to_underscores
     server_fixes.memoise_name_conversion()  # again: still one cache, not a cache of a cache
     assert moto.sqs.models.camelcase_to_underscores.__wrapped__ is original
+
+
+def test_method_names_are_listed_once_per_class_and_match_moto_s_list() -> None:
+    import moto.core.responses
+    from moto.ec2.responses import EC2Response
+    from moto.sqs.responses import SQSResponse
+
+    server_fixes.apply()
+    listed = moto.core.responses.method_names_from_class
+    original = listed.__wrapped__
+    assert listed(EC2Response) == original(EC2Response) and "describe_instances" in listed(EC2Response)
+    assert listed(SQSResponse) == original(SQSResponse) and "receive_message" in listed(SQSResponse)
+    hits = listed.cache_info().hits
+    listed(EC2Response)
+    assert listed.cache_info().hits == hits + 1
+    server_fixes.memoise_method_names()  # again: still one cache, not a cache of a cache
+    assert moto.core.responses.method_names_from_class.__wrapped__ is original
