@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from hybrid.aws.session import MappedClient
-from hybrid.emulator.process import emulator_dir
+from hybrid.emulator.process import emulator_dir, read_record
 from hybrid.emulator.wakeup import Wakeups, wake
 from hybrid.errors import HybridError, NotFoundError
 from hybrid.naming import ROLE_APP_TIER, ROLE_TAG
@@ -112,15 +112,21 @@ class LocalInstanceRunner:
         if process.poll() is None:
             _kill_group(process.pid)
         process.wait()
+        self._forget_pid(instance_id)
         log.info("instance %s: worker pid %s killed (%s)", instance_id, process.pid, why)
 
     def _reap(self, instance_id: str, code: int) -> None:
         del self.processes[instance_id]
+        self._forget_pid(instance_id)
         log.info("instance %s: worker exited with code %s; terminating the instance", instance_id, code)
         try:
             self.ec2.terminate_instances(InstanceIds=[instance_id])
         except NotFoundError:
             pass
+
+    def _forget_pid(self, instance_id: str) -> None:
+        """The worker is gone: its pid may soon belong to another process."""
+        (self.state_dir / "instances" / instance_id / "pid").unlink(missing_ok=True)
 
 
 def user_data_of(ec2: MappedClient, instance_id: str) -> bytes:
@@ -134,17 +140,32 @@ def user_data_of(ec2: MappedClient, instance_id: str) -> bytes:
 
 
 def worker_processes(state_dir: Path) -> dict[str, int]:
-    """Instance id -> pid of the live worker processes of this state folder (from their pid files)."""
+    """Instance id -> pid of the live worker processes of this state folder, from their pid files. The kernel reuses
+    pids (at most 32768 here), so a pid counts only while its process is alive, runs with this ``--state-dir``
+    (a forked worker keeps its runner's command line, a spawned one has its own) and is not the runner itself."""
+    state = str(Path(state_dir).resolve())
+    record = read_record(Path(state))
+    runner = record.runner_pid if record else 0
     found = {}
-    for pid_file in (Path(state_dir) / "instances").glob("*/pid"):
+    for pid_file in (Path(state) / "instances").glob("*/pid"):
         try:
             pid = int(pid_file.read_text())
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, ValueError):
             continue
-        if state != "Z":
+        if pid != runner and _runs_for(pid, state):
             found[pid_file.parent.name] = pid
     return found
+
+
+def _runs_for(pid: int, state_dir: str) -> bool:
+    """True if ``pid`` is alive (not a zombie) and was started with ``--state-dir state_dir``."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    pairs = zip(argv, argv[1:])
+    return state != "Z" and ("--state-dir", state_dir) in pairs
 
 
 def _kill_group(pid: int) -> None:

@@ -1,10 +1,18 @@
-"""The local instance runner's fork: what the parent does before a worker process exists."""
+"""The local instance runner: what the parent does before a worker process exists, and how worker pids are found
+and forgotten."""
 from __future__ import annotations
 
 import gc
+import json
 import os
+import subprocess
+import sys
+from dataclasses import asdict
+
+import pytest
 
 from hybrid.emulator import instances
+from hybrid.emulator.process import EmulatorInfo, emulator_dir
 
 
 def test_the_runner_freezes_its_objects_before_it_forks_a_worker(tmp_path, monkeypatch):
@@ -22,3 +30,79 @@ def test_the_runner_freezes_its_objects_before_it_forks_a_worker(tmp_path, monke
         gc.unfreeze()
     assert worker.pid == 4242 and worker.returncode is None
     assert frozen_at_fork and frozen_at_fork[0] > 0
+
+
+@pytest.fixture
+def sleepers():
+    """Starts idle processes with given extra arguments; kills them all at the end."""
+    started = []
+
+    def start(*args):
+        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *args])
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def write_pid(state, instance_id, pid):
+    folder = state / "instances" / instance_id
+    folder.mkdir(parents=True)
+    (folder / "pid").write_text(str(pid))
+
+
+def test_a_pid_file_counts_only_for_a_live_process_started_for_this_state_folder(tmp_path, sleepers):
+    state = (tmp_path / "state").resolve()
+    worker = sleepers("--state-dir", str(state))
+    runner = sleepers("--state-dir", str(state))
+    elsewhere = sleepers("--state-dir", str(tmp_path / "other"))
+    gone = sleepers("--state-dir", str(state))
+    gone.kill()
+    gone.wait()
+    write_pid(state, "i-worker", worker.pid)
+    write_pid(state, "i-runner-reused-its-pid", runner.pid)
+    write_pid(state, "i-other-state-folder", elsewhere.pid)
+    write_pid(state, "i-reused-by-pytest", os.getpid())
+    write_pid(state, "i-exited", gone.pid)
+    emulator_dir(state).mkdir()
+    (emulator_dir(state) / "emulator.json").write_text(json.dumps(asdict(EmulatorInfo(1, 1, 0.0, "", runner.pid))))
+    assert instances.worker_processes(state) == {"i-worker": worker.pid}
+
+
+class OneInstanceEc2:
+    """An instance that is live until ``terminate`` is set; records TerminateInstances."""
+
+    def __init__(self) -> None:
+        self.live, self.terminated = True, []
+
+    def describe_instances(self, **_):
+        return {"Reservations": [{"Instances": [{"InstanceId": "i-1"}]}] if self.live else []}
+
+    def describe_instance_attribute(self, **_):
+        return {"UserData": {}}
+
+    def terminate_instances(self, InstanceIds):
+        self.terminated += InstanceIds
+        self.live = False
+
+
+@pytest.mark.parametrize("ending", ["instance terminated", "worker exited"])
+def test_the_runner_forgets_a_worker_s_pid_once_the_worker_is_gone(tmp_path, sleepers, ending):
+    ec2 = OneInstanceEc2()
+    runner = instances.LocalInstanceRunner(ec2, tmp_path, spawn=lambda *_: sleepers(), prepared=True)
+    runner.tick()
+    pid_file = tmp_path / "instances" / "i-1" / "pid"
+    process = runner.processes["i-1"]
+    assert pid_file.read_text() == str(process.pid)
+    if ending == "instance terminated":
+        ec2.live = False
+    else:
+        process.kill()
+        process.wait()
+    runner.tick()
+    assert not pid_file.exists() and runner.processes == {}
+    assert ec2.terminated == ([] if ending == "instance terminated" else ["i-1"])
+    assert process.poll() is not None
