@@ -2,7 +2,8 @@
 
 Applies the SQS and server fixes, loads the services the toolkit calls, serves moto on 127.0.0.1 on a free port
 (or ``--port``), writes the port to the port file once it is listening, and stops cleanly on SIGTERM or SIGINT.
-Once the port file exists, no first call of a service stalls the others (``server_fixes.preload_services``).
+Once the port file exists, no first call of a service stalls the others (``server_fixes.preload_services``), and
+the loaded services are frozen out of the garbage collector (``server_fixes.freeze_heap``).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     server_fixes.apply()
     wakeup.apply(Path(args.port_file).resolve().parent)  # the emulator's folder: its instance runner listens
     server = server_fixes.serve("127.0.0.1", args.port, preload=SERVICES)
+    server_fixes.freeze_heap()  # the loaded services stay; no full collection walks them again
     threading.Thread(target=server.serve_forever, name="moto-server", daemon=True).start()
     port = server.server_address[1]
     _write_atomically(Path(args.port_file), str(port))
