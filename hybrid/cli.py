@@ -355,10 +355,6 @@ def worker_command(ctx: Context, instance_id: str, user_data: str | None) -> Non
 
 # ---------------------------------------------------------------- autoscaler
 
-def timeline_path(settings: Settings) -> Path:
-    return Path(settings.state_dir) / "autoscale" / f"{settings.stack}-timeline.jsonl"
-
-
 @main.command("autoscale")
 @click.option("--ticks", type=int, default=None, help="stop after N ticks (default: run until interrupted)")
 @click.option("--plot", "plot_to", metavar="PNG", help="do not scale: draw the recorded timeline into PNG and exit")
@@ -377,7 +373,7 @@ def autoscale_command(ctx: Context, ticks: int | None, plot_to: str | None) -> N
 
     settings = ctx.settings
     if plot_to:
-        out = plot_timeline(read_timeline(timeline_path(settings)), Path(plot_to), f"stack {settings.stack}")
+        out = plot_timeline(read_timeline(settings.timeline_path), Path(plot_to), f"stack {settings.stack}")
         click.echo(f"timeline written to {out}")
         return
     import threading
@@ -385,7 +381,7 @@ def autoscale_command(ctx: Context, ticks: int | None, plot_to: str | None) -> N
     from hybrid.autoscale.service import build_autoscaler
 
     logging.getLogger("hybrid.autoscale").setLevel(logging.INFO)
-    scaler = build_autoscaler(settings, timeline_path(settings))
+    scaler = build_autoscaler(settings, settings.timeline_path)
     click.echo(f"autoscaling stack {settings.stack}: {settings.scaling.min_workers}..{settings.scaling.max_workers}"
                f" workers, tick every {settings.scaling.poll_interval:g} s", err=True)
     try:

@@ -120,9 +120,7 @@ def _wait_for_zero(settings: Settings, cold: dict[str, Any], report: Report) -> 
 
 
 def _timeline(settings: Settings, since: float, report_dir: Path, report: Report) -> list[dict[str, Any]]:
-    from hybrid.cli import timeline_path
-
-    rows = [r for r in read_timeline(timeline_path(settings)) if r["t"] >= since - 2]
+    rows = [r for r in read_timeline(settings.timeline_path) if r["t"] >= since - 2]
     (report_dir / "timeline.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     picture = plot_timeline(rows, report_dir / "timeline.png", f"hybrid demo: stack {settings.stack}",
                             answered=_answered_times(report_dir))

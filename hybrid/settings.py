@@ -143,6 +143,16 @@ class Settings:
     def state_path(self) -> Path:
         return Path(self.state_dir)
 
+    @property
+    def result_cache_path(self) -> Path:
+        """The web tier's JSON result cache of this stack."""
+        return self.state_path / "web" / f"{self.stack}-cache.json"
+
+    @property
+    def timeline_path(self) -> Path:
+        """The autoscaler's record of this stack's queue depth and fleet, one JSON line per tick."""
+        return self.state_path / "autoscale" / f"{self.stack}-timeline.jsonl"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from hybrid.aws.channels import S3Store, SqsQueue
@@ -109,8 +108,7 @@ def build_runtime(settings: Settings) -> WebRuntime:
     delete_stale_reply_queues(queues, names.reply_queue_prefix + host_tag() + "-")
     reply_name = names.reply_queue(f"{host_tag()}-{os.getpid()}")
     reply_queue = ensure_reply_queue(queues, reply_name, settings)
-    cache = ResultCache(Path(settings.state_dir) / "web" / f"{settings.stack}-cache.json",
-                        settings.web.cache_max_entries, flush_interval=CACHE_FLUSH_SECONDS)
+    cache = ResultCache(settings.result_cache_path, settings.web.cache_max_entries, flush_interval=CACHE_FLUSH_SECONDS)
     return assemble(S3Store(clients.s3, names.input_bucket), SqsQueue(clients.sqs, names.request_queue),
                     SqsQueue(clients.sqs, reply_name), cache, settings.web.request_timeout,
                     Ec2Fleet(clients.ec2, settings.stack), lambda: queues.delete(reply_queue))
