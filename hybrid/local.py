@@ -157,10 +157,25 @@ def down(settings: Settings, report: Report = log.info) -> list[str]:
         build_aws_stack(settings).down(report=report)
     stopped = stop_emulator(settings.state_path)
     report(f"local AWS server: {'stopped' if stopped else 'was not running'}")
+    removed = remove_stack_files(settings)
+    if removed:
+        report(f"local files of stack {settings.stack}: removed ({', '.join(removed)})")
     leftovers = processes_of(settings.state_path.resolve())
     for pid, command in leftovers:
         report(f"left over: pid {pid}: {command}")
     return [command for _, command in leftovers]
+
+
+def remove_stack_files(settings: Settings) -> list[str]:
+    """Removes the stack's result cache and autoscaler timeline from the state folder; returns what was there. The
+    stack's buckets are gone, and with them the labels the cache answered with. (Logs stay; instance folders go when
+    the next local server starts.)"""
+    removed = []
+    for what, path in (("result cache", settings.result_cache_path), ("autoscaler timeline", settings.timeline_path)):
+        if path.exists():
+            path.unlink()
+            removed.append(what)
+    return removed
 
 
 def _stop(record: ServiceRecord) -> str:

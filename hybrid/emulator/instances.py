@@ -24,6 +24,7 @@ import base64
 import gc
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +156,18 @@ def worker_processes(state_dir: Path) -> dict[str, int]:
         if pid != runner and _runs_for(pid, state):
             found[pid_file.parent.name] = pid
     return found
+
+
+def prune_instance_folders(state_dir: Path) -> int:
+    """Removes the folders (user data, worker log, pid) of instances that have no live worker; returns how many. For
+    a new local server, which starts with no instance: the folders left belong to an earlier one, and their logs
+    stayed until now for a look after that run."""
+    live = set(worker_processes(state_dir))
+    gone = [folder for folder in (Path(state_dir) / "instances").glob("*")
+            if folder.is_dir() and folder.name not in live]
+    for folder in gone:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(gone)
 
 
 def _runs_for(pid: int, state_dir: str) -> bool:

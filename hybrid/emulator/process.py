@@ -75,6 +75,11 @@ def start_emulator(state_dir: Path, on_poll: Callable[[Poll[int]], None] | None 
     if running:
         return _ensure_runner(state_dir, running)
     stop_emulator(state_dir)
+    from hybrid.emulator.instances import prune_instance_folders
+
+    pruned = prune_instance_folders(state_dir)  # the new server starts with no instance
+    if pruned:
+        log.info("removed the folders of %d instances of an earlier local server", pruned)
     folder = emulator_dir(state_dir)
     folder.mkdir(parents=True, exist_ok=True)
     port_file, log_path = folder / "port", folder / "emulator.log"

@@ -29,8 +29,12 @@ def hybrid(state_dir, port, *args, check=True):
 
 def test_local_stack_up_is_idempotent_serves_and_down_leaves_nothing(tmp_path):
     state_dir, port = tmp_path / "state", free_port()
+    stale = state_dir / "instances" / "i-of-an-earlier-server"
+    stale.mkdir(parents=True)
+    (stale / "worker.log").write_text("an earlier run\n")
     try:
         first = hybrid(state_dir, port, "local", "up").stdout
+        assert not stale.exists(), "a new local server prunes the folders of instances it never had"
         assert f"web tier: http://127.0.0.1:{port}/" in first
         second = hybrid(state_dir, port, "local", "up").stdout
         assert "autoscaler: already running" in second and "web: already running" in second
@@ -42,9 +46,14 @@ def test_local_stack_up_is_idempotent_serves_and_down_leaves_nothing(tmp_path):
         assert {"local AWS server", "instance runner", "autoscaler", "web"} <= running
         assert {r["state"] for r in status["resources"] if r["kind"] != "instances"} <= {"ok", "available"}
         assert (state_dir / "local" / "web.log").exists() and (state_dir / "local" / "autoscaler.log").exists()
+        assert (state_dir / "autoscale" / "local-test-timeline.jsonl").exists()
     finally:
         down = hybrid(state_dir, port, "local", "down", check=False)
     assert down.returncode == 0, down.stdout + down.stderr
     assert "no process and no resource left" in down.stdout
+    assert "local files of stack local-test: removed (result cache, autoscaler timeline)" in down.stdout
+    assert not (state_dir / "web" / "local-test-cache.json").exists()
+    assert not (state_dir / "autoscale" / "local-test-timeline.jsonl").exists()
+    assert (state_dir / "local" / "web.log").exists(), "logs stay for a look after the run"
     assert processes_of(state_dir.resolve()) == []
     assert hybrid(state_dir, port, "local", "status", check=False).returncode == 3

@@ -106,3 +106,14 @@ def test_the_runner_forgets_a_worker_s_pid_once_the_worker_is_gone(tmp_path, sle
     assert not pid_file.exists() and runner.processes == {}
     assert ec2.terminated == ([] if ending == "instance terminated" else ["i-1"])
     assert process.poll() is not None
+
+
+def test_a_new_server_prunes_the_folders_of_instances_whose_worker_is_gone(tmp_path, sleepers):
+    state = (tmp_path / "state").resolve()
+    worker = sleepers("--state-dir", str(state))
+    write_pid(state, "i-still-working", worker.pid)
+    (state / "instances" / "i-ended").mkdir()
+    (state / "instances" / "i-ended" / "worker.log").write_text("done\n")
+    assert instances.prune_instance_folders(state) == 1
+    assert [f.name for f in (state / "instances").iterdir()] == ["i-still-working"]
+    assert instances.prune_instance_folders(tmp_path / "no-such-state") == 0
