@@ -17,7 +17,7 @@ ignores a second reply to a request it has already answered):
 4. once every job of the batch is settled, delete, in one ``DeleteMessageBatch``, each message whose requests all had
    their replies sent and their writes done. A reply or write that still fails after its retries leaves its message
    for later (it comes back, and is answered again). Deleting per batch rather than per message saves a call per
-   image (a quarter of the worker's calls); a deletion has no one waiting for it, and a crash before it only means
+   image (one in six of the worker's calls); a deletion has no one waiting for it, and a crash before it only means
    that the batch's answered requests come back and are answered a second time.
 
 Replies to one queue go out at once when no send to that queue is in flight; those that become ready while one is

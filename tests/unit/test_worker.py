@@ -335,3 +335,19 @@ def test_answered_messages_stay_hidden_until_the_batch_is_settled_then_go_in_one
     batch.join()
     assert [receipts for op, receipts in rig.requests.log if op == "delete"] == [["m1#1", "m2#1", "m3#1"]]
     assert rig.requests.messages == {}
+
+
+def test_a_delete_that_keeps_failing_leaves_the_answered_batch_to_come_back():
+    class Undeletable(InMemoryQueue):
+        def delete(self, receipts):
+            raise CloudError("injected lasting delete failure", "InternalError")
+
+    rig = Rig()
+    rig.requests = Undeletable("requests", rig.clock)
+    rig.worker.requests = rig.requests
+    rig.submit("a", b"cat-1")
+    rig.submit("b", b"dog-2")
+    rig.drain()
+    assert sorted(r.id for r in rig.replies_sent()) == ["a", "b"], "answered all the same"
+    assert len(rig.requests.messages) == 2, "not deleted: both come back after their visibility timeout"
+    assert (rig.worker.stats.answered, rig.worker.stats.errors) == (2, 1)
