@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from app_tier.idle import poll_wait, should_terminate
-from app_tier.outbox import MAX_PER_CALL, Outbox, all_of
+from app_tier.outbox import Outbox, all_of
 from hybrid.clock import Clock, SystemClock
 from hybrid.contracts import ImageClassifier, MessageQueue, ObjectStore, QueueMessage
 from hybrid.errors import HybridError, NotFoundError, TooLargeError
@@ -225,18 +225,18 @@ class Worker:
         retry(lambda: self.replies_to(queue_name).send(bodies), f"replying to {queue_name}", clock=self.clock)
 
     def _delete_answered(self, messages: list[QueueMessage]) -> None:
-        """Deletes the answered messages, 10 per call; a call that still fails after its retries leaves its messages
-        to come back and be answered again."""
+        """Deletes the answered messages of a batch in one call (the queue splits it at SQS's limit of 10); if that
+        still fails after its retries, they come back and are answered again."""
+        if not messages:
+            return
         receipts = [message.receipt for message in messages]
-        for start in range(0, len(receipts), MAX_PER_CALL):
-            chunk = receipts[start:start + MAX_PER_CALL]
-            try:
-                retry(lambda: self.requests.delete(chunk), f"deleting {len(chunk)} answered messages",
-                      clock=self.clock)
-            except HybridError as exc:
-                self.stats.errors += 1
-                log.warning("cannot delete %d answered messages (%s): they will come back and be answered again",
-                            len(chunk), exc)
+        try:
+            retry(lambda: self.requests.delete(receipts), f"deleting {len(receipts)} answered messages",
+                  clock=self.clock)
+        except HybridError as exc:
+            self.stats.errors += 1
+            log.warning("cannot delete %d answered messages (%s): they will come back and be answered again",
+                        len(receipts), exc)
 
 
 class VisibilityExtender:
