@@ -91,10 +91,8 @@ class ReplyDispatcher:
         if receipts and not self._delivered:
             self._oldest = now
         self._delivered += receipts
-        if not self._delivered:
-            return
         if len(self._delivered) >= DELETE_BATCH or not receipts or now - self._oldest >= DELETE_AFTER:
-            self._delete(self._take_delivered())
+            self._delete(self._take_delivered())  # nothing to delete is no call
 
     def _take_delivered(self) -> list[str]:
         taken, self._delivered = self._delivered, []
