@@ -67,11 +67,7 @@ def memoise_name_conversion() -> None:
     import moto.core.utils
     import moto.sqs.models
 
-    original = getattr(moto.core.utils.camelcase_to_underscores, "__wrapped__",
-                       moto.core.utils.camelcase_to_underscores)
-    remembered = functools.lru_cache(maxsize=4096)(original)
-    for module in (moto.core.utils, moto.core.responses, moto.sqs.models):
-        module.camelcase_to_underscores = remembered
+    _memoise("camelcase_to_underscores", 4096, moto.core.utils, moto.core.responses, moto.sqs.models)
 
 
 def freeze_heap() -> None:
@@ -84,9 +80,16 @@ def memoise_method_names() -> None:
     """``method_names_from_class``, remembered per class, where the request dispatch calls it."""
     import moto.core.responses
 
-    original = getattr(moto.core.responses.method_names_from_class, "__wrapped__",
-                       moto.core.responses.method_names_from_class)
-    moto.core.responses.method_names_from_class = functools.lru_cache(maxsize=256)(original)
+    _memoise("method_names_from_class", 256, moto.core.responses)
+
+
+def _memoise(name: str, size: int, *modules: Any) -> None:
+    """Replaces the function ``name`` in each module by one ``lru_cache`` of moto's original; applied again, it
+    caches the original anew, never a cache of a cache."""
+    current = getattr(modules[0], name)
+    remembered = functools.lru_cache(maxsize=size)(getattr(current, "__wrapped__", current))
+    for module in modules:
+        setattr(module, name, remembered)
 
 
 def remembered_per_host(lookup: Callable[[Any, str | None], Any]) -> Callable[[Any, str | None], Any]:
