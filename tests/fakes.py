@@ -1,11 +1,21 @@
-"""State-holding fakes behind the project's own contracts (``hybrid.contracts``), for unit tests."""
+"""State-holding fakes behind the project's own contracts (``hybrid.contracts``), for unit tests, and a polling wait
+for threaded tests."""
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 from hybrid.contracts import Instance, Observed, Resource
 from hybrid.errors import CloudError
 from hybrid.naming import STACK_TAG
+
+
+def eventually(condition, timeout=10.0):
+    """Waits (polling) until ``condition()`` holds; fails after ``timeout`` seconds. Not a speed check."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.005)
 
 
 class InMemoryDriver:

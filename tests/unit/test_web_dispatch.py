@@ -1,12 +1,10 @@
 """The reply dispatcher's deletions, against a blocking in-memory queue: batched, never lost, flushed on stop."""
-import time
-
 import pytest
 
 from hybrid.clock import FakeClock
 from hybrid.messages import ClassifyReply
 from web_tier.dispatch import DELETE_AFTER, ReplyDispatcher
-from tests.fakes import BlockingQueue
+from tests.fakes import BlockingQueue, eventually
 
 
 class RecordingQueue(BlockingQueue):
@@ -20,14 +18,6 @@ class RecordingQueue(BlockingQueue):
 
 def replies(*ids):
     return [ClassifyReply(i, f"img-{i}", "cat", model="m@1").to_body() for i in ids]
-
-
-def eventually(condition, timeout=10.0):
-    """Waits (polling) until ``condition()`` holds; fails after ``timeout`` seconds. Not a speed check."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "never happened"
-        time.sleep(0.005)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 import hashlib
 import json
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -14,7 +13,7 @@ from hybrid.clock import FakeClock
 from hybrid.errors import CloudError
 from hybrid.messages import ClassifyReply, ClassifyRequest
 from tests.fakes import (BrokenKeysStore, FakeClassifier, GatedClassifier, HoldableQueue, InMemoryQueue, InMemoryStore,
-                         Journaled)
+                         Journaled, eventually)
 
 
 class Rig:
@@ -183,14 +182,6 @@ class InBackground:
         assert not self.thread.is_alive(), "the batch never finished"
         if self.error is not None:
             raise self.error
-
-
-def eventually(condition, timeout=10.0):
-    """Waits (polling) until ``condition()`` holds; fails after ``timeout`` seconds. Not a speed check."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "never happened"
-        time.sleep(0.005)
 
 
 def reply_ids(sends):
