@@ -156,8 +156,9 @@ class AwsStack:
             outcomes.append(f"queue {extra.name}: {'deleted' if self.drivers['queue'].delete(extra) else 'gone'}")
             report(outcomes[-1])
         exports = exports_bucket_resource(stack_names(self.settings))
-        if self.drivers[exports.kind].observe(exports) is not None:  # only stacks that exported an AMI have it
-            outcomes.append(self._delete(exports))
+        found = self.drivers[exports.kind].observe(exports)
+        if found is not None:  # only stacks that exported an AMI have it
+            outcomes.append(self._delete_observed(exports, found))
             report(outcomes[-1])
         for resource in reversed(self.desired):
             outcomes.append(self._delete(resource))
@@ -193,10 +194,13 @@ class AwsStack:
                     state=f"{len(remaining)} still {', '.join(sorted({i.state for i in remaining}))}")
 
     def _delete(self, resource: Resource) -> str:
-        what = f"{resource.kind} {resource.name}"
         if not resource.managed:
-            return f"{what}: kept (referenced by id, not owned)"
-        found = self.drivers[resource.kind].observe(resource)
+            return f"{resource.kind} {resource.name}: kept (referenced by id, not owned)"
+        return self._delete_observed(resource, self.drivers[resource.kind].observe(resource))
+
+    def _delete_observed(self, resource: Resource, found: Observed | None) -> str:
+        """Deletes what ``observe`` found of ``resource``, if it carries the stack's tags."""
+        what = f"{resource.kind} {resource.name}"
         if found is None:
             return f"{what}: already absent"
         if not found.owned:
