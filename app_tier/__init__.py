@@ -5,7 +5,7 @@
 is in :mod:`app_tier.model`, which imports torch, so it is not imported here.
 """
 from app_tier.classifier import Classifier, Prediction, load_classifier, read_labels, weights_path
-from app_tier.preprocess import BadImageError, decode_image
+from hybrid.core.decoding import BadImageError, decode_image
 
 __all__ = ["BadImageError", "Classifier", "Prediction", "decode_image", "load_classifier", "read_labels",
            "weights_path"]

@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from app_tier.preprocess import CROP_SIZE, BadImageError, decode_image
-from hybrid.errors import ConfigError
+from hybrid.core.decoding import CROP_SIZE, BadImageError, decode_image
+from hybrid.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from hybrid.aws.channels import S3Store, SqsQueue
 from hybrid.aws.compute import Ec2Fleet
 from hybrid.aws.session import AwsClients
 from hybrid.aws.stack import stack_names
-from hybrid.contracts import ImageClassifier
-from hybrid.settings import Settings
+from hybrid.core.contracts import ImageClassifier
+from hybrid.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import subprocess
 import urllib.request
 from typing import Callable
 
-from hybrid.errors import HybridError
+from hybrid.core.errors import HybridError
 
 log = logging.getLogger(__name__)
 IMDS_URL = "http://169.254.169.254"

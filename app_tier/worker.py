@@ -36,11 +36,11 @@ from typing import Any, Callable, Sequence
 
 from app_tier.idle import poll_wait, should_terminate
 from app_tier.outbox import Outbox, all_of
-from hybrid.clock import Clock, SystemClock
-from hybrid.contracts import ImageClassifier, MessageQueue, ObjectStore, QueueMessage
-from hybrid.errors import HybridError, NotFoundError, TooLargeError
-from hybrid.messages import ClassifyReply, ClassifyRequest, MalformedMessage, requests_from_body
-from hybrid.retry import is_transient, retry
+from hybrid.core.clock import Clock, SystemClock
+from hybrid.core.contracts import ImageClassifier, MessageQueue, ObjectStore, QueueMessage
+from hybrid.core.errors import HybridError, NotFoundError, TooLargeError
+from hybrid.core.messages import ClassifyReply, ClassifyRequest, MalformedMessage, requests_from_body
+from hybrid.core.retry import is_transient, retry
 
 log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 64 * 1024 * 1024

@@ -34,7 +34,7 @@ batch). Then:
 The ratio lines divide the end-to-end rate by the model-only onnx rates at batch 8 (the worker's batch size):
 ``classify`` (decode included) is the fair comparison; 1.0 would mean the AWS round trips cost nothing.
 
-Part 3, memory, in MiB (kB / 1024 from /proc/<pid>/status, as ``hybrid.emulator.process.rss_mb``): the worker
+Part 3, memory, in MiB (kB / 1024 from /proc/<pid>/status, as ``hybrid.local.awsserver.process.rss_mb``): the worker
 (found by the runner's pid file ``instances/<id>/pid``) once loaded and idle after its first reply (VmRSS), and its peak
 over its whole life after the burst (VmHWM); the same for the model-only children (before loading the model,
 after load + one batch-1 call, the peak once every row up to batch 8 had run -- the worker's batch size -- and the
@@ -184,7 +184,7 @@ def child_main(runtime: str, photo_dir: Path, reps: int) -> int:
     import numpy as np
 
     from app_tier.classifier import load_classifier
-    from app_tier.preprocess import decode_image
+    from hybrid.core.decoding import decode_image
 
     photos = read_photos(photo_dir)
     decoded = [decode_image(data) for data in photos]
@@ -318,7 +318,7 @@ def make_rig(url: str, stack: str) -> Rig:
 def find_worker_pid(state_dir: Path, instance_id: str, timeout: float = 60.0) -> int:
     """The pid of the instance's worker, from the runner's pid file (a forked worker's command line is its
     runner's)."""
-    from hybrid.emulator.instances import worker_processes
+    from hybrid.local.instances import worker_processes
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -336,7 +336,7 @@ def upload_photos(rig: Rig, photos: dict[str, bytes]) -> dict[str, str]:
 
 def request_bodies(rig: Rig, keys: dict[str, str], count: int, label: str) -> dict[str, str]:
     """``count`` requests cycling over the photos: request id -> body."""
-    from hybrid.messages import ClassifyRequest
+    from hybrid.core.messages import ClassifyRequest
 
     names = list(keys)
     bodies = {}
@@ -431,7 +431,7 @@ def measure_worker(plan: Plan, photos: dict[str, bytes]) -> WorkerRun:
 
 
 def run_worker_phase(plan: Plan, photos: dict[str, bytes], state_dir: Path, name: str, run: WorkerRun) -> None:
-    from hybrid.settings import load
+    from hybrid.core.settings import load
 
     settings = load(None, {}, {"stack": name, "state_dir": str(state_dir), "worker.idle_timeout": "60"})
     if settings.worker.batch_size != WORKER_BATCH:

@@ -181,7 +181,7 @@ class Rig:
 
     def send(self, url: str, requests: list[tuple[str, str, str]]) -> float:
         """Sends (id, key, name) requests in one batch; returns time.time() once the call returned."""
-        from hybrid.messages import ClassifyRequest
+        from hybrid.core.messages import ClassifyRequest
 
         common.send_bodies(self.client("sqs"), url, [
             ClassifyRequest(rid, key, name, f"{self.stack}-responses").to_body() for rid, key, name in requests])
@@ -300,7 +300,7 @@ class Reaction:
 
 def observe_reaction(rig: Rig, url: str, reaction: Reaction, request_id: str, collector: ReplyCollector) -> None:
     """Polls every 20 ms until the reply arrived, filling in the moments as they are seen."""
-    from hybrid.emulator.instances import worker_processes
+    from hybrid.local.instances import worker_processes
 
     started, instance, pid = time.monotonic(), None, None
     while reaction.answered is None and time.monotonic() < started + REACTION_TIMEOUT:
@@ -509,7 +509,7 @@ def report_leftovers(state_dir: Path, patience: float = 5.0) -> None:
 
 
 def run(plan: Plan, quick: bool, png: Path | None) -> None:
-    from hybrid.settings import load
+    from hybrid.core.settings import load
 
     state_dir = Path(tempfile.mkdtemp(prefix="bench-autoscale-")).resolve()
     settings = load(None, {}, {"stack": f"bench-as-{secrets.token_hex(3)}", "state_dir": str(state_dir),

@@ -4,7 +4,7 @@ the client and server cost of single S3 and SQS calls on the emulator vs plain m
 Run: ``.venv/bin/python benchmarks/bench_aws.py [--quick]`` (only 127.0.0.1 is contacted; nothing is left running).
 
 Part 1, SQS, against two servers started side by side in one run, both on 127.0.0.1 with the same moto:
-  * ``patched``: the project's emulator (``hybrid.emulator.start_emulator``: moto plus ``sqs_fixes``);
+  * ``patched``: the project's emulator (``hybrid.local.awsserver.start_emulator``: moto plus ``sqs_fixes``);
   * ``unpatched``: a plain ``python -m moto.server``.
 Every message body is 1000 bytes. Rows:
   * ``send into empty queue``: ``send_message_batch`` of 10, one thread, the first N messages of a new queue.
@@ -180,7 +180,7 @@ def unpatched_moto(log_path: Path) -> Iterator[Server]:
 
 
 def wait_until_answers(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    from hybrid.emulator.process import answers
+    from hybrid.local.awsserver.process import answers
 
     deadline = time.monotonic() + timeout
     while not answers(url):
@@ -322,7 +322,7 @@ class StackRun:
 
 def time_stack(state_dir: Path, name: str) -> StackRun:
     from hybrid.aws.stack import build_aws_stack
-    from hybrid.settings import load
+    from hybrid.core.settings import load
 
     stack = build_aws_stack(load(overrides={"state_dir": str(state_dir), "stack": name}))
     first_up, first = timed(lambda: stack.up(report=common.ignore))

@@ -3,7 +3,7 @@ with and without the runner's objects frozen out of the garbage collector (``gc.
 
 Run: ``.venv/bin/python benchmarks/bench_fork.py [--rounds N]`` (no server is contacted; nothing is left running).
 
-This process does what the runner does at start (``hybrid.emulator.instances.preload_worker_code``: imports, the
+This process does what the runner does at start (``hybrid.local.instances.preload_worker_code``: imports, the
 ONNX model, the boto3 service descriptions), then forks ``2 x rounds`` children, alternating frozen and not frozen
 so that both see the same machine. Each child does what a new worker does before its first receive: loads its
 settings, builds its worker (boto3 clients, queues, buckets, the inherited model), then runs one full collection, as
@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def start_like_a_worker(state_dir: str) -> dict[str, float]:
     """In the child: a new worker's work before it serves, measured."""
     from app_tier.service import build_worker
-    from hybrid.emulator.instances import _inherited_classifier
-    from hybrid.settings import load
+    from hybrid.local.instances import _inherited_classifier
+    from hybrid.core.settings import load
 
     cpu, faults = time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     settings = load(None, {}, {"state_dir": state_dir, "aws": {"endpoint_url": "http://127.0.0.1:9"}})
@@ -71,7 +71,7 @@ def main() -> int:
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = "1"
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-    from hybrid.emulator.instances import preload_worker_code
+    from hybrid.local.instances import preload_worker_code
 
     print("preloading as the instance runner does ...", file=sys.stderr)
     preload_worker_code()

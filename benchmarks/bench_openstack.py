@@ -18,7 +18,7 @@ part 2, then checks ``status`` again. Not measured: the first bring-up on a clea
 + bootstrap, about 2.5-4 min), which would need the packages purged first.
 
 Part 2, ``hybrid openstack`` on the fixture through the library, as the CLI does it: per repetition a fresh stack
-name and a fresh state folder (``hybrid.settings.load(None, {}, {"stack": name, "state_dir": tmp})``, so cloud
+name and a fresh state folder (``hybrid.core.settings.load(None, {}, {"stack": name, "state_dir": tmp})``, so cloud
 ``hybrid-local``), and a 16 MiB qcow2 image made by ``qemu-img create -f qcow2``. Each step builds its stack anew
 (``build_openstack_stack(settings, image)``: a new openstacksdk connection and token, as each CLI command does)
 and is timed including that: the first ``up`` (uploads the image, creates key pair, security group, server, floating
@@ -178,7 +178,7 @@ def time_stack(name: str, image_path: Path, state_dir: Path) -> StackRun:
     """One repetition: first up, second up, status, down; torn down in ``finally`` if ``down`` did not complete."""
     from hybrid.openstack.image import prepare_image
     from hybrid.openstack.stack import build_openstack_stack
-    from hybrid.settings import load
+    from hybrid.core.settings import load
 
     settings = load(None, {}, {"stack": name, "state_dir": str(state_dir)})
     source = prepare_image(image_path, False, state_dir / "images")

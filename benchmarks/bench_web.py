@@ -52,7 +52,7 @@ with ``create_app(settings, build_runtime(settings))`` for the same stack (same 
 and its test client posts the same pre-built multipart bodies ``TEST_CLIENT_CALLS`` times (2000; 500 with
 ``--quick``), in four variants: as served (with the per-request INFO log line written through a root handler with
 the CLI's format to a file, as ``hybrid web`` does to its stderr), then without the log line, with the image
-decode (``app_tier.preprocess.check_decodable``, which the upload check calls) a no-op, and without both. The
+decode (``hybrid.core.decoding.check_decodable``, which the upload check calls) a no-op, and without both. The
 last three are what-ifs, patched in this process for the measurement only and restored; project code is not changed.
 ``decodes/hit`` counts ``check_decodable`` calls per request: 1 means the upload is decoded before the cache lookup,
 0 that a hit skips it. Beside them, the per-call cost of the pieces: ``check_decodable`` of each warm image (open,
@@ -62,7 +62,7 @@ decode, for comparison), SHA-256,
 All medians of per-call wall time with nothing else of this benchmark busy but idle pollers.
 
 The code under test may change while the benchmark runs (others edit the project): a fingerprint (SHA-256 of
-web_tier/*.py, app_tier/preprocess.py, hybrid/cli.py, hybrid/aws/*.py) is printed in the header, taken at each
+web_tier/*.py, hybrid/core/decoding.py, hybrid/cli/*.py, hybrid/aws/*.py) is printed in the header, taken at each
 server start and for part 4, and a WARNING says so if they differ.
 
 Part 5, teardown in ``finally`` blocks: the web server gets SIGTERM (and SIGKILL after 30 s), the stack goes down
@@ -151,7 +151,7 @@ def child_pids(parent: int) -> list[int]:
     return sorted(found)
 
 
-CODE_FILES = ("web_tier/*.py", "app_tier/preprocess.py", "hybrid/cli.py", "hybrid/aws/*.py")
+CODE_FILES = ("web_tier/*.py", "hybrid/core/decoding.py", "hybrid/cli/*.py", "hybrid/aws/*.py")
 
 
 def code_fingerprint() -> str:
@@ -220,7 +220,7 @@ class Env:
 def find_worker_pids(env: Env) -> list[int]:
     """The workers' pids, from the runner's ``instances/<id>/pid`` files (a forked worker's command line does not
     name its instance)."""
-    from hybrid.emulator.instances import worker_processes
+    from hybrid.local.instances import worker_processes
 
     pids = worker_processes(env.state_dir)
     return [pids[instance_id] for instance_id in env.instance_ids if instance_id in pids]
@@ -579,12 +579,12 @@ def time_test_client(client: Any, bodies: list[bytes], calls: int, statuses: dic
 @contextlib.contextmanager
 def what_if(patches: set[str], log_path: Path) -> Iterator[list[int]]:
     """For one measurement only: the request log as `hybrid web` has it (INFO lines through a root handler with the
-    CLI's format, to a file), or switched off ("nolog"); ``app_tier.preprocess.check_decodable``, which the upload
+    CLI's format, to a file), or switched off ("nolog"); ``hybrid.core.decoding.check_decodable``, which the upload
     check calls, counted (the list yielded holds the number of calls) and, with "nodecode", a no-op. Everything is
     restored on the way out; project code is not changed."""
     import logging
 
-    from app_tier import preprocess
+    from hybrid.core import decoding as preprocess
 
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -629,7 +629,7 @@ def parse_seconds(body: bytes) -> float:
 def measure_breakdown(env: Env, images: dict[str, bytes], calls: int) -> Breakdown:
     import hashlib
 
-    from app_tier.preprocess import check_decodable, decode_image
+    from hybrid.core.decoding import check_decodable, decode_image
     from web_tier.app import create_app
     from web_tier.runtime import build_runtime
 
@@ -719,7 +719,7 @@ class Results:
 
 
 def run_all(plan: Plan, env: Env, hit_set: dict[str, bytes], miss_set: dict[str, bytes], res: Results) -> None:
-    from hybrid.settings import load
+    from hybrid.core.settings import load
 
     env.settings = load(None, {}, {"stack": env.stack_name, "state_dir": str(env.state_dir),
                                    "worker.idle_timeout": "120"})
@@ -782,7 +782,7 @@ def load_average() -> str:
 
 
 def header(plan: Plan, quick: bool) -> str:
-    from hybrid.settings import Settings
+    from hybrid.core.settings import Settings
 
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return (f"hybrid web-tier benchmark -- {now}, {os.cpu_count()} CPUs ({common.cpu_model()}), "

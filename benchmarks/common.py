@@ -10,8 +10,8 @@ come from the project (installed editable in the venv; the scripts also put the 
 Project modules, boto3, PIL and scikit-image are imported inside the functions that need them, so importing this
 module stays cheap (``bench_app_tier``'s model-only child imports it too).
 
-Processes are found with the project's own helpers: ``hybrid.local.processes_of(state_dir)`` (command lines naming
-the state folder) and ``hybrid.emulator.instances.worker_processes(state_dir)`` (the runner's pid files; a worker
+Processes are found with the project's own helpers: ``hybrid.local.stack.processes_of(state_dir)`` (command lines naming
+the state folder) and ``hybrid.local.instances.worker_processes(state_dir)`` (the runner's pid files; a worker
 forked by the runner has its runner's command line, which does not name its instance).
 """
 from __future__ import annotations
@@ -157,7 +157,7 @@ def receive_replies(sqs: Any, queue_url: str,
                     clock: Callable[[], float] = time.perf_counter) -> tuple[list[Any], float]:
     """One receive (up to 10, long poll of 1 s) on a response queue: the ``ClassifyReply`` of each message and the
     ``clock`` reading right after the receive returned; the messages are deleted once parsed."""
-    from hybrid.messages import ClassifyReply
+    from hybrid.core.messages import ClassifyReply
 
     messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
     arrived = clock()
@@ -172,7 +172,7 @@ def receive_replies(sqs: Any, queue_url: str,
 def local_server(state_dir: Path, report: Callable[[str], None] = ignore) -> Iterator[Any]:
     """The project's local AWS server and instance runner (``start_emulator``), yielding its ``EmulatorInfo``;
     stopped on the way out whatever happens, then ``report`` gets a line saying so and how long it took."""
-    from hybrid.emulator import start_emulator, stop_emulator
+    from hybrid.local.awsserver import start_emulator, stop_emulator
 
     try:
         yield start_emulator(state_dir)
@@ -202,7 +202,7 @@ def aws_stack(settings: Any, report: Callable[[str], None] = ignore) -> Iterator
 def launch_app_tier(ec2: Any, stack: Any, settings: Any, count: int = 1) -> list[str]:
     """Launches ``count`` app-tier instances of the stack as tests/integration/rig.py's ``Stack.launch`` does (its
     image, the stack and role tags, the settings as user data); the runner turns each into a worker process."""
-    from hybrid.naming import ROLE_APP_TIER, ROLE_TAG, STACK_TAG
+    from hybrid.core.naming import ROLE_APP_TIER, ROLE_TAG, STACK_TAG
 
     image = next(r["id"] for r in stack.status() if r["kind"] == "image")
     tags = [{"Key": STACK_TAG, "Value": settings.stack}, {"Key": ROLE_TAG, "Value": ROLE_APP_TIER}]
@@ -214,9 +214,9 @@ def launch_app_tier(ec2: Any, stack: Any, settings: Any, count: int = 1) -> list
 
 def leftover_processes(state_dir: Path) -> list[tuple[int, str]]:
     """(pid, command line) of every live process of a state folder: those whose command line names it (local
-    server, runner, web servers, workers; ``hybrid.local.processes_of``) and any worker its pid file still names."""
-    from hybrid.emulator.instances import worker_processes
-    from hybrid.local import processes_of
+    server, runner, web servers, workers; ``hybrid.local.stack.processes_of``) and any worker its pid file still names."""
+    from hybrid.local.instances import worker_processes
+    from hybrid.local.stack import processes_of
 
     found = processes_of(state_dir)
     known = {pid for pid, _ in found}

@@ -1,13 +1,13 @@
-"""State-holding fakes behind the project's own contracts (``hybrid.contracts``), for unit tests, and a polling wait
+"""State-holding fakes behind the project's own contracts (``hybrid.core.contracts``), for unit tests, and a polling wait
 for threaded tests."""
 from __future__ import annotations
 
 import time
 from typing import Sequence
 
-from hybrid.contracts import Instance, Observed, Resource
-from hybrid.errors import CloudError
-from hybrid.naming import STACK_TAG
+from hybrid.core.contracts import Instance, Observed, Resource
+from hybrid.core.errors import CloudError
+from hybrid.core.naming import STACK_TAG
 
 
 def eventually(condition, timeout=10.0):
@@ -109,7 +109,7 @@ class InMemoryQueue:
         self.log.append(("send", list(bodies)))
 
     def receive(self, max_messages, wait_seconds, visibility=None):
-        from hybrid.contracts import QueueMessage
+        from hybrid.core.contracts import QueueMessage
 
         taken = self._take(max_messages, 30 if visibility is None else visibility)
         if not taken and wait_seconds:
@@ -146,7 +146,7 @@ class InMemoryQueue:
                 message["visible_at"] = self.clock.now() + seconds
 
     def depth(self):
-        from hybrid.contracts import QueueDepth
+        from hybrid.core.contracts import QueueDepth
 
         visible = sum(m["visible_at"] <= self.clock.now() for m in self.messages.values())
         return QueueDepth(visible, len(self.messages) - visible)
@@ -177,7 +177,7 @@ class InMemoryStore:
         return True
 
     def get(self, key, max_bytes=None):
-        from hybrid.errors import NotFoundError, TooLargeError
+        from hybrid.core.errors import NotFoundError, TooLargeError
 
         self._maybe_fail("get")
         if key not in self.objects:
@@ -233,7 +233,7 @@ class BlockingQueue:
             self._ready.notify_all()
 
     def receive(self, max_messages, wait_seconds, visibility=None):
-        from hybrid.contracts import QueueMessage
+        from hybrid.core.contracts import QueueMessage
 
         with self._ready:
             self._ready.wait_for(lambda: self.bodies, timeout=wait_seconds)
@@ -251,7 +251,7 @@ class BlockingQueue:
         return None
 
     def depth(self):
-        from hybrid.contracts import QueueDepth
+        from hybrid.core.contracts import QueueDepth
 
         with self._ready:
             return QueueDepth(len(self.bodies), 0)
@@ -298,7 +298,7 @@ class GatedQueue:
             return [body for batch in self.batches for body in batch]
 
     def depth(self):
-        from hybrid.contracts import QueueDepth
+        from hybrid.core.contracts import QueueDepth
 
         return QueueDepth(len(self.sent), 0)
 
@@ -340,7 +340,7 @@ class HoldableQueue(InMemoryQueue):
     def __init__(self, name: str, clock=None, timeout: float = 10.0) -> None:
         import threading
 
-        from hybrid.clock import FakeClock
+        from hybrid.core.clock import FakeClock
 
         super().__init__(name, clock or FakeClock())
         self.timeout = timeout

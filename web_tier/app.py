@@ -15,8 +15,8 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from hybrid.errors import HybridError
-from hybrid.settings import Settings
+from hybrid.core.errors import HybridError
+from hybrid.core.settings import Settings
 from web_tier.runtime import WebRuntime
 from web_tier.service import ImageRejected, Outcome, RequestTimeout
 from web_tier.uploads import Upload, UploadError, check_image, read_upload

@@ -66,7 +66,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 
-from hybrid.clock import Clock, WallClock
+from hybrid.core.clock import Clock, WallClock
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import threading
 from concurrent.futures import Future
 from typing import Callable
 
-from hybrid.clock import Clock, SystemClock
-from hybrid.contracts import MessageQueue
-from hybrid.errors import HybridError
-from hybrid.messages import ClassifyReply, MalformedMessage
+from hybrid.core.clock import Clock, SystemClock
+from hybrid.core.contracts import MessageQueue
+from hybrid.core.errors import HybridError
+from hybrid.core.messages import ClassifyReply, MalformedMessage
 
 log = logging.getLogger(__name__)
 VISIBILITY = 30  # seconds a received reply stays hidden

@@ -19,10 +19,10 @@ from hybrid.aws.compute import Ec2Fleet
 from hybrid.aws.session import AwsClients
 from hybrid.aws.stack import stack_names
 from hybrid.aws.storage import QueueDriver
-from hybrid.contracts import Fleet, MessageQueue, Resource
-from hybrid.errors import HybridError, NotFoundError
-from hybrid.naming import ROLE_RESPONSES
-from hybrid.settings import Settings
+from hybrid.core.contracts import Fleet, MessageQueue, Resource
+from hybrid.core.errors import HybridError, NotFoundError
+from hybrid.core.naming import ROLE_RESPONSES
+from hybrid.core.settings import Settings
 from web_tier.cache import ResultCache
 from web_tier.dispatch import ReplyDispatcher
 from web_tier.metrics import Metrics

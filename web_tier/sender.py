@@ -23,8 +23,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hybrid.contracts import MessageQueue
-from hybrid.errors import HybridError
+from hybrid.core.contracts import MessageQueue
+from hybrid.core.errors import HybridError
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 10  # entries per SendMessageBatch (SQS's limit); request bodies are far below the 1 KB message limit

@@ -7,7 +7,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from hybrid.settings import Settings
+from hybrid.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class WebServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from app_tier.preprocess import warm_decoder
+        from hybrid.core.decoding import warm_decoder
         from web_tier.app import create_app
 
         logging.getLogger("web_tier").setLevel(logging.INFO)

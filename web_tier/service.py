@@ -22,9 +22,9 @@ from concurrent.futures import Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hybrid.contracts import ObjectStore
-from hybrid.errors import HybridError
-from hybrid.messages import ClassifyReply, ClassifyRequest
+from hybrid.core.contracts import ObjectStore
+from hybrid.core.errors import HybridError
+from hybrid.core.messages import ClassifyReply, ClassifyRequest
 from web_tier.cache import CachedResult, ResultCache, is_digest
 from web_tier.dispatch import ReplyDispatcher
 from web_tier.sender import RequestSender

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from werkzeug.datastructures import FileStorage, MultiDict
 
-from hybrid.errors import HybridError
-from hybrid.messages import image_name
+from hybrid.core.errors import HybridError
+from hybrid.core.messages import image_name
 
 
 class UploadError(HybridError):
@@ -50,7 +50,7 @@ def _the_one_file(files: MultiDict) -> FileStorage:
 def check_image(data: bytes) -> None:
     """Decodes every pixel, as the worker will (without its resize and crop): not an image, truncated, a bomb or too
     large is refused here."""
-    from app_tier.preprocess import BadImageError, check_decodable
+    from hybrid.core.decoding import BadImageError, check_decodable
 
     try:
         check_decodable(data)

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from hybrid.autoscale.policy import Decision, Observation, PolicyState, decide
-from hybrid.clock import Clock
-from hybrid.contracts import Fleet, MessageQueue
-from hybrid.errors import HybridError
-from hybrid.settings import ScalingSettings
+from hybrid.core.clock import Clock
+from hybrid.core.contracts import Fleet, MessageQueue
+from hybrid.core.errors import HybridError
+from hybrid.core.settings import ScalingSettings
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from hybrid.contracts import Instance
-from hybrid.settings import ScalingSettings
+from hybrid.core.contracts import Instance
+from hybrid.core.settings import ScalingSettings
 
 PENDING = "pending"
 RUNNING = "running"

@@ -8,8 +8,8 @@ from hybrid.aws.channels import SqsQueue
 from hybrid.aws.compute import Ec2Fleet
 from hybrid.aws.session import AwsClients
 from hybrid.aws.stack import build_aws_stack, stack_names
-from hybrid.clock import WallClock
-from hybrid.settings import Settings
+from hybrid.core.clock import WallClock
+from hybrid.core.settings import Settings
 
 
 def build_autoscaler(settings: Settings, timeline: Path | None) -> Autoscaler:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from hybrid.aws.session import MappedClient
-from hybrid.contracts import QueueDepth, QueueMessage
-from hybrid.errors import CloudError, NotFoundError, TooLargeError
+from hybrid.core.contracts import QueueDepth, QueueMessage
+from hybrid.core.errors import CloudError, NotFoundError, TooLargeError
 
 BATCH = 10
 

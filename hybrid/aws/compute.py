@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hybrid.aws.session import MappedClient
-from hybrid.contracts import Instance, Observed, Resource
-from hybrid.errors import CloudError, HybridError, NotFoundError
-from hybrid.naming import ROLE_APP_TIER, ROLE_TAG, STACK_TAG
+from hybrid.core.contracts import Instance, Observed, Resource
+from hybrid.core.errors import CloudError, HybridError, NotFoundError
+from hybrid.core.naming import ROLE_APP_TIER, ROLE_TAG, STACK_TAG
 
 log = logging.getLogger(__name__)
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")

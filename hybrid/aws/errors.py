@@ -5,8 +5,8 @@ from typing import Any
 
 import botocore.exceptions as bx
 
-from hybrid.errors import (CloudError, CredentialsError, EmulatorNotRunning, HybridError, NameTakenError,
-                           NotFoundError, QuotaError, RegionError)
+from hybrid.core.errors import (CloudError, CredentialsError, EmulatorNotRunning, HybridError, NameTakenError,
+                                NotFoundError, QuotaError, RegionError)
 
 CREDENTIAL_CODES = {"InvalidClientTokenId", "AuthFailure", "SignatureDoesNotMatch", "UnrecognizedClientException",
                     "InvalidAccessKeyId", "ExpiredToken", "ExpiredTokenException", "AccessDenied",

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 from hybrid.aws.session import MappedClient
-from hybrid.contracts import Observed, Resource
-from hybrid.errors import NotFoundError
-from hybrid.naming import STACK_TAG, StackNames
+from hybrid.core.contracts import Observed, Resource
+from hybrid.core.errors import NotFoundError
+from hybrid.core.naming import STACK_TAG, StackNames
 
 POLICY_NAME = "hybrid-worker"
 EC2_TRUST = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},

@@ -15,9 +15,9 @@ import botocore.loaders
 import botocore.session
 
 from hybrid.aws.errors import translate
-from hybrid.emulator.process import endpoint_url as emulator_endpoint
-from hybrid.errors import RegionError
-from hybrid.settings import Settings
+from hybrid.local.awsserver.process import endpoint_url as emulator_endpoint
+from hybrid.core.errors import RegionError
+from hybrid.core.settings import Settings
 
 EMULATOR_CREDENTIALS = {"aws_access_key_id": "emulator", "aws_secret_access_key": "emulator"}
 CLIENT_CONFIG = botocore.config.Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5,

@@ -13,15 +13,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from hybrid.clock import Clock, SystemClock
-from hybrid.contracts import (ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Change, Fleet, Observed, Resource,
-                              ResourceDriver)
-from hybrid.errors import NameTakenError, NotFoundError
-from hybrid.lifecycle import compare, delete_when_free, status_row
-from hybrid.naming import (ROLE_APP_TIER, ROLE_DEAD_LETTERS, ROLE_EXPORTS, ROLE_INPUT, ROLE_OUTPUT, ROLE_REQUESTS,
-                           ROLE_RESPONSES, StackNames)
-from hybrid.settings import Settings
-from hybrid.wait import Poll, wait_for
+from hybrid.core.clock import Clock, SystemClock
+from hybrid.core.contracts import (ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Change, Fleet, Observed, Resource,
+                                   ResourceDriver)
+from hybrid.core.errors import NameTakenError, NotFoundError
+from hybrid.core.lifecycle import compare, delete_when_free, status_row
+from hybrid.core.naming import (ROLE_APP_TIER, ROLE_DEAD_LETTERS, ROLE_EXPORTS, ROLE_INPUT, ROLE_OUTPUT, ROLE_REQUESTS,
+                                ROLE_RESPONSES, StackNames)
+from hybrid.core.settings import Settings
+from hybrid.core.wait import Poll, wait_for
 
 if TYPE_CHECKING:
     from hybrid.aws.compute import LaunchSpec

@@ -6,9 +6,9 @@ import logging
 from typing import Any
 
 from hybrid.aws.session import MappedClient
-from hybrid.contracts import Observed, QueueDepth, Resource
-from hybrid.errors import CloudError, NotFoundError
-from hybrid.naming import STACK_TAG
+from hybrid.core.contracts import Observed, QueueDepth, Resource
+from hybrid.core.errors import CloudError, NotFoundError
+from hybrid.core.naming import STACK_TAG
 
 log = logging.getLogger(__name__)
 PUBLIC_ACCESS_BLOCKED = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,

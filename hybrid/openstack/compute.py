@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hybrid.aws.compute import write_private_key
-from hybrid.clock import Clock, SystemClock
-from hybrid.contracts import Observed, Resource
-from hybrid.errors import NotFoundError
-from hybrid.naming import STACK_TAG
+from hybrid.core.clock import Clock, SystemClock
+from hybrid.core.contracts import Observed, Resource
+from hybrid.core.errors import NotFoundError
+from hybrid.core.naming import STACK_TAG
 from hybrid.openstack.names import carries_marker, stack_marker
-from hybrid.settings import Settings
-from hybrid.wait import Poll, wait_for
+from hybrid.core.settings import Settings
+from hybrid.core.wait import Poll, wait_for
 
 log = logging.getLogger(__name__)
 SERVER_BOOT_TIMEOUT = 600.0

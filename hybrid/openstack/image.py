@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybrid.contracts import Observed, Resource
-from hybrid.errors import ConfigError, HybridError, NotFoundError
+from hybrid.core.contracts import Observed, Resource
+from hybrid.core.errors import ConfigError, HybridError, NotFoundError
 from hybrid.openstack.names import IMAGE_ORIGIN_KEY, IMAGE_STACK_KEY, ORIGIN_UPLOADED
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hybrid.naming import ROLE_TAG, ROLE_WEB_TIER, STACK_TAG
+from hybrid.core.naming import ROLE_TAG, ROLE_WEB_TIER, STACK_TAG
 
 IMAGE_STACK_KEY = "hybrid_stack"
 IMAGE_ORIGIN_KEY = "hybrid_origin"

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hybrid.contracts import Observed, Resource
-from hybrid.errors import CloudError, NotFoundError
+from hybrid.core.contracts import Observed, Resource
+from hybrid.core.errors import CloudError, NotFoundError
 from hybrid.openstack.names import carries_marker
 
 log = logging.getLogger(__name__)

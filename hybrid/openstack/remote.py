@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paramiko
 
-from hybrid.errors import CloudError, CredentialsError, HybridError
+from hybrid.core.errors import CloudError, CredentialsError, HybridError
 from hybrid.openstack.compute import WEB_SERVICE
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ import keystoneauth1.exceptions as ksa
 import openstack
 import openstack.exceptions as osx
 
-from hybrid.errors import CloudError, ConfigError, CredentialsError, HybridError, NotFoundError, QuotaError, WaitTimeout
+from hybrid.core.errors import (CloudError, ConfigError, CredentialsError, HybridError, NotFoundError,
+                               QuotaError, WaitTimeout)
 
 API_TIMEOUT = 60.0
 QUOTA_WORDS = ("quota", "overquota", "limit exceeded")

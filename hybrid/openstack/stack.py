@@ -14,19 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hybrid import lifecycle
+from hybrid.core import lifecycle
 from hybrid.aws.stack import plan
-from hybrid.clock import Clock, SystemClock
-from hybrid.contracts import ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Change, Observed, Resource, ResourceDriver
-from hybrid.errors import NotFoundError
-from hybrid.lifecycle import delete_when_free
-from hybrid.naming import ROLE_WEB_TIER
+from hybrid.core.clock import Clock, SystemClock
+from hybrid.core.contracts import ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Change, Observed, Resource, ResourceDriver
+from hybrid.core.errors import NotFoundError
+from hybrid.core.lifecycle import delete_when_free
+from hybrid.core.naming import ROLE_WEB_TIER
 from hybrid.openstack.compute import server_settings_json, user_data
 from hybrid.openstack.image import ImageSource
 from hybrid.openstack.names import OpenStackNames
 from hybrid.openstack.network import describe_rules, find_external_network, web_tier_rules
-from hybrid.settings import Settings
-from hybrid.wait import Poll
+from hybrid.core.settings import Settings
+from hybrid.core.wait import Poll
 
 if TYPE_CHECKING:
     from hybrid.openstack.remote import ServiceCheck, Target

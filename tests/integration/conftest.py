@@ -6,8 +6,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from hybrid.emulator import start_emulator, stop_emulator
-from hybrid.settings import Settings, load
+from hybrid.local.awsserver import start_emulator, stop_emulator
+from hybrid.core.settings import Settings, load
 from tests.integration.rig import Stack
 
 

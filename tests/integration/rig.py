@@ -7,7 +7,7 @@ import time
 import uuid
 
 from hybrid.aws.stack import build_aws_stack
-from hybrid.messages import ClassifyReply, ClassifyRequest
+from hybrid.core.messages import ClassifyReply, ClassifyRequest
 
 
 def photo_bytes(name: str, size: tuple[int, int] | None = None, fmt: str = "JPEG") -> bytes:

@@ -7,8 +7,8 @@ import stat
 import pytest
 
 from hybrid.aws.stack import build_aws_stack
-from hybrid.errors import CredentialsError, EmulatorNotRunning, NameTakenError, RegionError
-from hybrid.settings import load
+from hybrid.core.errors import CredentialsError, EmulatorNotRunning, NameTakenError, RegionError
+from hybrid.core.settings import load
 
 quiet = dict(report=lambda line: None)
 
@@ -150,7 +150,7 @@ def test_down_empties_buckets_first(settings_for, stack_name, raw_client):
 
 
 def test_down_deletes_the_ami_export_bucket_with_its_exports(settings_for, stack_name, raw_client):
-    from hybrid.images.export import ensure_export_bucket
+    from hybrid.machine_images.export import ensure_export_bucket
 
     settings = settings_for(stack_name)
     stack = build_aws_stack(settings)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from hybrid import api
+from hybrid.tools import api
 from tests.integration.rig import photo_bytes
 
 pytestmark = pytest.mark.timeout(300)

@@ -3,7 +3,7 @@ import pytest
 
 from hybrid.aws.channels import S3Store, SqsQueue
 from hybrid.aws.session import AwsClients
-from hybrid.errors import NotFoundError, TooLargeError
+from hybrid.core.errors import NotFoundError, TooLargeError
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ from sklearn.datasets import load_sample_image
 
 from app_tier import classifier as classifier_module
 from app_tier.classifier import Classifier, Prediction, load_classifier
-from app_tier.cli import classify as classify_command
-from app_tier.preprocess import BadImageError, decode_image
-from hybrid.errors import ConfigError
+from hybrid.cli.classify import classify as classify_command
+from hybrid.core.decoding import BadImageError, decode_image
+from hybrid.core.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -274,7 +274,7 @@ def test_cli_as_a_process(onnx_classifier, onnx_cache, image_files):
     models = home / ".cache" / "hybrid" / "models"
     if not models.exists():
         models.symlink_to(onnx_cache)
-    command = [sys.executable, "-c", "from app_tier.cli import classify; classify()", *map(str, image_files)]
+    command = [sys.executable, "-c", "from hybrid.cli.classify import classify; classify()", *map(str, image_files)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(home)})
     assert (done.returncode, done.stdout) == (1, "coffee:espresso\ncamera:tripod\n")
     assert "broken: error: not an image" in done.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid.emulator.process import is_emulator_process
+from hybrid.local.awsserver.process import is_emulator_process
 
 
 def hybrid(*args: str, state_dir: Path, check: bool = True, env: dict | None = None):

@@ -10,7 +10,7 @@ import boto3
 import botocore.config
 import pytest
 
-from hybrid.emulator import server_fixes
+from hybrid.local.awsserver import server_fixes
 
 
 @pytest.fixture

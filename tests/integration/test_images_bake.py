@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from hybrid.aws.stack import build_aws_stack
-from hybrid.contracts import ACTION_CREATE, ACTION_KEEP
-from hybrid.errors import HybridError
-from hybrid.images.bake import BakeRequest, bake_image
+from hybrid.core.contracts import ACTION_CREATE, ACTION_KEEP
+from hybrid.core.errors import HybridError
+from hybrid.machine_images.bake import BakeRequest, bake_image
 
 
 def instance(raw_client, instance_id: str) -> dict:

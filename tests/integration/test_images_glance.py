@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from hybrid.images.export import upload_to_glance
+from hybrid.machine_images.export import upload_to_glance
 
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 import requests
 
-from hybrid.local import processes_of
+from hybrid.local.stack import processes_of
 from tests.integration.rig import photo_bytes
 from tests.integration.test_web_tier import free_port
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from hybrid.errors import CredentialsError
+from hybrid.core.errors import CredentialsError
 from hybrid.openstack.compute import new_key_pair
 from hybrid.openstack.remote import (CREDENTIALS_FILE, CREDENTIALS_STAGING, INSTALL_CREDENTIALS, Target, check,
                                      deliver_credentials, install_credentials)

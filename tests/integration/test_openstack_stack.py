@@ -11,11 +11,11 @@ import uuid
 
 import pytest
 
-from hybrid.errors import NotFoundError
+from hybrid.core.errors import NotFoundError
 from hybrid.openstack.compute import new_key_pair
 from hybrid.openstack.image import prepare_image
 from hybrid.openstack.stack import build_openstack_stack
-from hybrid.settings import load
+from hybrid.core.settings import load
 
 
 
@@ -141,7 +141,7 @@ def test_status_of_a_stack_that_is_not_set_up(raw, settings_of, stack_name):
 
 def test_wrong_credentials_are_a_credentials_error(raw, tmp_path, monkeypatch):
     """The fixture's member cloud with a wrong password, from a clouds.yaml of the test's own."""
-    from hybrid.errors import CredentialsError
+    from hybrid.core.errors import CredentialsError
     from hybrid.openstack.session import connect
 
     auth = dict(raw.config.config["auth"])

@@ -17,21 +17,21 @@ from PIL import Image
 
 from app_tier import classifier as classifier_module
 from app_tier.classifier import Classifier, load_classifier
-from hybrid.errors import ConfigError
-from hybrid.samples import (
-    EXPECTED_FILE,
-    MANIFEST_FILE,
-    MIN_KEPT,
-    MIN_MARGIN,
-    SOURCES,
-    FolderNotEmptyError,
-    Variant,
-    build_samples,
-    images,
-    load_sources,
-    read_expected,
-    render,
-)
+from hybrid.core.errors import ConfigError
+from hybrid.tools.samples import (
+                                  EXPECTED_FILE,
+                                  MANIFEST_FILE,
+                                  MIN_KEPT,
+                                  MIN_MARGIN,
+                                  SOURCES,
+                                  FolderNotEmptyError,
+                                  Variant,
+                                  build_samples,
+                                  images,
+                                  load_sources,
+                                  read_expected,
+                                  render,
+                                  )
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]
 

@@ -3,9 +3,9 @@ import json
 import logging
 
 from hybrid.autoscale.loop import Autoscaler, Timeline, read_timeline
-from hybrid.clock import FakeClock
-from hybrid.errors import CloudError
-from hybrid.settings import load
+from hybrid.core.clock import FakeClock
+from hybrid.core.errors import CloudError
+from hybrid.core.settings import load
 from tests.fakes import FakeFleet, InMemoryQueue
 
 

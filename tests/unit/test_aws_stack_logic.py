@@ -2,10 +2,10 @@
 import pytest
 
 from hybrid.aws.stack import AwsStack, desired_resources, plan
-from hybrid.clock import FakeClock
-from hybrid.contracts import ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Observed, Resource
-from hybrid.errors import CloudError, NameTakenError, NotFoundError, WaitTimeout
-from hybrid.settings import load
+from hybrid.core.clock import FakeClock
+from hybrid.core.contracts import ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Observed, Resource
+from hybrid.core.errors import CloudError, NameTakenError, NotFoundError, WaitTimeout
+from hybrid.core.settings import load
 from tests.fakes import FakeFleet, InMemoryDriver
 
 KINDS = ("bucket", "queue", "security_group", "key_pair", "image", "instance_profile")
@@ -157,7 +157,7 @@ def test_status_marks_missing_taken_and_drifted():
 
 def test_the_web_tier_policy_is_scoped_to_the_stack():
     from hybrid.aws.identity import web_tier_policy
-    from hybrid.naming import StackNames
+    from hybrid.core.naming import StackNames
 
     policy = web_tier_policy(StackNames("shop"), "eu-west-1", "123456789012")
     scoped = {s["Sid"]: s["Resource"] for s in policy["Statement"] if s["Resource"] != "*"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid import demo
+from hybrid.tools import demo
 
 
 def test_the_demo_fleet_is_one_instance_per_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,7 +37,7 @@ def test_the_demo_ticks_every_fifth_of_a_second_unless_told_otherwise(tmp_path: 
 
 
 def test_local_up_notes_a_fleet_larger_than_the_machine() -> None:
-    from hybrid.local import fleet_crowding
+    from hybrid.local.stack import fleet_crowding
 
     note = fleet_crowding(20, 2)
     assert note.startswith("note: scaling.max_workers = 20 on 2 core(s)") and "scaling.max_workers=2" in note

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from hybrid.emulator import server_fixes
+from hybrid.local.awsserver import server_fixes
 
 
 def test_a_host_is_looked_up_once_and_a_miss_is_not_remembered() -> None:

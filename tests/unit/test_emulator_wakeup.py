@@ -6,7 +6,8 @@ import threading
 import boto3
 import pytest
 
-from hybrid.emulator import instances, wakeup
+from hybrid.local import instances
+from hybrid.local.awsserver import wakeup
 
 
 @pytest.fixture

@@ -2,10 +2,10 @@ import botocore.exceptions as bx
 import pytest
 
 from hybrid.aws.errors import translate
-from hybrid.clock import FakeClock
-from hybrid.errors import (CloudError, CredentialsError, EmulatorNotRunning, HybridError, NameTakenError,
-                           NotFoundError, QuotaError, RegionError, WaitTimeout)
-from hybrid.wait import Poll, wait_for
+from hybrid.core.clock import FakeClock
+from hybrid.core.errors import (CloudError, CredentialsError, EmulatorNotRunning, HybridError, NameTakenError,
+                                NotFoundError, QuotaError, RegionError, WaitTimeout)
+from hybrid.core.wait import Poll, wait_for
 
 
 def client_error(code, message="boom"):

@@ -7,8 +7,8 @@ import weakref
 
 import pytest
 
-from hybrid.emulator import server_fixes
-from hybrid.settings import Settings
+from hybrid.local.awsserver import server_fixes
+from hybrid.core.settings import Settings
 
 
 class Node:

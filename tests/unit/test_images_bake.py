@@ -9,10 +9,10 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from hybrid.aws.session import MappedClient
-from hybrid.clock import FakeClock
-from hybrid.errors import HybridError
-from hybrid.images.bake import Baker, BakeRequest, console_readiness
-from hybrid.settings import load
+from hybrid.core.clock import FakeClock
+from hybrid.core.errors import HybridError
+from hybrid.machine_images.bake import Baker, BakeRequest, console_readiness
+from hybrid.core.settings import load
 
 BUILDER = "i-0123456789abcdef0"
 

@@ -14,19 +14,19 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
 from hybrid.aws.session import MappedClient
-from hybrid.clock import FakeClock
-from hybrid.errors import HybridError, WaitTimeout
-from hybrid.images.export import (
-    ChecksumMismatch,
-    EtagHasher,
-    Exporter,
-    ExportOptions,
-    ExportTask,
-    convert_to_qcow2,
-    export_image,
-    export_key,
-)
-from hybrid.settings import load
+from hybrid.core.clock import FakeClock
+from hybrid.core.errors import HybridError, WaitTimeout
+from hybrid.machine_images.export import (
+                                          ChecksumMismatch,
+                                          EtagHasher,
+                                          Exporter,
+                                          ExportOptions,
+                                          ExportTask,
+                                          convert_to_qcow2,
+                                          export_image,
+                                          export_key,
+                                          )
+from hybrid.core.settings import load
 
 TASK = "export-ami-0123456789abcdef0"
 IMAGE = "ami-0123456789abcdef0"

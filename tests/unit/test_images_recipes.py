@@ -13,20 +13,20 @@ import jsonschema
 import pytest
 import yaml
 
-from hybrid.errors import ConfigError, HybridError
-from hybrid.images import recipes
-from hybrid.images.recipes import (
-    HYBRID_BIN,
-    RECIPES_DIR,
-    ROLES,
-    bake_user_data,
-    boot_user_data,
-    install_settings,
-    recipe,
-    render_cloud_config,
-    settings_toml,
-)
-from hybrid.settings import Settings, load
+from hybrid.core.errors import ConfigError, HybridError
+from hybrid.machine_images import recipes
+from hybrid.machine_images.recipes import (
+                                           HYBRID_BIN,
+                                           RECIPES_DIR,
+                                           ROLES,
+                                           bake_user_data,
+                                           boot_user_data,
+                                           install_settings,
+                                           recipe,
+                                           render_cloud_config,
+                                           settings_toml,
+                                           )
+from hybrid.core.settings import Settings, load
 
 ALL_UNITS = sorted({unit for role in ROLES for unit in recipe(role).units})
 # The cloud-config keys these recipes use, with the shapes cloud-init's schema gives them.

@@ -11,8 +11,8 @@ from dataclasses import asdict
 
 import pytest
 
-from hybrid.emulator import instances
-from hybrid.emulator.process import EmulatorInfo, emulator_dir
+from hybrid.local import instances
+from hybrid.local.awsserver.process import EmulatorInfo, emulator_dir
 
 
 def test_the_runner_freezes_its_objects_before_it_forks_a_worker(tmp_path, monkeypatch):

@@ -5,9 +5,9 @@ import pytest
 from click.testing import CliRunner
 
 from hybrid.cli import Context
-from hybrid.clock import FakeClock
+from hybrid.core.clock import FakeClock
 from hybrid.openstack import stack as stack_module
-from hybrid.openstack.cli import openstack
+from hybrid.cli.openstack import openstack
 from tests.openstack_fakes import FakeCloud, Record
 from hybrid.openstack.session import MappedConnection
 

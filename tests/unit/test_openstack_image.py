@@ -1,7 +1,7 @@
 """Local disk images: format detection, the VMDK conversion command, checksums."""
 import pytest
 
-from hybrid.errors import ConfigError
+from hybrid.core.errors import ConfigError
 from hybrid.openstack.image import conversion_command, disk_format_of, prepare_image
 
 

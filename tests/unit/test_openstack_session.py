@@ -3,7 +3,7 @@ import keystoneauth1.exceptions as ksa
 import openstack.exceptions as osx
 import pytest
 
-from hybrid.errors import CloudError, ConfigError, CredentialsError, NotFoundError, QuotaError, WaitTimeout
+from hybrid.core.errors import CloudError, ConfigError, CredentialsError, NotFoundError, QuotaError, WaitTimeout
 from tests.openstack_fakes import FakeCloud, http_error
 from hybrid.openstack.session import MappedConnection, connect, translate
 

@@ -4,15 +4,15 @@ import stat
 
 import pytest
 
-from hybrid.clock import FakeClock
-from hybrid.contracts import ACTION_CREATE, ACTION_UPDATE
-from hybrid.errors import HybridError, NameTakenError, NotFoundError, QuotaError
+from hybrid.core.clock import FakeClock
+from hybrid.core.contracts import ACTION_CREATE, ACTION_UPDATE
+from hybrid.core.errors import HybridError, NameTakenError, NotFoundError, QuotaError
 from hybrid.openstack.compute import new_key_pair, server_settings_json, user_data
 from tests.openstack_fakes import FakeCloud, Record
 from hybrid.openstack.image import ImageSource, checksums
 from hybrid.openstack.session import MappedConnection
 from hybrid.openstack.stack import build_openstack_stack, desired_resources
-from hybrid.settings import load
+from hybrid.core.settings import load
 
 
 def quiet(line):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from app_tier.preprocess import BadImageError, check_decodable, decode_image
-from hybrid.errors import HybridError
+from hybrid.core.decoding import BadImageError, check_decodable, decode_image
+from hybrid.core.errors import HybridError
 
 MAGENTA = (255, 0, 127)
 
@@ -223,7 +223,7 @@ def test_check_decodable_accepts_a_photo_with_an_exif_orientation():
 
 
 def test_pil_truncation_errors_are_called_truncated_whatever_their_case():
-    from app_tier.preprocess import _describe_decode_failure
+    from hybrid.core.decoding import _describe_decode_failure
 
     assert _describe_decode_failure(OSError("Truncated File Read")).startswith("truncated image: ")
     assert _describe_decode_failure(OSError("image file is truncated")).startswith("truncated image: ")
@@ -233,7 +233,7 @@ def test_warm_decoder_imports_the_format_plugins_a_first_upload_would_otherwise_
     import subprocess
     import sys
 
-    probe = ("import sys; from app_tier.preprocess import warm_decoder; "
+    probe = ("import sys; from hybrid.core.decoding import warm_decoder; "
              "before = 'PIL.JpegImagePlugin' in sys.modules; warm_decoder(); "
              "print(before, all(f'PIL.{n}ImagePlugin' in sys.modules for n in ('Jpeg', 'Png', 'Gif', 'Bmp')))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()

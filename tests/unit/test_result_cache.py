@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid.clock import FakeClock
+from hybrid.core.clock import FakeClock
 from web_tier import cache as cache_module
 from web_tier.cache import CachedResult, ResultCache, image_digest
 

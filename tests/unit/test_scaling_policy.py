@@ -10,9 +10,9 @@ import pytest
 
 from hybrid.autoscale import Decision, Observation, PolicyState, decide
 from hybrid.autoscale import policy
-from hybrid.clock import FakeClock
-from hybrid.contracts import Instance
-from hybrid.settings import ScalingSettings, load
+from hybrid.core.clock import FakeClock
+from hybrid.core.contracts import Instance
+from hybrid.core.settings import ScalingSettings, load
 
 T0 = 1_700_000_000.0  # wall-clock epoch seconds, as the caller's clock and the cloud's launch times are
 
@@ -302,7 +302,7 @@ def test_the_policy_module_imports_no_clock_randomness_io_or_logging():
     assert imported <= {"__future__", "math", "dataclasses", "hybrid"}
     from_hybrid = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                    and node.module.startswith("hybrid")}
-    assert from_hybrid <= {"hybrid.contracts", "hybrid.settings"}
+    assert from_hybrid <= {"hybrid.core.contracts", "hybrid.core.settings"}
 
 
 @pytest.mark.parametrize("observation, desired, to_launch", [

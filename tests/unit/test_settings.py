@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from hybrid import settings as s
-from hybrid.errors import ConfigError
-from hybrid.naming import ROLE_REQUESTS, STACK_TAG, ROLE_TAG, StackNames
+from hybrid.core import settings as s
+from hybrid.core.errors import ConfigError
+from hybrid.core.naming import ROLE_REQUESTS, STACK_TAG, ROLE_TAG, StackNames
 
 
 def test_defaults_describe_the_embedded_default():

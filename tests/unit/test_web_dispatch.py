@@ -1,8 +1,8 @@
 """The reply dispatcher's deletions, against a blocking in-memory queue: batched, never lost, flushed on stop."""
 import pytest
 
-from hybrid.clock import FakeClock
-from hybrid.messages import ClassifyReply
+from hybrid.core.clock import FakeClock
+from hybrid.core.messages import ClassifyReply
 from web_tier.dispatch import DELETE_AFTER, ReplyDispatcher
 from tests.fakes import BlockingQueue, eventually
 

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from hybrid.errors import CloudError
-from hybrid.wait import Poll, wait_for
+from hybrid.core.errors import CloudError
+from hybrid.core.wait import Poll, wait_for
 from web_tier.sender import MAX_BATCH, BatchingSender, SenderStopped
 from tests.fakes import GatedQueue
 

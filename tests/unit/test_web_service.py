@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from hybrid.errors import CloudError
-from hybrid.messages import ClassifyReply, ClassifyRequest
+from hybrid.core.errors import CloudError
+from hybrid.core.messages import ClassifyReply, ClassifyRequest
 from web_tier.cache import CachedResult, ResultCache
 from web_tier.runtime import assemble
 from web_tier.service import ImageRejected, RequestTimeout
@@ -151,7 +151,7 @@ def test_a_failed_send_raises_the_queue_error_and_leaves_no_waiter(tmp_path):
     (("dispatcher", "sender"), "reply dispatcher stopped; request sender stopped\n"),
 ])
 def test_healthz_fails_while_either_thread_of_the_request_path_is_stopped(rig, stopped, answer):
-    from hybrid.settings import load
+    from hybrid.core.settings import load
     from web_tier.app import create_app
 
     runtime, *_ = rig()

@@ -46,7 +46,7 @@ def test_a_good_image_passes_the_check(fmt):
 
 
 def test_the_check_decodes_the_pixels_but_leaves_the_resize_and_crop_to_the_worker(monkeypatch):
-    import app_tier.preprocess as preprocess
+    import hybrid.core.decoding as preprocess
 
     def not_here(image):
         raise AssertionError("the web tier must not resize and crop: the worker does")

@@ -9,9 +9,9 @@ import pytest
 from app_tier.idle import poll_wait, should_terminate
 from app_tier.outbox import Outbox
 from app_tier.worker import RESULTS_PREFIX, Worker, WorkerConfig
-from hybrid.clock import FakeClock
-from hybrid.errors import CloudError
-from hybrid.messages import ClassifyReply, ClassifyRequest
+from hybrid.core.clock import FakeClock
+from hybrid.core.errors import CloudError
+from hybrid.core.messages import ClassifyReply, ClassifyRequest
 from tests.fakes import (BrokenKeysStore, FakeClassifier, GatedClassifier, HoldableQueue, InMemoryQueue, InMemoryStore,
                          Journaled, eventually)
 

@@ -8,10 +8,10 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from hybrid.errors import ConfigError
-from hybrid.workload import (CORRECT, FAILED, WRONG, RequestRecord, SessionPool, Target, WorkloadReport, backoff_delay,
-                             check_url, classify, find_images, image_key, percentile, plan_requests,
-                             post_with_retries, read_expected, run_workload, send_image, workload)
+from hybrid.core.errors import ConfigError
+from hybrid.tools.workload import (CORRECT, FAILED, WRONG, RequestRecord, SessionPool, Target, WorkloadReport, backoff_delay,
+                                   check_url, classify, find_images, image_key, percentile, plan_requests,
+                                   post_with_retries, read_expected, run_workload, send_image, workload)
 
 
 def record(index: int, outcome: str = CORRECT, latency: float = 1.0, started: float = 100.0,
@@ -317,7 +317,7 @@ def test_zero_requests_is_bad_usage(images):
 def test_the_callers_objects_are_frozen_out_of_collections_only_while_requests_run(tmp_path, monkeypatch):
     import gc
 
-    import hybrid.workload as workload_module
+    import hybrid.tools.workload as workload_module
 
     for name in ("a.jpg", "b.jpg"):
         (tmp_path / name).write_bytes(b"not sent")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybrid.clock import Clock
-from hybrid.contracts import ACTION_KEEP, ACTION_UPDATE, Change, Observed, Resource, ResourceDriver
-from hybrid.errors import CloudError
-from hybrid.wait import Poll, wait_for
+from hybrid.core.clock import Clock
+from hybrid.core.contracts import ACTION_KEEP, ACTION_UPDATE, Change, Observed, Resource, ResourceDriver
+from hybrid.core.errors import CloudError
+from hybrid.core.wait import Poll, wait_for
 
 
 def compare(resource: Resource, found: Observed) -> Change:

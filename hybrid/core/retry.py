@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 from typing import Callable, TypeVar
 
-from hybrid.clock import Clock, SystemClock
-from hybrid.errors import CloudError, ConfigError, CredentialsError, EmulatorNotRunning, NameTakenError, NotFoundError
+from hybrid.core.clock import Clock, SystemClock
+from hybrid.core.errors import (CloudError, ConfigError, CredentialsError, EmulatorNotRunning,
+                               NameTakenError, NotFoundError)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """A small Python API for batch mode::
 
-    from hybrid import api
+    from hybrid.tools import api
     api.init()                       # settings from hybrid.toml / HYBRID_* like the CLI; or api.init(settings)
     api.upload("photos/cat.jpg")
     api.list_results()               # [BatchResult(name, digest, label, error), ...]
@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hybrid.batch import BatchClient, BatchResult, Submission
-from hybrid.errors import HybridError
-from hybrid.settings import Settings, load
+from hybrid.tools.batch import BatchClient, BatchResult, Submission
+from hybrid.core.errors import HybridError
+from hybrid.core.settings import Settings, load
 
 _client: BatchClient | None = None
 
@@ -28,7 +28,7 @@ def init(settings: Settings | None = None) -> BatchClient:
 
 def _current() -> BatchClient:
     if _client is None:
-        raise HybridError("call hybrid.api.init() first")
+        raise HybridError("call hybrid.tools.api.init() first")
     return _client
 
 

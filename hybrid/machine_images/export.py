@@ -30,12 +30,12 @@ from hybrid.aws.compute import tags_of
 from hybrid.aws.session import MappedClient
 from hybrid.aws.stack import exports_bucket_resource, stack_names
 from hybrid.aws.storage import BucketDriver
-from hybrid.clock import Clock, SystemClock
-from hybrid.errors import CloudError, HybridError, NameTakenError, NotFoundError
-from hybrid.images.bake import image_name
-from hybrid.naming import ROLE_TAG, ROLE_WEB_TIER, STACK_TAG
-from hybrid.settings import Settings
-from hybrid.wait import Poll, wait_for
+from hybrid.core.clock import Clock, SystemClock
+from hybrid.core.errors import CloudError, HybridError, NameTakenError, NotFoundError
+from hybrid.machine_images.bake import image_name
+from hybrid.core.naming import ROLE_TAG, ROLE_WEB_TIER, STACK_TAG
+from hybrid.core.settings import Settings
+from hybrid.core.wait import Poll, wait_for
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]

@@ -85,7 +85,7 @@ def apply(emulator_folder: Path) -> None:
     internals: the pinned version only)."""
     from moto.ec2.models.instances import InstanceBackend
 
-    from hybrid.emulator.sqs_fixes import require_pinned_moto
+    from hybrid.local.awsserver.sqs_fixes import require_pinned_moto
 
     require_pinned_moto("the runner wake-up hooks")
     for name in ("run_instances", "terminate_instances"):

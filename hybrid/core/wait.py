@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
 
-from hybrid.clock import Clock, SystemClock
-from hybrid.errors import HybridError, WaitTimeout
+from hybrid.core.clock import Clock, SystemClock
+from hybrid.core.errors import HybridError, WaitTimeout
 
 T = TypeVar("T")
 

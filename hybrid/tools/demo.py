@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hybrid import local
+from hybrid.local import stack as local
 from hybrid.autoscale.loop import read_timeline
 from hybrid.autoscale.plot import plot_timeline
-from hybrid.settings import Settings, load
+from hybrid.core.settings import Settings, load
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]
@@ -81,7 +81,7 @@ def run_demo(settings: Settings, child_args: list[str], report_dir: Path, count:
 
 
 def _sample_images(folder: Path, count: int, report: Report) -> tuple[list[Path], dict[str, str]]:
-    from hybrid.samples import build_samples
+    from hybrid.tools.samples import build_samples
 
     started = time.monotonic()
     samples = build_samples(folder, count, force=True)
@@ -91,7 +91,7 @@ def _sample_images(folder: Path, count: int, report: Report) -> tuple[list[Path]
 
 def _workload(run: str, url: str, images: list[Path], expected: dict[str, str], concurrency: int,
               report_dir: Path, report: Report) -> dict[str, Any]:
-    from hybrid.workload import run_workload
+    from hybrid.tools.workload import run_workload
 
     report(f"== {run} run: {len(images)} requests, {concurrency} at a time")
     outcome = run_workload(url, images, len(images), concurrency, expected)

@@ -8,7 +8,7 @@ Two kinds of user data, both ``#cloud-config``:
   no settings and no credentials.
 - **boot** user data (``boot_user_data``) gives one instance its settings: ``/etc/hybrid/settings.json`` (mode 0644,
   ``Settings.to_json``: never credentials). The autoscaler launches workers with the raw settings JSON instead; the
-  ``hybrid-settings`` unit (``python -m hybrid.images.recipes install-settings``) accepts both and renders
+  ``hybrid-settings`` unit (``python -m hybrid.machine_images.recipes install-settings``) accepts both and renders
   ``/etc/hybrid/hybrid.toml`` for commands that read a config file.
 
 The unit files live in ``images/<role>/`` and ``images/common/`` of the source tree.
@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
-from hybrid.errors import ConfigError, HybridError
-from hybrid.naming import ROLE_APP_TIER, ROLE_WEB_TIER
-from hybrid.settings import SECTIONS, Settings
+from hybrid.core.errors import ConfigError, HybridError
+from hybrid.core.naming import ROLE_APP_TIER, ROLE_WEB_TIER
+from hybrid.core.settings import SECTIONS, Settings
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "images"
 ROLES = (ROLE_APP_TIER, ROLE_WEB_TIER)
@@ -223,10 +223,10 @@ def write_public_file(path: Path, text: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hybrid.images.recipes install-settings``: what the hybrid-settings unit runs at boot."""
+    """``python -m hybrid.machine_images.recipes install-settings``: what the hybrid-settings unit runs at boot."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args != ["install-settings"]:
-        print("usage: python -m hybrid.images.recipes install-settings", file=sys.stderr)
+        print("usage: python -m hybrid.machine_images.recipes install-settings", file=sys.stderr)
         return 2
     try:
         settings = install_settings()

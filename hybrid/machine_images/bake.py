@@ -18,12 +18,12 @@ from typing import Any
 from hybrid.aws.compute import ORIGIN_REGISTERED, ORIGIN_TAG, tag_specification, tags_of
 from hybrid.aws.session import MappedClient
 from hybrid.aws.stack import stack_names
-from hybrid.clock import Clock, SystemClock
-from hybrid.errors import ConfigError, HybridError, NameTakenError, NotFoundError
-from hybrid.images.recipes import FAILED_MARKER, READY_MARKER, bake_user_data, recipe
-from hybrid.naming import ROLE_APP_TIER, ROLE_TAG, STACK_TAG
-from hybrid.settings import Settings
-from hybrid.wait import Poll, wait_for
+from hybrid.core.clock import Clock, SystemClock
+from hybrid.core.errors import ConfigError, HybridError, NameTakenError, NotFoundError
+from hybrid.machine_images.recipes import FAILED_MARKER, READY_MARKER, bake_user_data, recipe
+from hybrid.core.naming import ROLE_APP_TIER, ROLE_TAG, STACK_TAG
+from hybrid.core.settings import Settings
+from hybrid.core.wait import Poll, wait_for
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from hybrid.errors import HybridError
+from hybrid.core.errors import HybridError
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 MAX_PIXELS = 40_000_000

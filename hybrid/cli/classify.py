@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 import click
 
 from app_tier.classifier import RUNTIMES, TOP_K, Prediction, load_classifier
-from app_tier.preprocess import BadImageError
+from hybrid.core.decoding import BadImageError
 
 BATCH_SIZE = 16
 

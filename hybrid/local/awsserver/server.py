@@ -1,4 +1,4 @@
-"""Entry point of the emulator subprocess: ``python -m hybrid.emulator.server --port-file PATH``.
+"""Entry point of the emulator subprocess: ``python -m hybrid.local.awsserver.server --port-file PATH``.
 
 Applies the SQS and server fixes, loads the services the toolkit calls, serves moto on 127.0.0.1 on a free port
 (or ``--port``), writes the port to the port file once it is listening, and stops cleanly on SIGTERM or SIGINT.
@@ -14,9 +14,9 @@ import signal
 import threading
 from pathlib import Path
 
-from hybrid.emulator import server_fixes, sqs_fixes, wakeup
+from hybrid.local.awsserver import server_fixes, sqs_fixes, wakeup
 
-log = logging.getLogger("hybrid.emulator")
+log = logging.getLogger("hybrid.local.awsserver")
 SERVICES = ("ec2", "s3", "sqs", "iam", "sts")  # what the toolkit calls
 
 

@@ -48,7 +48,7 @@ import click
 import requests
 from requests.adapters import HTTPAdapter
 
-from hybrid.errors import ConfigError
+from hybrid.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from hybrid.errors import ConfigError
+from hybrid.core.errors import ConfigError
 
 CONFIG_FILE = "hybrid.toml"
 ENV_PREFIX = "HYBRID_"

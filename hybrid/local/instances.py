@@ -1,4 +1,4 @@
-"""Emulator instances become local worker processes: ``python -m hybrid.emulator.instances --state-dir DIR``.
+"""Emulator instances become local worker processes: ``python -m hybrid.local.instances --state-dir DIR``.
 
 The runner watches the local server's app-tier instances (tag ``hybrid:role=app-tier``, any stack) and keeps one
 worker process per pending or running instance, started with that instance's id and its user-data settings. An
@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Callable
 
 from hybrid.aws.session import MappedClient
-from hybrid.emulator.process import emulator_dir, read_record
-from hybrid.emulator.wakeup import Wakeups, wake
-from hybrid.errors import HybridError, NotFoundError
-from hybrid.naming import ROLE_APP_TIER, ROLE_TAG
+from hybrid.local.awsserver.process import emulator_dir, read_record
+from hybrid.local.awsserver.wakeup import Wakeups, wake
+from hybrid.core.errors import HybridError, NotFoundError
+from hybrid.core.naming import ROLE_APP_TIER, ROLE_TAG
 
-log = logging.getLogger("hybrid.emulator.instances")
+log = logging.getLogger("hybrid.local.instances")
 POLL_INTERVAL = 0.25  # without wake-ups
-WOKEN_POLL_INTERVAL = 2.0  # with them (hybrid.emulator.wakeup): launches and terminations wake the runner at once;
+WOKEN_POLL_INTERVAL = 2.0  # with them (awsserver.wakeup): launches and terminations wake the runner at once;
 # the poll only catches a worker that died without terminating its instance, and a lost wake-up
 WATCHED_STATES = ("pending", "running")
 
@@ -215,7 +215,7 @@ def preload_worker_code() -> None:
     (ONNX Runtime, one thread: no thread pool is started), so a forked worker serves at once and shares the model's
     memory with its siblings."""
     from app_tier.classifier import load_classifier
-    from app_tier.preprocess import warm_decoder
+    from hybrid.core.decoding import warm_decoder
     import app_tier.service  # noqa: F401
 
     from hybrid.aws.session import warm_service_models
@@ -245,7 +245,7 @@ def fork_worker(instance_id: str, user_data: Path, log_path: Path, state_dir: Pa
     try:
         _become_worker_process(log_path)
         from app_tier.service import run_worker
-        from hybrid.settings import load
+        from hybrid.core.settings import load
 
         settings = load(None, {}, {"state_dir": str(state_dir)}, user_data=user_data)
         run_worker(settings, instance_id, _inherited_classifier(settings))
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[variable] = "1"  # before NumPy loads: no BLAS threads to lose across fork()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from hybrid.aws.session import AwsClients
-    from hybrid.settings import load
+    from hybrid.core.settings import load
 
     settings = load(None, {}, {"state_dir": str(Path(args.state_dir).resolve())})
     spawn = fork_worker if args.spawn == "fork" else spawn_worker

@@ -17,10 +17,10 @@ from typing import Callable, Iterable
 
 from hybrid.aws.session import AwsClients
 from hybrid.aws.stack import stack_names
-from hybrid.errors import ConfigError, NotFoundError
-from hybrid.messages import BATCH_PREFIX, ClassifyReply, batch_key
-from hybrid.settings import Settings
-from hybrid.wait import Poll, wait_for
+from hybrid.core.errors import ConfigError, NotFoundError
+from hybrid.core.messages import BATCH_PREFIX, ClassifyReply, batch_key
+from hybrid.core.settings import Settings
+from hybrid.core.wait import Poll, wait_for
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}

@@ -5,7 +5,7 @@
 One run, three parts; progress lines go to stderr, the table to stdout.
 
 1. **In-process.** ``load_classifier("onnx", threads=1)``: the runtime and thread count every worker uses.
-   ``hybrid.samples.build_samples`` writes COUNT distinct JPEGs (plus the warm-up and sequential-sample images
+   ``hybrid.tools.samples.build_samples`` writes COUNT distinct JPEGs (plus the warm-up and sequential-sample images
    below, all distinct; a fresh random seed each run, so no earlier run's result cache can answer them) into a
    temporary folder and labels them with that classifier. Then, on a machine with none of the stack running yet,
    each measured ``REPS`` times (median), after one untimed batch:
@@ -65,11 +65,11 @@ import click
 import numpy as np
 import requests
 
-from hybrid import local
-from hybrid.demo import demo_settings
-from hybrid.errors import HybridError
-from hybrid.settings import Settings
-from hybrid.wait import Poll, wait_for
+from hybrid.local import stack as local
+from hybrid.tools.demo import demo_settings
+from hybrid.core.errors import HybridError
+from hybrid.core.settings import Settings
+from hybrid.core.wait import Poll, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class SampleSet:
 
 
 def make_samples(folder: Path, count: int, warmup: int, classifier: Any, seed: int) -> SampleSet:
-    from hybrid.samples import build_samples
+    from hybrid.tools.samples import build_samples
 
     started = time.monotonic()
     samples = build_samples(folder, count + warmup + PROBES, seed, classifier=classifier)
@@ -239,7 +239,7 @@ def measure_in_process(classifier: Any, samples: SampleSet, batch_size: int) -> 
 
 
 def _decode(data: bytes) -> np.ndarray:
-    from app_tier.preprocess import decode_image
+    from hybrid.core.decoding import decode_image
 
     return decode_image(data)
 
@@ -318,7 +318,7 @@ Group = tuple[set[int], set[int]]
 
 def process_groups(settings: Settings, worker_pids: set[int]) -> dict[str, Group]:
     """The stack's process groups: each service was started in its own session, each worker made its own."""
-    from hybrid.emulator.process import read_record
+    from hybrid.local.awsserver.process import read_record
 
     records = local.read_records(settings)
     info = read_record(settings.state_path)
@@ -363,7 +363,7 @@ def measure_pipeline(settings: Settings, child_args: list[str], samples: SampleS
 
 
 def _wait_for_fleet(settings: Settings, workers: int, pipeline: Pipeline) -> set[int]:
-    from hybrid.emulator.instances import worker_processes
+    from hybrid.local.instances import worker_processes
 
     state_dir, started = settings.state_path.resolve(), time.monotonic()
 
@@ -378,7 +378,7 @@ def _wait_for_fleet(settings: Settings, workers: int, pipeline: Pipeline) -> set
 
 
 def _workload(run: str, url: str, images: list[Path], expected: dict[str, str], concurrency: int) -> dict[str, Any]:
-    from hybrid.workload import run_workload
+    from hybrid.tools.workload import run_workload
 
     outcome = run_workload(f"{url}/", images, len(images), concurrency, expected, timeout=REQUEST_TIMEOUT_S)
     summary = outcome.summary()
@@ -389,7 +389,7 @@ def _workload(run: str, url: str, images: list[Path], expected: dict[str, str], 
 
 def _timed_run(settings: Settings, pipeline: Pipeline, samples: SampleSet, concurrency: int,
                worker_pids: set[int]) -> None:
-    from hybrid.emulator.instances import worker_processes
+    from hybrid.local.instances import worker_processes
 
     hits_before = _cache_hits(pipeline.url)
     before = take_snapshot()

@@ -42,8 +42,8 @@ import numpy as np
 from PIL import Image
 
 from app_tier.classifier import RUNTIMES, Classifier, Prediction, load_classifier
-from app_tier.preprocess import BadImageError
-from hybrid.errors import ConfigError, HybridError
+from hybrid.core.decoding import BadImageError
+from hybrid.core.errors import ConfigError, HybridError
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from hybrid.errors import EmulatorNotRunning, HybridError
-from hybrid.wait import Poll, wait_for
+from hybrid.core.errors import EmulatorNotRunning, HybridError
+from hybrid.core.wait import Poll, wait_for
 
 log = logging.getLogger(__name__)
-SERVER_MODULE = "hybrid.emulator.server"
-RUNNER_MODULE = "hybrid.emulator.instances"
+SERVER_MODULE = "hybrid.local.awsserver.server"
+RUNNER_MODULE = "hybrid.local.instances"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
@@ -75,7 +75,7 @@ def start_emulator(state_dir: Path, on_poll: Callable[[Poll[int]], None] | None 
     if running:
         return _ensure_runner(state_dir, running)
     stop_emulator(state_dir)
-    from hybrid.emulator.instances import prune_instance_folders
+    from hybrid.local.instances import prune_instance_folders
 
     pruned = prune_instance_folders(state_dir)  # the new server starts with no instance
     if pruned:

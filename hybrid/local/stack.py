@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from hybrid.emulator.instances import worker_processes
-from hybrid.emulator.process import emulator_status, is_our_process, start_emulator, stop_emulator
-from hybrid.errors import HybridError
-from hybrid.settings import Settings
-from hybrid.wait import Poll, wait_for
+from hybrid.local.instances import worker_processes
+from hybrid.local.awsserver.process import emulator_status, is_our_process, start_emulator, stop_emulator
+from hybrid.core.errors import HybridError
+from hybrid.core.settings import Settings
+from hybrid.core.wait import Poll, wait_for
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]
@@ -232,7 +232,7 @@ def status(settings: Settings) -> list[dict[str, object]]:
     rows.append({"process": "local AWS server", "pid": info.pid if info else "", "state": "running" if info
                  else "stopped", "detail": info.url if info else ""})
     if info:
-        alive = is_our_process(info.runner_pid, "hybrid.emulator.instances")
+        alive = is_our_process(info.runner_pid, "hybrid.local.instances")
         rows.append({"process": "instance runner", "pid": info.runner_pid, "state": "running" if alive
                      else "stopped", "detail": ""})
     for name, record in read_records(settings).items():

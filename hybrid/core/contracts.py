@@ -1,7 +1,7 @@
 """The contracts every cloud adapter implements, stated once.
 
 Adapters (boto3 against AWS or the local server, in-memory fakes in unit tests) implement these Protocols and say
-little else. Every resource is found again by its stack's name and tags (``hybrid.naming``), never by local files,
+little else. Every resource is found again by its stack's name and tags (``hybrid.core.naming``), never by local files,
 so a second run resumes instead of duplicating, and a teardown after a half-finished setup still finds everything.
 """
 from __future__ import annotations

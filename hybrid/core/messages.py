@@ -21,7 +21,7 @@ import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
 
-from hybrid.errors import HybridError
+from hybrid.core.errors import HybridError
 
 VERSION = 1
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._ +=@,()\[\]-]{1,200}$")

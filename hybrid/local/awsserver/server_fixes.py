@@ -38,7 +38,7 @@ import socket
 import threading
 from typing import Any, Callable, Iterable
 
-from hybrid.emulator.sqs_fixes import require_pinned_moto
+from hybrid.local.awsserver.sqs_fixes import require_pinned_moto
 
 _applied = False
 IDLE_CONNECTION_SECONDS = 300

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from hybrid.naming import ROLE_APP_TIER, ROLE_WEB_TIER
+from hybrid.core.naming import ROLE_APP_TIER, ROLE_WEB_TIER
 
 ROLE_CHOICE = click.Choice([ROLE_APP_TIER, ROLE_WEB_TIER])
 
@@ -39,7 +39,7 @@ def bake_command(obj: Any, role: str, base_ami: str, instance_type: str, source:
     """Launch a builder with the role's recipe, wait until it reports ready, create the image <stack>-<role>
     (tagged hybrid:stack, hybrid:role, hybrid:origin=baked) and terminate the builder, whatever happens."""
     from hybrid.cli import progress
-    from hybrid.images.bake import BakeRequest, bake_image
+    from hybrid.machine_images.bake import BakeRequest, bake_image
 
     started = time.monotonic()
     with progress(f"baking {role}") as on_poll:
@@ -60,7 +60,7 @@ def export_command(obj: Any, role: str, image_id: str, out_dir: Path | None, kee
     """Export the AMI as VMDK into the private bucket <stack>-exports, download and check it, convert it to
     qcow2 with qemu-img, and upload it to Glance as openstack.image_name (default <stack>-web-tier)."""
     from hybrid.cli import progress
-    from hybrid.images.export import ExportOptions, export_to_openstack
+    from hybrid.machine_images.export import ExportOptions, export_to_openstack
 
     options = ExportOptions(role, image_id, out_dir, keep, role_name)
     with progress(f"exporting {role}") as on_poll:
@@ -75,6 +75,6 @@ def export_command(obj: Any, role: str, image_id: str, out_dir: Path | None, kee
 @click.pass_obj
 def user_data_command(obj: Any, role: str, boot: bool, source: str) -> None:
     """Print a role's cloud-config: the bake recipe, or with --boot the settings an instance boots with."""
-    from hybrid.images.recipes import bake_user_data, boot_user_data
+    from hybrid.machine_images.recipes import bake_user_data, boot_user_data
 
     click.echo(boot_user_data(obj.settings) if boot else bake_user_data(role, source), nl=False)

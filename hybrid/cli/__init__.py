@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import click
 
-from hybrid import settings as settings_module
-from hybrid.errors import ConfigError, HybridError
-from hybrid.settings import Settings
-from hybrid.wait import Poll
+from hybrid.core import settings as settings_module
+from hybrid.core.errors import ConfigError, HybridError
+from hybrid.core.settings import Settings
+from hybrid.core.wait import Poll
 
 EXIT_NOT_RUNNING = 3
 
@@ -182,7 +182,7 @@ def emulator() -> None:
 @pass_context
 def emulator_start(ctx: Context) -> None:
     """Start the server on a free port (does nothing if it already runs) and print its URL."""
-    from hybrid.emulator import start_emulator
+    from hybrid.local.awsserver import start_emulator
 
     with progress("starting local AWS server") as on_poll:
         info = start_emulator(ctx.settings.state_path, on_poll=on_poll)
@@ -193,7 +193,7 @@ def emulator_start(ctx: Context) -> None:
 @pass_context
 def emulator_stop(ctx: Context) -> None:
     """Stop the server (its state is lost). Fine if it is not running."""
-    from hybrid.emulator import stop_emulator
+    from hybrid.local.awsserver import stop_emulator
 
     stopped = stop_emulator(ctx.settings.state_path)
     click.echo(f"stopped local AWS server (pid {stopped.pid})" if stopped else "local AWS server was not running")
@@ -204,8 +204,8 @@ def emulator_stop(ctx: Context) -> None:
 @pass_context
 def emulator_status_command(ctx: Context, as_json: bool) -> None:
     """Say whether the server runs; exit 3 if it does not."""
-    from hybrid.emulator import emulator_status
-    from hybrid.emulator.process import rss_mb
+    from hybrid.local.awsserver import emulator_status
+    from hybrid.local.awsserver.process import rss_mb
 
     info = emulator_status(ctx.settings.state_path)
     report = {"running": bool(info)}
@@ -306,12 +306,12 @@ def aws_status(ctx: Context, as_json: bool) -> None:
 # ---------------------------------------------------------------- app tier
 
 def _register_commands_defined_elsewhere() -> None:
-    from app_tier.cli import classify
-    from hybrid.bench import bench
-    from hybrid.images.cli import image
-    from hybrid.openstack.cli import openstack
-    from hybrid.samples import images
-    from hybrid.workload import workload
+    from hybrid.cli.classify import classify
+    from hybrid.tools.bench import bench
+    from hybrid.cli.image import image
+    from hybrid.cli.openstack import openstack
+    from hybrid.tools.samples import images
+    from hybrid.tools.workload import workload
 
     for command in (classify, bench, image, images, openstack, workload):
         main.add_command(command)
@@ -443,7 +443,7 @@ def local() -> None:
 @pass_context
 def local_up(ctx: Context) -> None:
     """Start the local AWS server, set up the stack, start the autoscaler and the web tier (idempotent)."""
-    from hybrid import local as local_stack
+    from hybrid.local import stack as local_stack
 
     url = local_stack.up(ctx.settings, child_args(ctx), report=click.echo)
     click.echo(f"web tier: {url}/   (try: curl -F inputFile=@cat.jpg {url}/)")
@@ -453,7 +453,7 @@ def local_up(ctx: Context) -> None:
 @pass_context
 def local_down(ctx: Context) -> None:
     """Stop the web tier and autoscaler, remove the stack (instances first), stop the local server."""
-    from hybrid import local as local_stack
+    from hybrid.local import stack as local_stack
 
     leftovers = local_stack.down(ctx.settings, report=click.echo)
     if leftovers:
@@ -466,8 +466,8 @@ def local_down(ctx: Context) -> None:
 @pass_context
 def local_status(ctx: Context, as_json: bool) -> None:
     """Processes of the local stack and the stack's cloud resources. Exit 3 if the web tier is not running."""
-    from hybrid import local as local_stack
-    from hybrid.emulator import emulator_status
+    from hybrid.local import stack as local_stack
+    from hybrid.local.awsserver import emulator_status
 
     processes = local_stack.status(ctx.settings)
     resources = []
@@ -497,7 +497,7 @@ def submit_command(ctx: Context, folder: Path) -> None:
     The bucket notifies the request queue; workers write each label to the output bucket. Images whose bytes were
     submitted before are skipped. Collect the labels with `hybrid results --wait --out DIR`.
     """
-    from hybrid.batch import BatchClient, image_files
+    from hybrid.tools.batch import BatchClient, image_files
 
     client = BatchClient(ctx.settings)
     client.init()
@@ -515,7 +515,7 @@ def submit_command(ctx: Context, folder: Path) -> None:
 def results_command(ctx: Context, wait_s: float | None, out_dir: Path | None) -> None:
     """Show (and optionally download) the labels of images submitted with `hybrid submit`. Exit 3 if some are not
     ready yet."""
-    from hybrid.batch import BatchClient
+    from hybrid.tools.batch import BatchClient
 
     client = BatchClient(ctx.settings)
     if wait_s is not None:
@@ -541,7 +541,7 @@ def demo_command(ctx: Context, report_dir: Path | None, count: int, concurrency:
     """The main job on this machine: local stack up, 100 concurrent requests from 0 workers, the same again from
     the cache, a report with a timeline picture, and everything down again. Exit 0 only if every answer was right
     and the fleet came back to zero."""
-    from hybrid.demo import demo_settings, run_demo
+    from hybrid.tools.demo import demo_settings, run_demo
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     stack = ctx.overrides.get("stack") or f"demo-{time.strftime('%H%M%S')}"
@@ -575,7 +575,7 @@ def demo_command(ctx: Context, report_dir: Path | None, count: int, concurrency:
 @click.pass_context
 def both_up(ctx: click.Context, image: Path | None, convert: bool, credentials: Path | None, ssh_user: str) -> None:
     """Set up both clouds: the AWS side first (queues and buckets the web tier needs), then OpenStack."""
-    from hybrid.openstack.cli import openstack_up
+    from hybrid.cli.openstack import openstack_up
 
     ctx.invoke(aws_up)
     ctx.invoke(openstack_up, image=image, convert=convert, credentials=credentials, ssh_user=ssh_user)
@@ -585,7 +585,7 @@ def both_up(ctx: click.Context, image: Path | None, convert: bool, credentials: 
 @click.pass_context
 def both_down(ctx: click.Context) -> None:
     """Tear both clouds down: OpenStack first (the web tier stops sending work), then the AWS side."""
-    from hybrid.openstack.cli import openstack_down
+    from hybrid.cli.openstack import openstack_down
 
     ctx.invoke(openstack_down)
     ctx.invoke(aws_down)
@@ -595,7 +595,7 @@ def both_down(ctx: click.Context) -> None:
 @click.pass_context
 def both_status(ctx: click.Context) -> None:
     """Both clouds' resources; exit 3 if anything is missing on either."""
-    from hybrid.openstack.cli import openstack_status
+    from hybrid.cli.openstack import openstack_status
 
     codes = []
     for title, command in (("AWS", aws_status), ("OpenStack", openstack_status)):
