@@ -6,12 +6,14 @@ stderr; the others are still classified, and the command then exits 1.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import click
 
 from app_tier.classifier import RUNTIMES, TOP_K, Prediction, load_classifier
+from hybrid.cli.context import EXIT_FAILED
 from hybrid.core.decoding import BadImageError
 
 BATCH_SIZE = 16
@@ -25,8 +27,7 @@ BATCH_SIZE = 16
 @click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
               help="auto: ONNX Runtime when installed, else PyTorch")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="compute threads")
-@click.pass_context
-def classify(ctx: click.Context, images: Sequence[Path], top: int, runtime: str, threads: int) -> None:
+def classify(images: Sequence[Path], top: int, runtime: str, threads: int) -> None:
     """Classify IMG files with the offline ImageNet model (EfficientNet-Lite0)."""
     classifier = load_classifier(runtime, threads)
     failed = False
@@ -38,7 +39,7 @@ def classify(ctx: click.Context, images: Sequence[Path], top: int, runtime: str,
             else:
                 _echo_prediction(path.stem, result, top)
     if failed:
-        ctx.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 def _batches(paths: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:

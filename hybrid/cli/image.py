@@ -1,15 +1,13 @@
-"""``hybrid image``: bake a role's AMI, export the web-tier image to Glance, print a recipe's user data.
-
-Registered on the main group by ``hybrid.cli``. Settings come from the main group's context object (``ctx.obj``).
-"""
+"""``hybrid image``: bake a role's AMI, export the web-tier image to Glance, print a recipe's user data."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
+from hybrid.cli.context import Context, pass_context
+from hybrid.cli.output import progress
 from hybrid.core.naming import ROLE_APP_TIER, ROLE_WEB_TIER
 
 ROLE_CHOICE = click.Choice([ROLE_APP_TIER, ROLE_WEB_TIER])
@@ -34,16 +32,15 @@ def image() -> None:
 @click.option("--source", default="", help="what the builder pip-installs: a wheel URL, a pip requirement, or "
                                            "empty for hybrid==<this version> from the package index")
 @click.option("--replace", is_flag=True, help="replace an existing image of the same name")
-@click.pass_obj
-def bake_command(obj: Any, role: str, base_ami: str, instance_type: str, source: str, replace: bool) -> None:
+@pass_context
+def bake_command(ctx: Context, role: str, base_ami: str, instance_type: str, source: str, replace: bool) -> None:
     """Launch a builder with the role's recipe, wait until it reports ready, create the image <stack>-<role>
     (tagged hybrid:stack, hybrid:role, hybrid:origin=baked) and terminate the builder, whatever happens."""
-    from hybrid.cli import progress
     from hybrid.machine_images.bake import BakeRequest, bake_image
 
     started = time.monotonic()
     with progress(f"baking {role}") as on_poll:
-        result = bake_image(obj.settings, BakeRequest(role, base_ami, instance_type, source, replace),
+        result = bake_image(ctx.settings, BakeRequest(role, base_ami, instance_type, source, replace),
                             report=click.echo, on_poll=on_poll)
     click.echo(f"image {result.name}: {result.image_id} in {time.monotonic() - started:.0f} s")
 
@@ -55,16 +52,15 @@ def bake_command(obj: Any, role: str, base_ami: str, instance_type: str, source:
               help="folder for the downloaded and converted files (default <state_dir>/images)")
 @click.option("--keep", is_flag=True, help="keep the exported VMDK in S3 and on disk")
 @click.option("--role-name", default="vmimport", show_default=True, help="VM Import/Export service role")
-@click.pass_obj
-def export_command(obj: Any, role: str, image_id: str, out_dir: Path | None, keep: bool, role_name: str) -> None:
+@pass_context
+def export_command(ctx: Context, role: str, image_id: str, out_dir: Path | None, keep: bool, role_name: str) -> None:
     """Export the AMI as VMDK into the private bucket <stack>-exports, download and check it, convert it to
     qcow2 with qemu-img, and upload it to Glance as openstack.image_name (default <stack>-web-tier)."""
-    from hybrid.cli import progress
     from hybrid.machine_images.export import ExportOptions, export_to_openstack
 
     options = ExportOptions(role, image_id, out_dir, keep, role_name)
     with progress(f"exporting {role}") as on_poll:
-        result = export_to_openstack(obj.settings, options, report=click.echo, on_poll=on_poll)
+        result = export_to_openstack(ctx.settings, options, report=click.echo, on_poll=on_poll)
     click.echo(f"Glance image {result.glance_name}: {result.glance_image_id} (sha256 of the VMDK {result.sha256})")
 
 
@@ -72,9 +68,9 @@ def export_command(obj: Any, role: str, image_id: str, out_dir: Path | None, kee
 @click.option("--role", type=ROLE_CHOICE, required=True)
 @click.option("--boot", is_flag=True, help="the boot user data (this stack's settings) instead of the bake recipe")
 @click.option("--source", default="", help="as for `bake`")
-@click.pass_obj
-def user_data_command(obj: Any, role: str, boot: bool, source: str) -> None:
+@pass_context
+def user_data_command(ctx: Context, role: str, boot: bool, source: str) -> None:
     """Print a role's cloud-config: the bake recipe, or with --boot the settings an instance boots with."""
     from hybrid.machine_images.recipes import bake_user_data, boot_user_data
 
-    click.echo(boot_user_data(obj.settings) if boot else bake_user_data(role, source), nl=False)
+    click.echo(boot_user_data(ctx.settings) if boot else bake_user_data(role, source), nl=False)

@@ -1,8 +1,4 @@
-"""``hybrid openstack ...``: the stack's web tier on OpenStack. hybrid/cli.py registers the ``openstack`` group.
-
-The commands take the top-level ``Context`` through ``click.pass_obj`` and import hybrid.cli's output helpers inside
-the functions, so this module and hybrid/cli.py can import each other in either order.
-"""
+"""``hybrid openstack``: the stack's web tier on OpenStack."""
 from __future__ import annotations
 
 import sys
@@ -12,20 +8,20 @@ from typing import Any
 
 import click
 
+from hybrid.cli.context import EXIT_NOT_RUNNING, Context, pass_context
+from hybrid.cli.output import echo_applied, echo_plan, echo_status, progress
 from hybrid.openstack.remote import DEFAULT_USER
 
-EXIT_NOT_RUNNING = 3
 ssh_user_option = click.option("--ssh-user", default=DEFAULT_USER, show_default=True,
                                help="login user of the web-tier image")
-
-
-def _stack(ctx: Any, image: Path | None = None, convert: bool = False) -> Any:
-    from hybrid.openstack.image import prepare_image
-    from hybrid.openstack.stack import build_openstack_stack
-
-    settings = ctx.settings
-    source = prepare_image(image, convert, settings.state_path / "images") if image else None
-    return build_openstack_stack(settings, source)
+image_option = click.option("--image", "image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                            help="local web-tier disk image (qcow2 or VMDK) to upload unless Glance has it")
+convert_option = click.option("--convert", is_flag=True,
+                              help="convert a VMDK to qcow2 with qemu-img before uploading")
+credentials_option = click.option(
+    "--credentials", "credentials", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="AWS credentials file (a key scoped to this stack) to install on the server over SSH as "
+         "/etc/hybrid/aws-credentials, mode 0600 (routable clouds only)")
 
 
 @click.group()
@@ -40,79 +36,48 @@ def openstack() -> None:
     """
 
 
-image_option = click.option("--image", "image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                            help="local web-tier disk image (qcow2 or VMDK) to upload unless Glance has it")
-
-
 @openstack.command("plan")
 @image_option
-@click.option("--convert", is_flag=True, help="convert a VMDK to qcow2 with qemu-img before uploading")
-@click.pass_obj
-def openstack_plan(ctx: Any, image: Path | None, convert: bool) -> None:
+@convert_option
+@pass_context
+def openstack_plan(ctx: Context, image: Path | None, convert: bool) -> None:
     """Show what `up` would change, without changing anything."""
-    changes = [c for c in _stack(ctx, image, convert).plan() if c.action != "keep"]
-    for change in changes:
-        click.echo(change.describe())
-    click.echo(f"{len(changes)} change(s)" if changes else "no changes")
+    echo_plan(_stack(ctx, image, convert).plan())
 
 
 @openstack.command("up")
 @image_option
-@click.option("--convert", is_flag=True, help="convert a VMDK to qcow2 with qemu-img before uploading")
-@click.option("--credentials", "credentials", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="AWS credentials file (a key scoped to this stack) to install on the server over SSH as "
-                   "/etc/hybrid/aws-credentials, mode 0600 (routable clouds only)")
+@convert_option
+@credentials_option
 @ssh_user_option
-@click.pass_obj
-def openstack_up(ctx: Any, image: Path | None, convert: bool, credentials: Path | None, ssh_user: str) -> None:
+@pass_context
+def openstack_up(ctx: Context, image: Path | None, convert: bool, credentials: Path | None, ssh_user: str) -> None:
     """Create or converge the web tier on OpenStack and print its URL. Safe to run again: a second run changes
     nothing. A failed run removes what it created."""
-    from hybrid.cli import progress
-
-    started = time.monotonic()
-    stack = _stack(ctx, image, convert)
-    with progress("booting the web-tier server") as on_poll:
-        changes = stack.up(report=click.echo, on_poll=on_poll)
-    click.echo(f"stack {ctx.settings.stack}: {len(changes)} change(s) in {time.monotonic() - started:.1f} s"
-               if changes else f"stack {ctx.settings.stack}: no changes")
-    if credentials:
-        skipped = stack.ssh_skip_reason()
-        click.echo(f"credentials: {skipped}" if skipped else "credentials: installed at "
-                   + stack.deliver_credentials(credentials.read_bytes(), ssh_user))
-    click.echo(f"web tier: {stack.url()}")
+    up(ctx, image, convert, credentials, ssh_user)
 
 
 @openstack.command("down")
 @click.option("--delete-image", is_flag=True, help="also delete the web-tier image if this stack uploaded it")
-@click.pass_obj
-def openstack_down(ctx: Any, delete_image: bool) -> None:
+@pass_context
+def openstack_down(ctx: Context, delete_image: bool) -> None:
     """Delete the stack's floating IP, server, security group and key pair. Only what carries the stack's marker
     is touched; safe after a half-finished `up` and safe to repeat."""
-    started = time.monotonic()
-    _stack(ctx).down(report=click.echo, delete_image=delete_image)
-    click.echo(f"stack {ctx.settings.stack}: down in {time.monotonic() - started:.1f} s")
+    down(ctx, delete_image)
 
 
 @openstack.command("status")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@click.pass_obj
-def openstack_status(ctx: Any, as_json: bool) -> None:
+@pass_context
+def openstack_status(ctx: Context, as_json: bool) -> None:
     """Every resource of the stack with its state, and the web tier's URL. Exit 3 if any is missing."""
-    from hybrid.cli import echo_json, echo_table
-
-    rows = _stack(ctx).status()
-    if as_json:
-        echo_json({"stack": ctx.settings.stack, "cloud": ctx.settings.openstack.cloud, "resources": rows})
-    else:
-        echo_table(rows, ("kind", "name", "state", "id", "detail"))
-    if any(r["state"] in ("missing", "taken (not this stack's)") for r in rows):
-        sys.exit(EXIT_NOT_RUNNING)
+    status(ctx, as_json)
 
 
 @openstack.command("check")
 @ssh_user_option
-@click.pass_obj
-def openstack_check(ctx: Any, ssh_user: str) -> None:
+@pass_context
+def openstack_check(ctx: Context, ssh_user: str) -> None:
     """SSH into the server: is the web tier's service active and answering /healthz? Exit 3 if not. Skipped
     (exit 0) where the cloud's floating IPs are not reachable from here (openstack.routable = false)."""
     stack = _stack(ctx)
@@ -124,3 +89,37 @@ def openstack_check(ctx: Any, ssh_user: str) -> None:
     click.echo(f"check: {'ok' if result.ok else 'failing'}: {result.detail}")
     if not result.ok:
         sys.exit(EXIT_NOT_RUNNING)
+
+
+def up(ctx: Context, image: Path | None = None, convert: bool = False, credentials: Path | None = None,
+       ssh_user: str = DEFAULT_USER) -> None:
+    started = time.monotonic()
+    stack = _stack(ctx, image, convert)
+    with progress("booting the web-tier server") as on_poll:
+        changes = stack.up(report=click.echo, on_poll=on_poll)
+    echo_applied(ctx.settings.stack, changes, started)
+    if credentials:
+        skipped = stack.ssh_skip_reason()
+        click.echo(f"credentials: {skipped}" if skipped else "credentials: installed at "
+                   + stack.deliver_credentials(credentials.read_bytes(), ssh_user))
+    click.echo(f"web tier: {stack.url()}")
+
+
+def down(ctx: Context, delete_image: bool = False) -> None:
+    started = time.monotonic()
+    _stack(ctx).down(report=click.echo, delete_image=delete_image)
+    click.echo(f"stack {ctx.settings.stack}: down in {time.monotonic() - started:.1f} s")
+
+
+def status(ctx: Context, as_json: bool = False) -> None:
+    rows = _stack(ctx).status()
+    echo_status(rows, as_json, {"stack": ctx.settings.stack, "cloud": ctx.settings.openstack.cloud})
+
+
+def _stack(ctx: Context, image: Path | None = None, convert: bool = False) -> Any:
+    from hybrid.openstack.image import prepare_image
+    from hybrid.openstack.stack import build_openstack_stack
+
+    settings = ctx.settings
+    source = prepare_image(image, convert, settings.state_path / "images") if image else None
+    return build_openstack_stack(settings, source)

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from hybrid.local.instances import worker_processes
 from hybrid.local.awsserver.process import emulator_status, is_our_process, start_emulator, stop_emulator
@@ -248,3 +248,10 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def resources(settings: Settings) -> list[dict[str, Any]]:
+    """The stack's AWS resources as `hybrid aws status` shows them; none while the local AWS server is down."""
+    from hybrid.aws.stack import build_aws_stack
+
+    return build_aws_stack(settings).status() if emulator_status(settings.state_path) else []

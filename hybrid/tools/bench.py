@@ -48,15 +48,12 @@ usage. ``--json PATH`` writes every figure.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +63,7 @@ import numpy as np
 import requests
 
 from hybrid.local import stack as local
-from hybrid.tools.demo import demo_settings
+from hybrid.tools.demo import own_stack_settings
 from hybrid.core.errors import HybridError
 from hybrid.core.settings import Settings
 from hybrid.core.wait import Poll, wait_for
@@ -444,16 +441,12 @@ def run_compare(settings: Settings, child_args: list[str], result: BenchResult) 
                          result.pipeline)
 
 
-def bench_settings(ctx: click.Context, workers: int) -> tuple[Settings, list[str]]:
-    """The demo's settings for this run: the parent ``hybrid`` command's --stack, --state-dir and --set when there
-    is one, then the fixed fleet."""
-    root = getattr(ctx.find_root(), "obj", None)
-    overrides = getattr(root, "overrides", {}) or {}
-    stack = overrides.get("stack") or f"bench-{time.strftime('%H%M%S')}"
-    state_dir = Path(overrides.get("state_dir") or DEFAULT_STATE_DIR)
+def bench_settings(overrides: Mapping[str, Any], assignments: list[str], workers: int) -> tuple[Settings, list[str]]:
+    """The demo's settings for this run: the parent ``hybrid`` command's --stack, --state-dir and --set, then the
+    fixed fleet."""
     fleet = [f"scaling.min_workers={workers}", f"scaling.max_workers={workers}",
              f"worker.idle_timeout={IDLE_TIMEOUT_S}"]
-    return demo_settings(state_dir, stack, [*getattr(root, "assignments", []), *fleet])
+    return own_stack_settings(overrides, [*assignments, *fleet], "bench", DEFAULT_STATE_DIR)
 
 
 # ---------------------------------------------------------------- output
@@ -581,67 +574,11 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), *(line(r) for r in rows)]
 
 
-# ---------------------------------------------------------------- command line
-
-class BenchError(click.ClickException):
-    """A failure that stops the command with one line and the project's exit code."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-@click.group("bench")
-def bench() -> None:
-    """Benchmarks that compare two ways of doing the same work in one run."""
-
-
-@bench.command("compare")
-@click.option("--count", type=click.IntRange(min=1, max=500), default=40, show_default=True,
-              help="images classified both ways (each sent once: no cache hits)")
-@click.option("--concurrency", type=click.IntRange(min=1, max=500), default=20, show_default=True,
-              help="client threads sending at once in the pipeline run")
-@click.option("--workers", type=click.IntRange(min=1, max=64), default=DEFAULT_WORKERS, show_default=True,
-              help="fixed app-tier fleet (scaling.min_workers = max_workers); 2 = this machine's cores")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="write every figure as JSON here")
-@click.pass_context
-def compare(ctx: click.Context, count: int, concurrency: int, workers: int, json_path: Path | None) -> None:
-    """Classify the same images in-process and through the whole local pipeline; print both side by side.
-
-    \b
-    In-process: load_classifier("onnx", threads=1), batches of worker.batch_size.
-    Pipeline: the local stack as `hybrid demo` starts it, WORKERS workers fixed,
-    COUNT requests CONCURRENCY at a time, plus 10 sequential requests with JSON timings.
-    Prints the throughput ratio and PASS/FAIL against the goal (at least 80 %), and
-    the CPU each process group used. The stack is always torn down.
-    Exit 0 when the run completed (whatever the ratio), 1 if an answer was wrong or
-    failed or the run could not complete, 2 for bad usage.
-    """
-    if json_path is not None and not json_path.resolve().parent.is_dir():
-        raise click.BadParameter(f"folder {json_path.resolve().parent} does not exist", param_hint="--json")
-    try:
-        settings, child_args = bench_settings(ctx, workers)
-    except HybridError as exc:
-        raise BenchError(str(exc), exc.exit_code) from None
-    result = BenchResult(count, concurrency, workers, os.cpu_count() or 1, secrets.randbelow(1_000_000),
-                         settings.stack, str(settings.state_path.resolve()))
-    _run(settings, child_args, result)
-    _finish(result, json_path)
-
-
-def _run(settings: Settings, child_args: list[str], result: BenchResult) -> None:
+def run_bench(settings: Settings, child_args: list[str], result: BenchResult) -> None:
+    """``run_compare``, with a failure kept in ``result.error`` and the run's wall time in ``result.run_s``."""
     started = time.monotonic()
     try:
         run_compare(settings, child_args, result)
     except HybridError as exc:
         result.error = str(exc)
     result.run_s = round(time.monotonic() - started, 3)
-
-
-def _finish(result: BenchResult, json_path: Path | None) -> None:
-    click.echo("\n".join(format_report(result)))
-    if json_path is not None:
-        json_path.write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n", encoding="utf-8")
-        click.echo(f"figures written to {json_path}")
-    sys.exit(result.exit_code)

@@ -17,7 +17,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from hybrid.local import stack as local
 from hybrid.autoscale.loop import read_timeline
@@ -58,6 +58,14 @@ def demo_settings(state_dir: Path, stack: str, assignments: list[str]) -> tuple[
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
     return load(None, {}, {"state_dir": str(state_dir.resolve()), "stack": stack, **sets}), args
+
+
+def own_stack_settings(overrides: Mapping[str, Any], assignments: list[str], kind: str,
+                       default_state_dir: str) -> tuple[Settings, list[str]]:
+    """A run's own stack: the given --stack and --state-dir, else ``<kind>-<time>`` in ``default_state_dir``."""
+    stack = overrides.get("stack") or f"{kind}-{time.strftime('%H%M%S')}"
+    state_dir = Path(overrides.get("state_dir") or default_state_dir)
+    return demo_settings(state_dir, stack, assignments)
 
 
 def run_demo(settings: Settings, child_args: list[str], report_dir: Path, count: int = 100,

@@ -1,6 +1,6 @@
 """Sample images for end-to-end runs, with the labels the service must answer for them.
 
-``hybrid images sample DIR --count 100`` writes COUNT distinct JPEGs made from real photos that installed packages
+``hybrid samples sample DIR --count 100`` writes COUNT distinct JPEGs made from real photos that installed packages
 ship (scikit-image ``skimage.data``, scikit-learn's sample images, matplotlib's ``grace_hopper.jpg``; nothing is
 downloaded). Each image is one source photo, cropped to a random box that keeps at least 60 % of each side, maybe
 mirrored, scaled so both sides lie in the size range, and saved at JPEG quality 85-95; all from one
@@ -30,18 +30,14 @@ import logging
 import math
 import random
 import re
-import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import click
 import numpy as np
 from PIL import Image
 
-from app_tier.classifier import RUNTIMES, Classifier, Prediction, load_classifier
+from app_tier.classifier import Classifier, Prediction, load_classifier
 from hybrid.core.decoding import BadImageError
 from hybrid.core.errors import ConfigError, HybridError
 
@@ -264,7 +260,7 @@ def build_samples(out_dir: Path, count: int, seed: int = 0, size_range: Size = (
     `on_progress` is called with the number of images written since its last call. With `force`, an earlier sample
     set in `out_dir` is deleted first (see `check_folder`).
     """
-    _check_arguments(count, size_range)
+    check_arguments(count, size_range)
     check_folder(out_dir, force)
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_sample_set(out_dir)
@@ -276,7 +272,7 @@ def build_samples(out_dir: Path, count: int, seed: int = 0, size_range: Size = (
     return samples
 
 
-def _check_arguments(count: int, size_range: Size) -> None:
+def check_arguments(count: int, size_range: Size) -> None:
     if count < 1:
         raise ConfigError(f"count = {count} is not valid: expected at least 1")
     low, high = size_range
@@ -339,68 +335,3 @@ def _accept(candidate: _Candidate, prediction: Prediction, seen: set[str], path:
     seen.add(digest)
     path.write_bytes(candidate.data)
     return Sample(path.stem, path, candidate.variant, digest, prediction.label, prediction.top5[0][1], margin)
-
-
-# ---------------------------------------------------------------- command line
-
-class SizeRangeType(click.ParamType):
-    """``MIN..MAX`` in pixels, e.g. ``240..640``."""
-
-    name = "MIN..MAX"
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Size:
-        if isinstance(value, tuple):
-            return value  # type: ignore[return-value]
-        match = re.fullmatch(r"\s*(\d+)\s*\.\.\s*(\d+)\s*", str(value))
-        if not match:
-            self.fail(f"{value!r} is not MIN..MAX in pixels, e.g. 240..640", param, ctx)
-        return int(match.group(1)), int(match.group(2))
-
-
-@click.group("images")
-def images() -> None:
-    """Sample images for trying the service end to end."""
-
-
-@images.command("sample")
-@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--count", type=click.IntRange(min=1), default=100, show_default=True, help="how many images")
-@click.option("--seed", type=int, default=0, show_default=True, help="same seed, same bytes")
-@click.option("--size-range", type=SizeRangeType(), default="240..640", show_default=True,
-              help="both sides of every image lie in this range of pixels")
-@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
-              help="runtime that labels the images; use the workers' (worker.runtime)")
-@click.option("--force", is_flag=True, help="replace an earlier sample set in DIR (other files are never deleted)")
-def sample_command(directory: Path, count: int, seed: int, size_range: Size, runtime: str, force: bool) -> None:
-    """Write COUNT distinct JPEGs made from real photos into DIR, with expected.csv (name,label: what the model
-    answers for each file) and manifest.json (how each image was made).
-
-    \b
-    Sources: photos shipped by scikit-image, scikit-learn and matplotlib; nothing is downloaded.
-    Refuses a DIR that holds files unless --force.
-    """
-    started = time.monotonic()
-    try:
-        _check_arguments(count, size_range)
-        check_folder(directory, force)
-    except (ConfigError, FolderNotEmptyError) as exc:
-        raise click.UsageError(str(exc)) from None
-    classifier = load_classifier(runtime, threads=1)
-    with _progress_bar(count) as on_progress:
-        samples = build_samples(directory, count, seed, size_range, runtime, force=force, classifier=classifier,
-                                on_progress=on_progress)
-    sources = sorted({sample.variant.source for sample in samples})
-    click.echo(f"wrote {len(samples)} images to {directory} from {len(sources)} sources ({', '.join(sources)}); "
-               f"labels by {classifier.model_id} on {classifier.runtime}; {time.monotonic() - started:.1f} s")
-
-
-@contextmanager
-def _progress_bar(total: int) -> Iterator[Callable[[int], None]]:
-    """tqdm on stderr, drawn only on a terminal; yields the callback that advances it."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="sample images", unit="img", file=sys.stderr, leave=False, disable=None)
-    try:
-        yield bar.update
-    finally:
-        bar.close()

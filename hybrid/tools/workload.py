@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import click
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -463,59 +462,7 @@ def _collect(futures: list[Future[RequestRecord]], progress: bool) -> list[Reque
     return records
 
 
-# ---------------------------------------------------------------- the command
-
-class WorkloadUsageError(click.ClickException):
-    """Bad usage of `hybrid workload`: one line on stderr, exit 2."""
-
-    exit_code = 2
-
-
-@click.command("workload")
-@click.option("--url", required=True, help="the web tier's upload URL, e.g. http://127.0.0.1:8000/")
-@click.option("--images", "images_dir", required=True, type=click.Path(path_type=Path),
-              help="folder of images (jpg, jpeg, png, webp, gif, bmp), sent in file-name order")
-@click.option("--requests", "count", type=click.IntRange(min=1), default=None,
-              help="number of requests [default: one per image; more cycles through the images]")
-@click.option("--concurrency", type=click.IntRange(min=1), default=100, show_default=True,
-              help="threads sending at once")
-@click.option("--expected", "expected_csv", type=click.Path(path_type=Path), default=None,
-              help="CSV of name,label (header optional; name = file name without extension) to check labels")
-@click.option("--field", default="inputFile", show_default=True, help="multipart field name of the image")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="write a JSON report (summary and one record per request) here [default: no report]")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
-              help="seconds to wait for each answer")
-@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True,
-              help="retries after a connection error, 502 or 503 (backoff 0.2 s doubling)")
-@click.option("--quiet", is_flag=True, help="no progress bar (it is drawn only on a terminal anyway)")
-def workload(url: str, images_dir: Path, count: int | None, concurrency: int, expected_csv: Path | None,
-             field: str, report_path: Path | None, timeout: float, retries: int, quiet: bool) -> None:
-    """Send many concurrent image uploads to the web tier and check every "name:label" answer.
-
-    \b
-    Outcomes: correct; wrong (200 but another name or label); failed (other status, or
-    no answer after the retries). Prints counts, latency avg/p50/p95/p99, total time and
-    throughput, and the first wrong or failed requests.
-    Exit 0 if every request was correct, 1 if any was wrong or failed, 2 for bad usage.
-
-    \b
-    Example:
-      hybrid workload --url http://127.0.0.1:8000/ --images photos/ --requests 1000 \\
-          --concurrency 100 --expected labels.csv --report run.json
-    """
-    try:
-        images, expected = _inputs(images_dir, expected_csv, report_path)
-        report = run_workload(url, images, count, concurrency, expected, field, timeout, retries, not quiet)
-    except ConfigError as exc:
-        raise WorkloadUsageError(str(exc)) from None
-    click.echo(report.format_summary())
-    if report_path is not None:
-        click.echo(f"report written to {report.write_json(report_path)}")
-    sys.exit(report.exit_code)
-
-
-def _inputs(images_dir: Path, expected_csv: Path | None,
+def workload_inputs(images_dir: Path, expected_csv: Path | None,
             report_path: Path | None) -> tuple[list[Path], dict[str, str] | None]:
     """Everything checked before the first request, so bad usage never costs a run."""
     if report_path is not None and not report_path.resolve().parent.is_dir():

@@ -22,7 +22,7 @@ TABLE_LINES = ("throughput (images/s)", "latency p50 / p95 (s)", "answers right"
 
 def bench(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The command as its own process, in ``cwd`` (so its default state folder is ``cwd/.hybrid/bench``)."""
-    command = [sys.executable, "-c", "from hybrid.tools.bench import bench; bench()", "compare", *args]
+    command = [sys.executable, "-c", "from hybrid.cli.tools import bench; bench()", "compare", *args]
     return subprocess.run(command, check=False, cwd=cwd, capture_output=True, text=True, timeout=150,
                           env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true"})
 

@@ -1,4 +1,4 @@
-"""`hybrid images sample`: distinct real-photo JPEGs and the labels the model gives them, from the real classifier.
+"""`hybrid samples sample`: distinct real-photo JPEGs and the labels the model gives them, from the real classifier.
 
 The model loads once for the module on the runtime workers use ("auto"), exporting ONNX into a temporary cache
 (about 10 s); each sample set here is 12-16 images (well under a second).
@@ -17,21 +17,21 @@ from PIL import Image
 
 from app_tier import classifier as classifier_module
 from app_tier.classifier import Classifier, load_classifier
+from hybrid.cli.tools import samples as samples_command
 from hybrid.core.errors import ConfigError
 from hybrid.tools.samples import (
-                                  EXPECTED_FILE,
-                                  MANIFEST_FILE,
-                                  MIN_KEPT,
-                                  MIN_MARGIN,
-                                  SOURCES,
-                                  FolderNotEmptyError,
-                                  Variant,
-                                  build_samples,
-                                  images,
-                                  load_sources,
-                                  read_expected,
-                                  render,
-                                  )
+    EXPECTED_FILE,
+    MANIFEST_FILE,
+    MIN_KEPT,
+    MIN_MARGIN,
+    SOURCES,
+    FolderNotEmptyError,
+    Variant,
+    build_samples,
+    load_sources,
+    read_expected,
+    render,
+)
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]
 
@@ -228,11 +228,11 @@ def test_bad_arguments_are_config_errors_before_anything_is_written(classifier, 
 
 @pytest.fixture
 def run_cli(classifier, onnx_cache, monkeypatch):
-    """Runs `images` in-process against the module's export cache, never the user's."""
+    """Runs `samples` in-process against the module's export cache, never the user's."""
     monkeypatch.setattr(classifier_module, "DEFAULT_CACHE_DIR", onnx_cache)
 
     def run(*args: object):
-        return CliRunner().invoke(images, [str(a) for a in args])
+        return CliRunner().invoke(samples_command, [str(a) for a in args])
     return run
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hybrid.tools.workload import workload
+from hybrid.cli.workload import workload
 
 pytestmark = pytest.mark.timeout(120)
 LABELS = {"good_a": "tabby", "good_b": "espresso", "good_c": "space shuttle", "wrong": "goldfish",
@@ -167,7 +167,7 @@ def test_a_mixed_run_retries_what_it_should_and_reports_every_request(serve, tmp
 def test_an_all_correct_run_exits_0_with_another_field_over_keep_alive_connections(serve, tmp_path):
     server = serve(field="myfile")
     images = image_folder(tmp_path, "good_a.jpg", "good_b.jpg", "good_c.jpg")
-    command = [sys.executable, "-c", "from hybrid.tools.workload import workload; workload()", "--url", server.url,
+    command = [sys.executable, "-c", "from hybrid.cli.workload import workload; workload()", "--url", server.url,
                "--images", str(images), "--field", "myfile", "--requests", "12", "--concurrency", "3"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 

@@ -17,15 +17,15 @@ from hybrid.aws.session import MappedClient
 from hybrid.core.clock import FakeClock
 from hybrid.core.errors import HybridError, WaitTimeout
 from hybrid.machine_images.export import (
-                                          ChecksumMismatch,
-                                          EtagHasher,
-                                          Exporter,
-                                          ExportOptions,
-                                          ExportTask,
-                                          convert_to_qcow2,
-                                          export_image,
-                                          export_key,
-                                          )
+    ChecksumMismatch,
+    EtagHasher,
+    Exporter,
+    ExportOptions,
+    ExportTask,
+    convert_to_qcow2,
+    export_image,
+    export_key,
+)
 from hybrid.core.settings import load
 
 TASK = "export-ami-0123456789abcdef0"

@@ -16,16 +16,16 @@ import yaml
 from hybrid.core.errors import ConfigError, HybridError
 from hybrid.machine_images import recipes
 from hybrid.machine_images.recipes import (
-                                           HYBRID_BIN,
-                                           RECIPES_DIR,
-                                           ROLES,
-                                           bake_user_data,
-                                           boot_user_data,
-                                           install_settings,
-                                           recipe,
-                                           render_cloud_config,
-                                           settings_toml,
-                                           )
+    HYBRID_BIN,
+    RECIPES_DIR,
+    ROLES,
+    bake_user_data,
+    boot_user_data,
+    install_settings,
+    recipe,
+    render_cloud_config,
+    settings_toml,
+)
 from hybrid.core.settings import Settings, load
 
 ALL_UNITS = sorted({unit for role in ROLES for unit in recipe(role).units})

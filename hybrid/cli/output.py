@@ -1,0 +1,78 @@
+"""How commands print: JSON, tables, plans, status reports and progress bars. A leaf: it imports no command."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+import click
+
+from hybrid.cli.context import EXIT_NOT_RUNNING
+from hybrid.core.contracts import Change
+from hybrid.core.wait import Poll
+
+STATUS_COLUMNS = ("kind", "name", "state", "id", "detail")
+ABSENT_STATES = ("missing", "taken (not this stack's)")
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def echo_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        click.echo("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+
+
+def echo_plan(changes: Sequence[Change]) -> None:
+    """What `up` would change: one line per change that is not a keep, then the count."""
+    changes = [c for c in changes if c.action != "keep"]
+    for change in changes:
+        click.echo(change.describe())
+    click.echo(f"{len(changes)} change(s)" if changes else "no changes")
+
+
+def echo_applied(stack: str, changes: Sequence[Change], started: float) -> None:
+    """The closing line of an `up`: how many changes it made, and in how long (``started`` on the monotonic clock)."""
+    click.echo(f"stack {stack}: {len(changes)} change(s) in {time.monotonic() - started:.1f} s"
+               if changes else f"stack {stack}: no changes")
+
+
+def echo_status(rows: list[dict[str, Any]], as_json: bool, header: dict[str, Any]) -> None:
+    """A stack's resources as a table (or JSON with ``header``); exit 3 when any is missing or not the stack's."""
+    if as_json:
+        echo_json({**header, "resources": rows})
+    else:
+        echo_table(rows, STATUS_COLUMNS)
+    if any(r["state"] in ABSENT_STATES for r in rows):
+        sys.exit(EXIT_NOT_RUNNING)
+
+
+@contextmanager
+def progress(description: str) -> Iterator[Callable[[Poll[Any]], None]]:
+    """A progress bar on stderr fed by a wait's polls: the fraction done when known, elapsed time and last state.
+
+    Drawn from the first poll on, and only on a terminal (logs and CI get the result lines alone)."""
+    from tqdm import tqdm  # only commands that wait draw a bar
+
+    bars: list[Any] = []
+
+    def on_poll(poll: Poll[Any]) -> None:
+        if not bars:
+            shape = "{percentage:3.0f}%|{bar:20}| " if poll.progress is not None else ""
+            bars.append(tqdm(total=100, desc=description, file=sys.stderr, leave=False, mininterval=0.3,
+                             disable=None, bar_format="{desc}: " + shape + "{elapsed} {postfix}"))
+        if poll.progress is not None:
+            bars[0].n = int(poll.progress * 100)
+        bars[0].set_postfix_str(poll.state, refresh=False)
+        bars[0].refresh()
+
+    try:
+        yield on_poll
+    finally:
+        for bar in bars:
+            bar.close()
