@@ -142,6 +142,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _torch_infer(weights: Path, threads: int) -> Infer:
+    # torch (and app_tier.model, which needs it) load only when PyTorch runs: about 0.5 GB and seconds per process
     import torch
 
     from app_tier.model import load_efficientnet_lite0
@@ -195,7 +196,7 @@ def _ensure_onnx_export(weights: Path, model_id: str, cache_dir: Path) -> Path:
 
 
 def _export_onnx(weights: Path, model_file: Path) -> None:
-    from app_tier.model import export_onnx, load_efficientnet_lite0
+    from app_tier.model import export_onnx, load_efficientnet_lite0  # torch: only for the one-time export
 
     export_onnx(load_efficientnet_lite0(weights), model_file)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+from app_tier.classifier import load_classifier
 from app_tier.termination import SelfTerminator, instance_id_from_metadata, no_instance, shutdown_now
 from app_tier.worker import Worker, WorkerConfig
 from hybrid.aws.channels import S3Store, SqsQueue
@@ -19,8 +20,6 @@ log = logging.getLogger(__name__)
 def run_worker(settings: Settings, instance_id: str, classifier: ImageClassifier | None = None) -> str:
     """Works until idle (then terminates the instance) or stopped; returns why it ended. Loads the classifier
     unless given one (a forked local worker inherits its runner's)."""
-    from app_tier.classifier import load_classifier
-
     classifier = classifier or load_classifier(settings.worker.runtime, settings.worker.threads)
     worker = build_worker(settings, instance_id, classifier)
     name = instance_id or "(no instance)"

@@ -115,12 +115,11 @@ def main():
                 if "server" in made:
                     conn.compute.delete_server(made["server"], ignore_missing=True)
                     conn.compute.wait_for_delete(made["server"], interval=0.5, wait=120)
-                if "sg" in made:
-                    conn.network.delete_security_group(made["sg"], ignore_missing=True)
-                if "keypair" in made:
-                    conn.compute.delete_keypair(made["keypair"], ignore_missing=True)
-                if "image" in made:
-                    conn.image.delete_image(made["image"], ignore_missing=True)
+                deletes = {"sg": conn.network.delete_security_group, "keypair": conn.compute.delete_keypair,
+                           "image": conn.image.delete_image}
+                for kind in ("sg", "keypair", "image"):
+                    if kind in made:
+                        deletes[kind](made[kind], ignore_missing=True)
     total = time.monotonic() - t0
     print(f"{'PASS' if rc == 0 else 'FAIL'}: {total:.2f}s in all")
     return rc

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from hybrid.core.errors import HybridError
 from hybrid.core.settings import Settings
-from web_tier.runtime import WebRuntime
+from web_tier.runtime import WebRuntime, build_runtime
 from web_tier.service import ImageRejected, Outcome, RequestTimeout
 from web_tier.uploads import Upload, UploadError, check_image, read_upload
 
@@ -32,8 +32,6 @@ def create_app(settings: Settings, runtime: WebRuntime | None = None) -> Flask:
     app = Flask("web_tier")
     app.config["MAX_CONTENT_LENGTH"] = settings.web.max_upload_bytes + MULTIPART_OVERHEAD
     if runtime is None:
-        from web_tier.runtime import build_runtime
-
         runtime = build_runtime(settings)
     app.extensions["hybrid"] = runtime
     app.extensions["hybrid.max_upload"] = settings.web.max_upload_bytes

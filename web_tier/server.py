@@ -7,7 +7,9 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from hybrid.core.decoding import warm_decoder
 from hybrid.core.settings import Settings
+from web_tier.app import create_app
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +26,6 @@ class WebServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from hybrid.core.decoding import warm_decoder
-        from web_tier.app import create_app
-
         logging.getLogger("web_tier").setLevel(logging.INFO)
         warm_decoder()  # every upload is decoded to vet it (``check_image``); the first one should not import PIL's
         app = create_app(self.settings)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from werkzeug.datastructures import FileStorage, MultiDict
 
+from hybrid.core.decoding import BadImageError, check_decodable
 from hybrid.core.errors import HybridError
 from hybrid.core.messages import image_name
 
@@ -50,8 +51,6 @@ def _the_one_file(files: MultiDict) -> FileStorage:
 def check_image(data: bytes) -> None:
     """Decodes every pixel, as the worker will (without its resize and crop): not an image, truncated, a bomb or too
     large is refused here."""
-    from hybrid.core.decoding import BadImageError, check_decodable
-
     try:
         check_decodable(data)
     except BadImageError as exc:

@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from hybrid.local import stack as local
 from hybrid.autoscale.loop import read_timeline
 from hybrid.autoscale.plot import plot_timeline
+from hybrid.aws.compute import Ec2Fleet
+from hybrid.aws.session import AwsClients
 from hybrid.core.settings import Settings, load
+from hybrid.local import stack as local
+from hybrid.tools.samples import build_samples
+from hybrid.tools.workload import run_workload
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]
@@ -89,8 +93,6 @@ def run_demo(settings: Settings, child_args: list[str], report_dir: Path, count:
 
 
 def _sample_images(folder: Path, count: int, report: Report) -> tuple[list[Path], dict[str, str]]:
-    from hybrid.tools.samples import build_samples
-
     started = time.monotonic()
     samples = build_samples(folder, count, force=True)
     report(f"built {len(samples)} sample images in {folder} ({time.monotonic() - started:.1f} s)")
@@ -99,8 +101,6 @@ def _sample_images(folder: Path, count: int, report: Report) -> tuple[list[Path]
 
 def _workload(run: str, url: str, images: list[Path], expected: dict[str, str], concurrency: int,
               report_dir: Path, report: Report) -> dict[str, Any]:
-    from hybrid.tools.workload import run_workload
-
     report(f"== {run} run: {len(images)} requests, {concurrency} at a time")
     outcome = run_workload(url, images, len(images), concurrency, expected)
     outcome.write_json(report_dir / f"workload-{run}.json")
@@ -110,9 +110,6 @@ def _workload(run: str, url: str, images: list[Path], expected: dict[str, str], 
 
 def _wait_for_zero(settings: Settings, cold: dict[str, Any], report: Report) -> float | None:
     """Seconds from the cold run's last answer until no instance is left (None if it never happens)."""
-    from hybrid.aws.compute import Ec2Fleet
-    from hybrid.aws.session import AwsClients
-
     fleet = Ec2Fleet(AwsClients(settings).ec2, settings.stack)
     last_answer = cold["finished_at"] or time.time()
     deadline = time.monotonic() + settings.worker.idle_timeout + ZERO_MARGIN

@@ -5,10 +5,28 @@ from pathlib import Path
 
 import boto3
 import pytest
+from click.testing import CliRunner
 
-from hybrid.local.awsserver import start_emulator, stop_emulator
+from app_tier import classifier as classifier_module
 from hybrid.core.settings import Settings, load
+from hybrid.local.awsserver import start_emulator, stop_emulator
 from tests.integration.rig import Stack
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory) -> Path:
+    """A test module's own cache of the exported ONNX model."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture
+def run_in_process(onnx_cache, monkeypatch):
+    """Runs a click command in-process against the module's export cache, never the user's."""
+    monkeypatch.setattr(classifier_module, "DEFAULT_CACHE_DIR", onnx_cache)
+
+    def run(command, *args: object):
+        return CliRunner().invoke(command, [str(a) for a in args])
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,8 @@ The model loads once per runtime for the module; the ONNX export goes to a tempo
 """
 from __future__ import annotations
 
+import functools
+
 import io
 import logging
 import os
@@ -14,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 from skimage import data as skimage_data
 from sklearn.datasets import load_sample_image
@@ -56,11 +57,6 @@ def photos() -> dict[str, bytes]:
         "china": jpeg(load_sample_image("china.jpg")),
         "chelsea": jpeg(skimage_data.chelsea()),
     }
-
-
-@pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("models")
 
 
 @pytest.fixture(scope="module")
@@ -234,13 +230,9 @@ def image_files(photos, tmp_path) -> list[Path]:
 
 
 @pytest.fixture
-def run_cli(onnx_classifier, onnx_cache, monkeypatch):
-    """Runs the command in-process against the module's export cache, never the user's."""
-    monkeypatch.setattr(classifier_module, "DEFAULT_CACHE_DIR", onnx_cache)
-
-    def run(*args: str):
-        return CliRunner().invoke(classify_command, [str(a) for a in args])
-    return run
+def run_cli(onnx_classifier, run_in_process):
+    """The command in-process, with the model already exported into the module's cache."""
+    return functools.partial(run_in_process, classify_command)
 
 
 def test_cli_prints_labels_in_order_and_exits_1_on_a_bad_image(run_cli, image_files):

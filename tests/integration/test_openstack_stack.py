@@ -64,12 +64,10 @@ def _remove_foreign(raw, made: dict) -> None:
         deadline = time.monotonic() + 120
         while _exists(raw, made["server"]) and time.monotonic() < deadline:
             time.sleep(1)
-    if "keypair" in made:
-        raw.compute.delete_keypair(made["keypair"], ignore_missing=True)
-    if "group" in made:
-        raw.network.delete_security_group(made["group"], ignore_missing=True)
-    if "image" in made:
-        raw.image.delete_image(made["image"], ignore_missing=True)
+    deletes = {"keypair": raw.compute.delete_keypair, "group": raw.network.delete_security_group,
+               "image": raw.image.delete_image}
+    for kind in made.keys() & deletes.keys():
+        deletes[kind](made[kind], ignore_missing=True)
 
 
 def _exists(raw, server_id: str) -> bool:

@@ -5,6 +5,8 @@ The model loads once for the module on the runtime workers use ("auto"), exporti
 """
 from __future__ import annotations
 
+import functools
+
 import csv
 import hashlib
 import json
@@ -12,10 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from app_tier import classifier as classifier_module
 from app_tier.classifier import Classifier, load_classifier
 from hybrid.cli.tools import samples as samples_command
 from hybrid.core.errors import ConfigError
@@ -38,11 +38,6 @@ pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]
 COUNT = 16
 SEED = 7
 SIZE_RANGE = (240, 640)
-
-
-@pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("models")
 
 
 @pytest.fixture(scope="module")
@@ -227,13 +222,9 @@ def test_bad_arguments_are_config_errors_before_anything_is_written(classifier, 
 # ------------------------------------------------------------------ the command
 
 @pytest.fixture
-def run_cli(classifier, onnx_cache, monkeypatch):
-    """Runs `samples` in-process against the module's export cache, never the user's."""
-    monkeypatch.setattr(classifier_module, "DEFAULT_CACHE_DIR", onnx_cache)
-
-    def run(*args: object):
-        return CliRunner().invoke(samples_command, [str(a) for a in args])
-    return run
+def run_cli(classifier, run_in_process):
+    """The command in-process, with the model already exported into the module's cache."""
+    return functools.partial(run_in_process, samples_command)
 
 
 def test_cli_writes_the_set_and_one_summary_line(run_cli, tmp_path, classifier):

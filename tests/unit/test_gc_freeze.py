@@ -34,10 +34,10 @@ def test_freeze_heap_collects_the_garbage_then_freezes_what_lives(unfrozen):
 
 
 def test_the_web_server_freezes_its_heap_once_the_app_is_built(unfrozen, monkeypatch):
-    import web_tier.app
+    import web_tier.server
     from web_tier.server import WebServer
 
     built = []
-    monkeypatch.setattr(web_tier.app, "create_app", lambda settings: built.append(gc.get_freeze_count()) or "app")
+    monkeypatch.setattr(web_tier.server, "create_app", lambda settings: built.append(gc.get_freeze_count()) or "app")
     assert WebServer(Settings()).load() == "app"
     assert built == [0] and gc.get_freeze_count() > 0, "frozen after the app was built, not before"
