@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -10,6 +9,7 @@ from typing import Any, Sequence
 from hybrid.aws.session import MappedClient
 from hybrid.core.contracts import Instance, Observed, Resource
 from hybrid.core.errors import CloudError, HybridError, NotFoundError
+from hybrid.core.keys import KeyPairDriverBase
 from hybrid.core.naming import ROLE_APP_TIER, ROLE_TAG, STACK_TAG
 
 log = logging.getLogger(__name__)
@@ -77,56 +77,33 @@ def describe_ingress(permissions: list[dict[str, Any]]) -> str:
     return ", ".join(rules) or "none"
 
 
-class KeyPairDriver:
-    """The stack's EC2 key pair; a created private key is written to ``key_dir`` with mode 0600."""
+class KeyPairDriver(KeyPairDriverBase):
+    """The stack's EC2 key pair, tagged for the stack; a created private key is written to ``key_dir`` with mode
+    0600."""
 
     kind = "key_pair"
+    without_key = "SSH to workers is not possible; `hybrid aws down` then `up` makes a new pair"
 
     def __init__(self, ec2: MappedClient, stack: str, key_dir: Path) -> None:
-        self.ec2, self.stack, self.key_dir = ec2, stack, Path(key_dir)
+        super().__init__(stack, key_dir)
+        self.ec2 = ec2
 
-    def key_path(self, name: str) -> Path:
-        return self.key_dir / f"{name}.pem"
-
-    def observe(self, resource: Resource) -> Observed | None:
+    def find_pair(self, name: str) -> tuple[str, bool] | None:
         try:
-            pairs = self.ec2.describe_key_pairs(KeyNames=[resource.name])["KeyPairs"]
+            pairs = self.ec2.describe_key_pairs(KeyNames=[name])["KeyPairs"]
         except NotFoundError:
             return None
         if not pairs:
             return None
-        notes = () if self.key_path(resource.name).exists() else (
-            f"private key {self.key_path(resource.name)} is missing: SSH to workers is not possible; "
-            "`hybrid aws down` then `up` makes a new pair",)
-        return Observed(self.kind, resource.name, pairs[0].get("KeyPairId", resource.name),
-                        tags_of(pairs[0]).get(STACK_TAG) == self.stack, notes=notes)
+        return pairs[0].get("KeyPairId", name), tags_of(pairs[0]).get(STACK_TAG) == self.stack
 
-    def create(self, resource: Resource) -> Observed:
+    def make_pair(self, resource: Resource) -> tuple[str, str]:
         reply = self.ec2.create_key_pair(KeyName=resource.name,
                                          TagSpecifications=tag_specification("key-pair", dict(resource.tags)))
-        write_private_key(self.key_path(resource.name), reply["KeyMaterial"])
-        return Observed(self.kind, resource.name, reply.get("KeyPairId", resource.name), True)
+        return reply.get("KeyPairId", resource.name), reply["KeyMaterial"]
 
-    def update(self, resource: Resource, observed: Observed) -> None:
-        return None
-
-    def delete(self, observed: Observed) -> bool:
-        try:
-            self.ec2.delete_key_pair(KeyName=observed.name)
-        except NotFoundError:
-            return False
-        finally:
-            self.key_path(observed.name).unlink(missing_ok=True)
-        return True
-
-
-def write_private_key(path: Path, material: str) -> None:
-    """Writes a private key readable by its owner only (mode 0600 from the first byte)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(material)
+    def delete_pair(self, name: str) -> None:
+        self.ec2.delete_key_pair(KeyName=name)
 
 
 class ImageDriver:

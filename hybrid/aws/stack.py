@@ -1,4 +1,5 @@
-"""A stack's AWS side: what it should have (pure), what a plan changes (pure), and up / down / status.
+"""A stack's AWS side: what it should have (pure), its drivers, and up / down / status on the shared stack engine
+(``hybrid.core.stack_engine``), which plans, applies, deletes and reports.
 
 ``up`` observes every resource by name and tag, plans, then creates or converges only what differs, so a second run
 changes nothing. ``down`` terminates the stack's instances first and confirms they are gone, then deletes what carries
@@ -11,23 +12,21 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from hybrid.core.clock import Clock, SystemClock
-from hybrid.core.contracts import (ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Change, Fleet, Observed, Resource,
-                                   ResourceDriver)
-from hybrid.core.errors import NameTakenError, NotFoundError
-from hybrid.core.lifecycle import compare, delete_when_free, status_row
+from hybrid.core.contracts import Change, Fleet, Observed, Resource, ResourceDriver
+from hybrid.core.errors import NotFoundError
 from hybrid.core.naming import (ROLE_APP_TIER, ROLE_DEAD_LETTERS, ROLE_EXPORTS, ROLE_INPUT, ROLE_OUTPUT, ROLE_REQUESTS,
                                 ROLE_RESPONSES, StackNames)
 from hybrid.core.settings import Settings
+from hybrid.core.stack_engine import Report, StackEngine
 from hybrid.core.wait import Poll, wait_for
 
 if TYPE_CHECKING:
     from hybrid.aws.compute import LaunchSpec
 
 log = logging.getLogger(__name__)
-Report = Callable[[str], None]
 TERMINATE_TIMEOUT = 600.0
 DEPENDENCY_TIMEOUT = 180.0
 
@@ -54,7 +53,8 @@ def desired_resources(settings: Settings, policy_document: str = "") -> list[Res
                  names.tags(ROLE_APP_TIER), inputs={"ssh_from": aws.operator_cidr}),
         Resource("key_pair", names.key_pair, ROLE_APP_TIER, {}, names.tags(ROLE_APP_TIER)),
         Resource("image", names.app_image, ROLE_APP_TIER, {"image_id": aws.ami_id} if aws.ami_id else {},
-                 names.tags(ROLE_APP_TIER), managed=not aws.ami_id and aws.target == "emulator"),
+                 names.tags(ROLE_APP_TIER), managed=not aws.ami_id and aws.target == "emulator",
+                 hint=_missing_ami_hint(aws.ami_id)),
     ]
     if manages_instance_profile(settings):
         from hybrid.aws.identity import policy_digest
@@ -87,35 +87,9 @@ def _ingress(cidr: str) -> str:
     return f"tcp/22 from {cidr}" if cidr else "none"
 
 
-def plan(desired: Sequence[Resource], observed: Mapping[tuple[str, str], Observed | None]) -> list[Change]:
-    """What ``up`` would do. Raises one error listing every resource that blocks the stack (taken or missing)."""
-    changes, problems = [], []
-    for resource in desired:
-        found = observed.get((resource.kind, resource.name))
-        problem = _blocking_problem(resource, found)
-        if problem:
-            problems.append(problem)
-        elif found is None:
-            changes.append(Change(ACTION_CREATE, resource))
-        else:
-            changes.append(compare(resource, found))
-    if problems:
-        kind = NotFoundError if all("does not exist" in p for p in problems) else NameTakenError
-        raise kind("the stack cannot be set up:\n  - " + "\n  - ".join(problems))
-    return changes
-
-
-def _blocking_problem(resource: Resource, found: Observed | None) -> str:
-    what = f"{resource.kind} {resource.name}"
-    if not resource.managed and found is None:
-        detail = f" (id {resource.properties['image_id']})" if resource.properties.get("image_id") else ""
-        return (f"{what}{detail} does not exist: bake it with `hybrid image bake --role app-tier`, "
-                "or set aws.ami_id to an existing AMI")
-    if resource.managed and found is not None and not found.owned:
-        state = f" ({found.state})" if found.state != "present" else ""
-        return (f"{what} exists but is not tagged for this stack{state}: the name is taken; "
-                "choose another stack name (--stack) or remove it")
-    return ""
+def _missing_ami_hint(ami_id: str) -> str:
+    given = f"no AMI has id {ami_id}; " if ami_id else ""
+    return f"{given}bake it with `hybrid image bake --role app-tier`, or set aws.ami_id to an existing AMI"
 
 
 @dataclass
@@ -128,25 +102,22 @@ class AwsStack:
     desired: list[Resource]
     clock: Clock = field(default_factory=SystemClock)
 
+    @property
+    def engine(self) -> StackEngine:
+        """The shared stack engine over this stack's resources and drivers."""
+        return StackEngine(self.desired, self.drivers, self.clock, "DependencyViolation", DEPENDENCY_TIMEOUT,
+                           not_ours=f"not tagged for stack {self.settings.stack}")
+
     def observe(self) -> dict[tuple[str, str], Observed | None]:
-        return {(r.kind, r.name): self.drivers[r.kind].observe(r) for r in self.desired}
+        return self.engine.observe()
 
     def plan(self) -> list[Change]:
-        return plan(self.desired, self.observe())
+        return self.engine.plan()
 
     def up(self, report: Report = log.info) -> list[Change]:
-        """Creates what is missing and converges what differs; returns the changes made."""
-        changes = self.plan()
-        for change in changes:
-            driver = self.drivers[change.resource.kind]
-            if change.action == ACTION_CREATE:
-                driver.create(change.resource)
-            elif change.action == ACTION_UPDATE:
-                found = driver.observe(change.resource)
-                driver.update(change.resource, found)  # type: ignore[arg-type]
-            if change.action != ACTION_KEEP:
-                report(f"{change.describe()}: done")
-        return [c for c in changes if c.action != ACTION_KEEP]
+        """Creates what is missing and converges what differs; returns the changes made. A failed run keeps what it
+        made (the next ``up`` resumes from there, ``down`` removes it)."""
+        return self.engine.apply(self.plan(), report)
 
     def down(self, report: Report = log.info, on_poll: Callable[[Poll[int]], None] | None = None) -> list[str]:
         """Terminates the stack's instances, then deletes its tagged resources; returns one line per resource."""
@@ -156,14 +127,11 @@ class AwsStack:
             outcomes.append(f"queue {extra.name}: {'deleted' if self.drivers['queue'].delete(extra) else 'gone'}")
             report(outcomes[-1])
         exports = exports_bucket_resource(stack_names(self.settings))
-        found = self.drivers[exports.kind].observe(exports)
+        found = self.engine.find(exports)
         if found is not None:  # only stacks that exported an AMI have it
-            outcomes.append(self._delete_observed(exports, found))
+            outcomes.append(self.engine.delete_observed(exports, found))
             report(outcomes[-1])
-        for resource in reversed(self.desired):
-            outcomes.append(self._delete(resource))
-            report(outcomes[-1])
-        return outcomes
+        return outcomes + self.engine.delete_in_reverse(report)
 
     def _reply_queues(self) -> list[Observed]:
         """The web processes' own reply queues that carry this stack's tag."""
@@ -193,27 +161,11 @@ class AwsStack:
         return Poll(done, done=not remaining, progress=done / total if total else 1.0,
                     state=f"{len(remaining)} still {', '.join(sorted({i.state for i in remaining}))}")
 
-    def _delete(self, resource: Resource) -> str:
-        if not resource.managed:
-            return f"{resource.kind} {resource.name}: kept (referenced by id, not owned)"
-        return self._delete_observed(resource, self.drivers[resource.kind].observe(resource))
-
-    def _delete_observed(self, resource: Resource, found: Observed | None) -> str:
-        """Deletes what ``observe`` found of ``resource``, if it carries the stack's tags."""
-        what = f"{resource.kind} {resource.name}"
-        if found is None:
-            return f"{what}: already absent"
-        if not found.owned:
-            return f"{what}: left alone (not tagged for stack {self.settings.stack})"
-        deleted = delete_when_free(self.drivers[resource.kind], found, "DependencyViolation", self.clock,
-                                   DEPENDENCY_TIMEOUT)
-        return f"{what}: {'deleted' if deleted else 'kept'}"
-
     def launch_spec(self, user_data: str) -> "LaunchSpec":
         """What the autoscaler launches with: the stack's AMI, security group, key pair and instance profile."""
         from hybrid.aws.compute import LaunchSpec
 
-        found = {r.kind: self.drivers[r.kind].observe(r) for r in self.desired}
+        found = {resource.kind: observed for resource, observed in self.engine.found_each()}
         missing = [kind for kind in ("image", "security_group", "key_pair") if found.get(kind) is None]
         if missing:
             raise NotFoundError(f"stack {self.settings.stack} is not set up ({', '.join(missing)} missing): "
@@ -224,10 +176,7 @@ class AwsStack:
 
     def status(self) -> list[dict[str, Any]]:
         """One row per resource (kind, name, id, state, detail), then one for the instances."""
-        rows = []
-        for resource in self.desired:
-            found = self.drivers[resource.kind].observe(resource)
-            rows.append(status_row(resource, found, self._detail(resource, found)))
+        rows = self.engine.status(self._detail)
         counts = Counter(i.state for i in self.fleet.instances())
         rows.append({"kind": "instances", "name": ROLE_APP_TIER, "id": "",
                      "state": f"{sum(counts.values())} live",

@@ -21,7 +21,8 @@ class Resource:
     ``properties`` are the settings to converge (compared as strings with what is observed). ``managed=False``
     marks a resource the stack only refers to (an AMI given by id): it must exist, and is never changed or deleted.
     ``inputs`` are what the driver needs to build it but cannot read back (a policy document whose digest is the
-    compared property).
+    compared property). ``hint``, for a resource the stack only refers to, tells the operator how to provide it when
+    it does not exist, in its cloud's words (the stack engine's refusal adds it).
     """
 
     kind: str
@@ -31,6 +32,7 @@ class Resource:
     tags: Mapping[str, str] = field(default_factory=dict)
     managed: bool = True
     inputs: Mapping[str, str] = field(default_factory=dict)
+    hint: str = ""
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hybrid.aws.compute import write_private_key
 from hybrid.core.clock import Clock, SystemClock
 from hybrid.core.contracts import Observed, Resource
 from hybrid.core.errors import NotFoundError
+from hybrid.core.keys import KeyPairDriverBase
 from hybrid.core.naming import STACK_TAG
 from hybrid.openstack.names import carries_marker, stack_marker
 from hybrid.core.settings import Settings
@@ -35,44 +35,30 @@ SETTINGS_PATH = "/etc/hybrid/settings.json"
 Dependency = Callable[[str], "Observed | None"]
 
 
-class KeyPairDriver:
-    """The stack's Nova key pair; a created private key is written to ``key_dir/<name>.pem`` with mode 0600."""
+class KeyPairDriver(KeyPairDriverBase):
+    """The stack's Nova key pair, marked in its public key's comment; a created private key is written to
+    ``key_dir/<name>.pem`` with mode 0600."""
 
     kind = "keypair"
+    without_key = "SSH to the server is not possible; `hybrid openstack down` then `up` makes a new pair"
 
     def __init__(self, conn: Any, stack: str, key_dir: Path) -> None:
-        self.conn, self.stack, self.key_dir = conn, stack, Path(key_dir)
+        super().__init__(stack, key_dir)
+        self.conn = conn
 
-    def key_path(self, name: str) -> Path:
-        return self.key_dir / f"{name}.pem"
-
-    def observe(self, resource: Resource) -> Observed | None:
-        pair = self.conn.compute.find_keypair(resource.name, ignore_missing=True)
+    def find_pair(self, name: str) -> tuple[str, bool] | None:
+        pair = self.conn.compute.find_keypair(name, ignore_missing=True)
         if pair is None:
             return None
-        missing = (f"private key {self.key_path(resource.name)} is missing: SSH to the server is not possible; "
-                   "`hybrid openstack down` then `up` makes a new pair")
-        notes = () if self.key_path(resource.name).exists() else (missing,)
-        return Observed(self.kind, resource.name, pair.name, carries_marker(_comment(pair.public_key), self.stack),
-                        notes=notes)
+        return pair.name, carries_marker(_comment(pair.public_key), self.stack)
 
-    def create(self, resource: Resource) -> Observed:
+    def make_pair(self, resource: Resource) -> tuple[str, str]:
         private, public = new_key_pair(stack_marker(self.stack))
         pair = self.conn.compute.create_keypair(name=resource.name, public_key=public)
-        write_private_key(self.key_path(resource.name), private)
-        return Observed(self.kind, resource.name, pair.name, True)
+        return pair.name, private
 
-    def update(self, resource: Resource, observed: Observed) -> None:
-        return None
-
-    def delete(self, observed: Observed) -> bool:
-        try:
-            self.conn.compute.delete_keypair(observed.name, ignore_missing=False)
-        except NotFoundError:
-            return False
-        finally:
-            self.key_path(observed.name).unlink(missing_ok=True)
-        return True
+    def delete_pair(self, name: str) -> None:
+        self.conn.compute.delete_keypair(name, ignore_missing=False)
 
 
 def new_key_pair(comment: str) -> tuple[str, str]:

@@ -1,6 +1,7 @@
-"""A stack's OpenStack side: what it should have (pure), its plan, and up / down / status.
+"""A stack's OpenStack side: what it should have (pure), its drivers, its own steps (check the cloud, the web tier's
+URL, SSH, credentials), and up / down / status on the shared stack engine (``hybrid.core.stack_engine``).
 
-The plan reuses ``hybrid.aws.stack.plan``: the same create / update / keep and the same "name is taken" refusal.
+The plan is the engine's: the same create / update / keep and the same "name is taken" refusal as on AWS.
 ``up`` checks the cloud first (flavor, network, external network, image), then creates or converges in order;
 if a step fails it deletes what this run created before raising, so a failed ``up`` leaves nothing behind.
 ``down`` deletes in reverse order, and only what carries the stack's marker; the image only when asked and only
@@ -14,27 +15,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hybrid.core import lifecycle
-from hybrid.aws.stack import plan
+from hybrid.core import stack_engine
 from hybrid.core.clock import Clock, SystemClock
-from hybrid.core.contracts import ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Change, Observed, Resource, ResourceDriver
+from hybrid.core.contracts import Change, Observed, Resource, ResourceDriver
 from hybrid.core.errors import NotFoundError
-from hybrid.core.lifecycle import delete_when_free
 from hybrid.core.naming import ROLE_WEB_TIER
 from hybrid.openstack.compute import server_settings_json, user_data
 from hybrid.openstack.image import ImageSource
 from hybrid.openstack.names import OpenStackNames
 from hybrid.openstack.network import describe_rules, find_external_network, web_tier_rules
 from hybrid.core.settings import Settings
+from hybrid.core.stack_engine import STATE_MISSING, Report, StackEngine
 from hybrid.core.wait import Poll
 
 if TYPE_CHECKING:
     from hybrid.openstack.remote import ServiceCheck, Target
 
 log = logging.getLogger(__name__)
-Report = Callable[[str], None]
 DEPENDENCY_TIMEOUT = 120.0
-MAX_DUPLICATES = 20
+IMAGE_HINT = "pass --image PATH (a qcow2 or VMDK file) to upload it, or set openstack.image_name"
 
 
 def stack_names(settings: Settings) -> OpenStackNames:
@@ -52,7 +51,7 @@ def desired_resources(settings: Settings, image: ImageSource | None = None) -> l
     description = names.description()
     return [
         Resource("image", names.image, ROLE_WEB_TIER, {"checksum": image.md5} if image else {}, tags,
-                 managed=image is not None),
+                 managed=image is not None, hint=IMAGE_HINT),
         Resource("keypair", names.key_pair, ROLE_WEB_TIER, {}, tags),
         Resource("security_group", names.security_group, ROLE_WEB_TIER,
                  {"ingress": describe_rules(web_tier_rules(settings.aws.operator_cidr, web_port(settings)))}, tags,
@@ -79,12 +78,18 @@ class OpenStackStack:
     def resource(self, kind: str) -> Resource:
         return next(r for r in self.desired if r.kind == kind)
 
+    @property
+    def engine(self) -> StackEngine:
+        """The shared stack engine over this stack's resources and drivers."""
+        return StackEngine(self.desired, self.drivers, self.clock, "409", DEPENDENCY_TIMEOUT,
+                           kept_because={"image": "not uploaded by this stack"})
+
     def find(self, kind: str) -> Observed | None:
         """This stack's resource of that kind as the cloud reports it now (what other drivers depend on)."""
-        return self.drivers[kind].observe(self.resource(kind))
+        return self.engine.find(self.resource(kind))
 
     def observe(self) -> dict[tuple[str, str], Observed | None]:
-        return {(r.kind, r.name): self.drivers[r.kind].observe(r) for r in self.desired}
+        return self.engine.observe()
 
     def check_cloud(self) -> None:
         """Fails early, before anything is created, when the cloud lacks what the stack needs."""
@@ -97,49 +102,19 @@ class OpenStackStack:
                                 "openstack.network (`openstack network list`)")
         find_external_network(self.conn, cloud.external_network)
         image = self.resource("image")
-        if not image.managed and self.drivers["image"].observe(image) is None:
-            raise NotFoundError(f"image {image.name!r} not found in cloud {cloud.cloud!r}: pass --image PATH "
-                                "(a qcow2 or VMDK file) to upload it, or set openstack.image_name")
+        if not image.managed and self.find("image") is None:
+            raise NotFoundError(f"image {image.name!r} not found in cloud {cloud.cloud!r}: {image.hint}")
 
     def plan(self) -> list[Change]:
         self.check_cloud()
-        return plan(self.desired, self.observe())
+        return self.engine.plan()
 
     def up(self, report: Report = log.info, on_poll: Callable[[Poll[Any]], None] | None = None) -> list[Change]:
         """Creates what is missing and converges what differs; returns the changes made. On failure, deletes what
         this run created, then raises. ``on_poll`` sees the server's boot progress."""
         if on_poll is not None and hasattr(self.drivers["server"], "on_poll"):
             self.drivers["server"].on_poll = on_poll  # type: ignore[attr-defined]
-        changes = self.plan()
-        created: list[Resource] = []
-        try:
-            for change in changes:
-                self._apply(change, created)
-                if change.action != ACTION_KEEP:
-                    report(f"{change.describe()}: done")
-        except Exception:
-            self._roll_back(created, report)
-            raise
-        return [c for c in changes if c.action != ACTION_KEEP]
-
-    def _apply(self, change: Change, created: list[Resource]) -> None:
-        driver = self.drivers[change.resource.kind]
-        if change.action == ACTION_CREATE:
-            created.append(change.resource)
-            driver.create(change.resource)
-        elif change.action == ACTION_UPDATE:
-            found = driver.observe(change.resource)
-            driver.update(change.resource, found)  # type: ignore[arg-type]
-
-    def _roll_back(self, created: list[Resource], report: Report) -> None:
-        if not created:
-            return
-        report(f"up failed: removing the {len(created)} resource(s) this run created")
-        for resource in reversed(created):
-            try:
-                report(f"rolled back: {self._delete(resource)}")
-            except Exception as exc:  # noqa: BLE001 - the original error is the one to raise
-                report(f"could not roll back {resource.kind} {resource.name}: {exc}")
+        return self.engine.apply(self.plan(), report, roll_back=True)
 
     def url(self) -> str:
         """The web tier's address: ``http://<floating ip>:<port>/``; empty when the stack has no floating IP."""
@@ -184,45 +159,25 @@ class OpenStackStack:
     def down(self, report: Report = log.info, delete_image: bool = False) -> list[str]:
         """Deletes the stack's floating IP, server, security group and key pair (and, with ``delete_image``, an
         image this stack uploaded); returns one line per resource. Safe to repeat."""
-        outcomes = []
-        for resource in reversed(self.desired):
-            if resource.kind == "image" and not delete_image:
-                outcomes.append(f"image {resource.name}: kept (pass --delete-image to delete an image this stack "
-                                "uploaded)")
-            else:
-                outcomes.append(self._delete(resource))
-            report(outcomes[-1])
-        return outcomes
+        return self.engine.delete_in_reverse(report, lambda resource: self._delete(resource, delete_image))
 
-    def _delete(self, resource: Resource) -> str:
-        """Deletes every resource of that name (or marker) this stack owns; never one it does not own."""
-        what, deleted, kept = f"{resource.kind} {resource.name}", 0, 0
-        for _ in range(MAX_DUPLICATES):
-            found = self.drivers[resource.kind].observe(resource)
-            if found is None:
-                break
-            if not found.owned:
-                return (f"{what}: left alone (not this stack's)" if not deleted else
-                        f"{what}: {deleted} deleted; another of that name is not this stack's and was left alone")
-            if not delete_when_free(self.drivers[resource.kind], found, "409", self.clock, DEPENDENCY_TIMEOUT):
-                kept += 1
-                break
-            deleted += 1
-        if kept:
-            return f"{what}: kept (not uploaded by this stack)" if resource.kind == "image" else f"{what}: kept"
-        return f"{what}: deleted" + (f" ({deleted})" if deleted > 1 else "") if deleted else f"{what}: already absent"
+    def _delete(self, resource: Resource, delete_image: bool) -> str:
+        """Every resource of that name this stack owns (Nova and Neutron allow several); the image only when asked."""
+        if resource.kind == "image" and not delete_image:
+            return f"image {resource.name}: kept (pass --delete-image to delete an image this stack uploaded)"
+        return self.engine.delete_every(resource)
 
     def status(self) -> list[dict[str, Any]]:
         """One row per resource (kind, name, id, state, detail), then the web tier's URL."""
-        rows = [status_row(r, self.drivers[r.kind].observe(r)) for r in self.desired]
+        rows = [status_row(resource, found) for resource, found in self.engine.found_each()]
         url = self.url()
-        rows.append({"kind": "url", "name": ROLE_WEB_TIER, "id": "", "state": "ok" if url else "missing",
+        rows.append({"kind": "url", "name": ROLE_WEB_TIER, "id": "", "state": "ok" if url else STATE_MISSING,
                      "detail": url or "no floating IP"})
         return rows
 
 
 def status_row(resource: Resource, found: Observed | None) -> dict[str, Any]:
-    row = lifecycle.status_row(resource, found, "; ".join(found.notes) if found else "")
+    row = stack_engine.status_row(resource, found, stack_engine.notes_of(resource, found))
     if found is not None and resource.kind == "floating_ip":
         row["detail"] = "; ".join(filter(None, [found.properties.get("address", ""), row["detail"]]))
     return row

@@ -1,10 +1,10 @@
 """The AWS stack's plan and lifecycle, against state-holding fakes behind the driver and fleet contracts."""
 import pytest
 
-from hybrid.aws.stack import AwsStack, desired_resources, plan
+from hybrid.aws.stack import AwsStack, desired_resources
 from hybrid.core.clock import FakeClock
-from hybrid.core.contracts import ACTION_CREATE, ACTION_KEEP, ACTION_UPDATE, Observed, Resource
-from hybrid.core.errors import CloudError, NameTakenError, NotFoundError, WaitTimeout
+from hybrid.core.contracts import ACTION_KEEP, ACTION_UPDATE, Observed
+from hybrid.core.errors import CloudError, NotFoundError, WaitTimeout
 from hybrid.core.settings import load
 from tests.fakes import FakeFleet, InMemoryDriver
 
@@ -16,38 +16,6 @@ def make_stack(overrides=None, fail_on_create="", fleet=None):
     drivers = {kind: InMemoryDriver(kind, fail_on_create) for kind in KINDS}
     policy = '{"Statement": []}'
     return AwsStack(settings, drivers, fleet or FakeFleet(), desired_resources(settings, policy), FakeClock())
-
-
-def resource(name="r", **properties):
-    return Resource("queue", name, "requests", properties, {"hybrid:stack": "unit"})
-
-
-def test_plan_creates_what_is_missing_and_keeps_what_matches():
-    wanted = [resource("a", size="1024"), resource("b", size="1024")]
-    observed = {("queue", "a"): None, ("queue", "b"): Observed("queue", "b", "id-b", True, {"size": "1024"})}
-    assert [c.action for c in plan(wanted, observed)] == [ACTION_CREATE, ACTION_KEEP]
-
-
-def test_plan_reports_each_difference_as_an_update():
-    observed = {("queue", "a"): Observed("queue", "a", "id", True, {"size": "262144", "timeout": "30"})}
-    [change] = plan([resource("a", size="1024", timeout="30")], observed)
-    assert change.action == ACTION_UPDATE
-    assert change.differences == ("size: 262144 -> 1024",)
-    assert "update queue a: size: 262144 -> 1024" == change.describe()
-
-
-def test_plan_refuses_a_name_owned_by_someone_else():
-    observed = {("queue", "a"): Observed("queue", "a", "id", owned=False)}
-    with pytest.raises(NameTakenError, match="queue a exists but is not tagged for this stack"):
-        plan([resource("a")], observed)
-
-
-def test_plan_requires_a_referenced_resource_to_exist():
-    image = Resource("image", "given", "app-tier", {"image_id": "ami-123"}, managed=False)
-    with pytest.raises(NotFoundError, match="ami-123"):
-        plan([image], {("image", "given"): None})
-    found = Observed("image", "given", "ami-123", owned=False)
-    assert plan([image], {("image", "given"): found})[0].action == ACTION_KEEP
 
 
 def test_desired_resources_cover_the_stack():
@@ -78,6 +46,17 @@ def test_on_aws_the_ami_must_already_exist():
     settings = load(None, {}, {"stack": "shop", "aws.target": "aws", "aws.instance_profile": "no"})
     [image] = [r for r in desired_resources(settings) if r.kind == "image"]
     assert not image.managed
+
+
+def test_a_missing_ami_is_refused_with_how_to_provide_it():
+    stack = make_stack({"aws.ami_id": "ami-123"})
+    with pytest.raises(NotFoundError, match=r"image unit-app-tier does not exist: no AMI has id ami-123; "
+                                            r"bake it with `hybrid image bake --role app-tier`"):
+        stack.up(report=lambda line: None)
+    assert not any(driver.calls for driver in stack.drivers.values()), "refused before anything was made"
+    stack.drivers["image"].items["unit-app-tier"] = Observed("image", "unit-app-tier", "ami-123", owned=False)
+    assert {c.action for c in stack.plan() if c.resource.kind == "image"} == {ACTION_KEEP}
+    assert "image unit-app-tier: kept (referenced by id, not owned)" in stack.down(report=lambda line: None)
 
 
 def test_up_twice_changes_nothing_the_second_time():
