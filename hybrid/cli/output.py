@@ -11,10 +11,10 @@ import click
 
 from hybrid.cli.context import EXIT_NOT_RUNNING
 from hybrid.core.contracts import Change
+from hybrid.core.stack_engine import anything_missing
 from hybrid.core.wait import Poll
 
 STATUS_COLUMNS = ("kind", "name", "state", "id", "detail")
-ABSENT_STATES = ("missing", "taken (not this stack's)")
 
 
 def echo_json(value: Any) -> None:
@@ -48,7 +48,7 @@ def echo_status(rows: list[dict[str, Any]], as_json: bool, header: dict[str, Any
         echo_json({**header, "resources": rows})
     else:
         echo_table(rows, STATUS_COLUMNS)
-    if any(r["state"] in ABSENT_STATES for r in rows):
+    if anything_missing(rows):
         sys.exit(EXIT_NOT_RUNNING)
 
 
