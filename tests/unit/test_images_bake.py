@@ -8,6 +8,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from hybrid.aws.images import AmiDriver
 from hybrid.aws.session import MappedClient
 from hybrid.core.clock import FakeClock
 from hybrid.core.errors import HybridError
@@ -21,7 +22,7 @@ BUILDER = "i-0123456789abcdef0"
 def stubbed():
     client = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     with Stubber(client) as stub:
-        yield MappedClient(client, "aws"), stub
+        yield AmiDriver(MappedClient(client, "aws"), "shop"), stub
         stub.assert_no_pending_responses()
 
 
