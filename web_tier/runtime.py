@@ -114,6 +114,11 @@ def build_runtime(settings: Settings) -> WebRuntime:
                     Ec2Fleet(clients.ec2, settings.stack), lambda: queues.delete(reply_queue))
 
 
+def require_stack_exists(settings: Settings) -> None:
+    """``require_stack`` from the settings alone, for `hybrid web` to call before it starts serving."""
+    require_stack(QueueDriver(AwsClients(settings).sqs, settings.stack), settings)
+
+
 def require_stack(queues: QueueDriver, settings: Settings) -> None:
     """A clear error before serving, instead of a 503 on every request, when the stack is not set up."""
     name = stack_names(settings).request_queue

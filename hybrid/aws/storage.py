@@ -78,6 +78,14 @@ class BucketDriver:
                                  f"{errors[0].get('Message')} [{errors[0].get('Code')}]", errors[0].get("Code", ""))
             deleted += len(keys)
 
+    def queue_notifications(self, bucket: str) -> list[dict[str, Any]]:
+        """The bucket's event notifications to SQS queues (``QueueConfigurations``)."""
+        return self.s3.get_bucket_notification_configuration(Bucket=bucket).get("QueueConfigurations", [])
+
+    def set_notifications(self, bucket: str, configuration: dict[str, Any]) -> None:
+        """Replaces the bucket's whole notification configuration."""
+        self.s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=configuration)
+
     def _tags(self, bucket: str) -> dict[str, str]:
         try:
             tag_set = self.s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
@@ -158,6 +166,13 @@ class QueueDriver:
         attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
         return QueueDepth(*(int(attributes.get(n, 0)) for n in names))
 
+    def arn_at(self, url: str) -> str:
+        return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    def set_policy(self, url: str, policy: dict[str, Any]) -> None:
+        """Replaces the queue's access policy."""
+        self.sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+
     def _attributes(self, properties: Any) -> dict[str, str]:
         attributes = {k: properties[k] for k in QUEUE_ATTRIBUTES if k in properties}
         if properties.get("dead_letter_queue"):
@@ -170,7 +185,7 @@ class QueueDriver:
         url = self.url(queue_name)
         if url is None:
             raise CloudError(f"dead-letter queue {queue_name} does not exist")
-        return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return self.arn_at(url)
 
 
 def _queue_properties(attributes: dict[str, str]) -> dict[str, str]:

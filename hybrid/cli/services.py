@@ -90,12 +90,10 @@ def web(ctx: Context, processes: int) -> None:
     GET /healthz, /status (JSON), /metrics (Prometheus)
     Try: curl -F inputFile=@cat.jpg http://127.0.0.1:8000/
     """
-    from hybrid.aws.session import AwsClients
-    from hybrid.aws.storage import QueueDriver
-    from web_tier.runtime import require_stack
+    from web_tier.runtime import require_stack_exists
     from web_tier.server import WebServer
 
     settings = ctx.settings
-    require_stack(QueueDriver(AwsClients(settings).sqs, settings.stack), settings)
+    require_stack_exists(settings)
     click.echo(f"web tier of stack {settings.stack} on http://{settings.web.bind}/", err=True)
     WebServer(settings, processes).run()

@@ -10,16 +10,16 @@ local instance runner (app-tier only) starts no worker for them and the stack's 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hybrid.aws.compute import ORIGIN_REGISTERED, ORIGIN_TAG, tag_specification, tags_of
-from hybrid.aws.session import MappedClient
+from hybrid.aws.compute import ORIGIN_REGISTERED, ORIGIN_TAG, tags_of
+from hybrid.aws.images import AmiDriver
+from hybrid.aws.session import AwsClients
 from hybrid.aws.stack import stack_names
 from hybrid.core.clock import Clock, SystemClock
-from hybrid.core.errors import ConfigError, HybridError, NameTakenError, NotFoundError
+from hybrid.core.errors import ConfigError, HybridError, NameTakenError
 from hybrid.machine_images.recipes import FAILED_MARKER, READY_MARKER, bake_user_data, recipe
 from hybrid.core.naming import ROLE_APP_TIER, ROLE_TAG, STACK_TAG
 from hybrid.core.settings import Settings
@@ -71,11 +71,11 @@ def image_tags(settings: Settings, role: str, base_ami: str) -> dict[str, str]:
 
 
 class Baker:
-    """Bakes images through one EC2 client (AWS or the local server)."""
+    """Bakes images through the stack's AMI driver (on AWS or the local server)."""
 
-    def __init__(self, ec2: MappedClient, settings: Settings, clock: Clock | None = None,
+    def __init__(self, amis: AmiDriver, settings: Settings, clock: Clock | None = None,
                  report: Report = log.info, on_poll: OnPoll | None = None) -> None:
-        self.ec2, self.settings, self.clock = ec2, settings, clock or SystemClock()
+        self.amis, self.settings, self.clock = amis, settings, clock or SystemClock()
         self.report, self.on_poll = report, on_poll
 
     @property
@@ -102,21 +102,15 @@ class Baker:
 
     # ------------------------------------------------------------ before: name and base image
 
-    def find_image(self, name: str) -> dict[str, Any] | None:
-        images = self.ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])["Images"]
-        images = [i for i in images if i.get("State") != "deregistered"]
-        return images[0] if images else None
-
     def replaceable_image(self, name: str, replace: bool) -> dict[str, Any] | None:
         """The existing image of that name if it may be replaced (a registered record always may); raises if not."""
-        image = self.find_image(name)
+        image = self.amis.find_image(name)
         if image is None:
             return None
-        tags = tags_of(image)
-        if tags.get(STACK_TAG) != self.settings.stack:
+        if not self.amis.owned(image):
             raise NameTakenError(f"image {name} ({image['ImageId']}) exists but is not tagged for stack "
                                  f"{self.settings.stack}: choose another stack name or aws.ami_name")
-        if replace or tags.get(ORIGIN_TAG) == ORIGIN_REGISTERED:
+        if replace or tags_of(image).get(ORIGIN_TAG) == ORIGIN_REGISTERED:
             return image
         raise HybridError(f"image {name} ({image['ImageId']}) already exists: pass --replace to bake a new one "
                           "(the old one is deregistered once the new builder is ready)")
@@ -125,10 +119,9 @@ class Baker:
         base = requested or self.settings.aws.ami_id
         if base:
             return base
-        if self.on_emulator:
-            images = self.ec2.describe_images(Owners=["amazon"])["Images"]
-            if images:
-                return min(i["ImageId"] for i in images)
+        stock = self.amis.first_image_of("amazon") if self.on_emulator else None
+        if stock:
+            return stock
         raise ConfigError("no base image to bake from: pass --base-ami (an Ubuntu or Debian AMI with cloud-init) "
                           "or set aws.ami_id")
 
@@ -137,13 +130,8 @@ class Baker:
     def launch_builder(self, request: BakeRequest, base: str) -> str:
         tags = {STACK_TAG: self.settings.stack, ROLE_TAG: ROLE_BAKE, BAKE_ROLE_TAG: request.role,
                 "Name": f"{image_name(self.settings, request.role)}-builder"}
-        reply = self.ec2.run_instances(
-            ImageId=base, InstanceType=request.instance_type or self.settings.aws.instance_type,
-            MinCount=1, MaxCount=1, UserData=bake_user_data(request.role, request.source),
-            ClientToken=f"bake-{uuid.uuid4().hex}",
-            MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
-            TagSpecifications=tag_specification("instance", tags) + tag_specification("volume", tags))
-        builder = reply["Instances"][0]["InstanceId"]
+        builder = self.amis.launch_builder(base, request.instance_type or self.settings.aws.instance_type,
+                                           bake_user_data(request.role, request.source), tags)
         self.report(f"builder {builder} launched from {base} for {request.role}")
         return builder
 
@@ -154,39 +142,24 @@ class Baker:
                  interval=1.0 if self.on_emulator else 15.0, clock=self.clock, on_poll=self.on_poll)
 
     def readiness(self, builder: str, role: str) -> Poll[str]:
-        state = self.instance_state(builder)
+        state = self.amis.instance_state(builder)
         if state in ("shutting-down", "terminated", "stopping", "stopped"):
             return Poll(state, done=False, failed=f"the builder is {state}", state=state)
         if state != "running":
             return Poll(state, done=False, state=state)
         if self.on_emulator:
             return Poll(state, done=True, state=state)
-        return console_readiness(self.console_output(builder), role)
-
-    def instance_state(self, instance_id: str) -> str:
-        try:
-            reservations = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-        except NotFoundError:
-            return "terminated"
-        instances = [i for r in reservations for i in r["Instances"]]
-        return instances[0]["State"]["Name"] if instances else "terminated"
-
-    def console_output(self, builder: str) -> str:
-        """The builder's serial console so far (botocore has already base64-decoded it)."""
-        return self.ec2.get_console_output(InstanceId=builder).get("Output", "") or ""
+        return console_readiness(self.amis.console_output(builder), role)
 
     def terminate_builder(self, builder: str) -> None:
         """Terminates the builder and waits until EC2 reports it terminated."""
-        try:
-            self.ec2.terminate_instances(InstanceIds=[builder])
-        except NotFoundError:
-            pass
+        self.amis.terminate(builder)
         wait_for(f"builder {builder} to terminate", lambda: self._termination(builder), TERMINATE_TIMEOUT,
                  interval=1.0 if self.on_emulator else 5.0, clock=self.clock, on_poll=self.on_poll)
         self.report(f"builder {builder} terminated")
 
     def _termination(self, builder: str) -> Poll[str]:
-        state = self.instance_state(builder)
+        state = self.amis.instance_state(builder)
         return Poll(state, done=state == "terminated", state=state)
 
     def terminate_quietly(self, builder: str) -> None:
@@ -199,50 +172,32 @@ class Baker:
     # ------------------------------------------------------------ the image
 
     def create_image(self, builder: str, name: str, role: str, base: str) -> str:
-        tags = image_tags(self.settings, role, base)
-        image_id = self.ec2.create_image(
-            InstanceId=builder, Name=name, Description=f"hybrid {self.settings.stack}: {role} (baked from {base})",
-            TagSpecifications=tag_specification("image", tags))["ImageId"]
+        image_id = self.amis.create_image(builder, name, f"hybrid {self.settings.stack}: {role} (baked from {base})",
+                                          image_tags(self.settings, role, base))
         self.report(f"image {name} ({image_id}) being created from builder {builder}")
         return image_id
 
     def wait_available(self, image_id: str, name: str) -> None:
-        """Waits for the image, then tags its snapshots like it (tagged afterwards: the local server rejects
-        snapshot TagSpecifications on create_image)."""
+        """Waits for the image, then tags its snapshots like it."""
         image = wait_for(f"image {name} ({image_id}) to become available", lambda: self.image_state(image_id),
                          IMAGE_TIMEOUT, interval=1.0 if self.on_emulator else 15.0, clock=self.clock,
                          on_poll=self.on_poll)
-        snapshots = snapshot_ids(image)
-        if snapshots:
-            self.ec2.create_tags(Resources=snapshots, Tags=image.get("Tags", []))
+        self.amis.tag_snapshots_like(image)
         self.report(f"image {name} ({image_id}) available")
 
     def image_state(self, image_id: str) -> Poll[dict[str, Any]]:
-        images = self.ec2.describe_images(ImageIds=[image_id])["Images"]
-        if not images:
+        image = self.amis.image(image_id)
+        if image is None:
             return Poll({}, done=False, state="not listed yet")
-        state = images[0].get("State", "available")
-        reason = images[0].get("StateReason", {}).get("Message", "")
+        state = image.get("State", "available")
+        reason = image.get("StateReason", {}).get("Message", "")
         failed = f"image is {state}" + (f": {reason}" if reason else "") if state in IMAGE_FAILED_STATES else ""
-        return Poll(images[0], done=state == "available", failed=failed, state=state)
+        return Poll(image, done=state == "available", failed=failed, state=state)
 
     def deregister(self, image: dict[str, Any]) -> None:
         """Deregisters an image and deletes its snapshots (tolerates either being gone already)."""
-        try:
-            self.ec2.deregister_image(ImageId=image["ImageId"])
-        except NotFoundError:
-            return
-        for snapshot in snapshot_ids(image):
-            try:
-                self.ec2.delete_snapshot(SnapshotId=snapshot)
-            except NotFoundError:
-                pass
-        self.report(f"old image {image.get('Name', '')} ({image['ImageId']}) deregistered")
-
-
-def snapshot_ids(image: dict[str, Any]) -> list[str]:
-    return [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", [])
-            if m.get("Ebs", {}).get("SnapshotId")]
+        if self.amis.deregister(image):
+            self.report(f"old image {image.get('Name', '')} ({image['ImageId']}) deregistered")
 
 
 def console_readiness(console: str, role: str) -> Poll[str]:
@@ -258,6 +213,5 @@ def console_readiness(console: str, role: str) -> Poll[str]:
 def bake_image(settings: Settings, request: BakeRequest, clock: Clock | None = None, report: Report = log.info,
                on_poll: OnPoll | None = None) -> BakeResult:
     """Bakes with the stack's EC2 client (AWS or the local server, from ``settings.aws``)."""
-    from hybrid.aws.session import AwsClients
-
-    return Baker(AwsClients(settings).ec2, settings, clock, report, on_poll).bake(request)
+    amis = AmiDriver(AwsClients(settings).ec2, settings.stack)
+    return Baker(amis, settings, clock, report, on_poll).bake(request)

@@ -7,6 +7,7 @@ its sha512 ``os_hash_value``). Images this stack uploads carry the tag ``hybrid_
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import subprocess
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 QCOW2_MAGIC = b"QFI\xfb"
 VMDK_MAGICS = (b"KDMV", b"# Disk DescriptorFile")
 SUFFIX_FORMATS = {".qcow2": "qcow2", ".qcow": "qcow2", ".vmdk": "vmdk"}
-Runner = Callable[[Sequence[str]], None]
+QEMU_IMG = "qemu-img"
+Runner = Callable[[Sequence[str]], object]
 
 
 @dataclass(frozen=True)
@@ -49,17 +51,30 @@ def disk_format_of(path: Path) -> str:
     raise ConfigError(f"--image {path}: not a qcow2 or VMDK disk image")
 
 
-def conversion_command(source: Path, target: Path) -> list[str]:
+def conversion_command(source: Path, target: Path, qemu_img: str = QEMU_IMG) -> list[str]:
     """The qemu-img call that turns a VMDK into a qcow2."""
-    return ["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2", str(source), str(target)]
+    return [qemu_img, "convert", "-f", "vmdk", "-O", "qcow2", str(source), str(target)]
 
 
-def run_command(command: Sequence[str]) -> None:
+def run_command(command: Sequence[str]) -> str:
+    """Runs ``command`` and returns its output; raises when it is not installed or fails."""
     if shutil.which(command[0]) is None:
-        raise ConfigError(f"{command[0]} is not installed: install qemu-utils to convert VMDK images")
+        raise ConfigError(f"{command[0]} is not installed: install qemu-utils (Debian/Ubuntu: apt-get install "
+                          "qemu-utils) to convert VMDK images")
     result = subprocess.run(list(command), capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise HybridError(f"{' '.join(command)} failed (exit {result.returncode}): {result.stderr.strip()}")
+        raise HybridError(f"{' '.join(command)} failed (exit {result.returncode}): {result.stderr.strip()[-500:]}")
+    return result.stdout
+
+
+def convert_to_qcow2(source: Path, destination: Path, qemu_img: str = QEMU_IMG) -> Path:
+    """``qemu-img convert -f vmdk -O qcow2``, then ``qemu-img info`` checks the result is a qcow2 image."""
+    destination.unlink(missing_ok=True)
+    run_command(conversion_command(source, destination, qemu_img))
+    info = json.loads(run_command([qemu_img, "info", "--output=json", str(destination)]))
+    if info.get("format") != "qcow2":
+        raise HybridError(f"{destination} is {info.get('format')!r} after conversion, not qcow2")
+    return destination
 
 
 def prepare_image(path: Path, convert: bool, work_dir: Path, runner: Runner = run_command) -> ImageSource:
@@ -80,12 +95,18 @@ def prepare_image(path: Path, convert: bool, work_dir: Path, runner: Runner = ru
 
 
 def checksums(path: Path) -> tuple[str, str]:
-    md5, sha512 = hashlib.md5(usedforsecurity=False), hashlib.sha512()
-    with path.open("rb") as handle:
+    md5, sha512 = file_digests(path, "md5", "sha512")
+    return md5, sha512
+
+
+def file_digests(path: Path, *algorithms: str) -> list[str]:
+    """The hex digests of a file, one per hashlib algorithm name, in one read."""
+    digests = [hashlib.new(name, usedforsecurity=False) for name in algorithms]
+    with Path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
-            md5.update(block)
-            sha512.update(block)
-    return md5.hexdigest(), sha512.hexdigest()
+            for digest in digests:
+                digest.update(block)
+    return [digest.hexdigest() for digest in digests]
 
 
 class ImageDriver:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from hybrid.aws.objects import S3Objects
 from hybrid.aws.session import AwsClients
 from hybrid.aws.stack import stack_names
+from hybrid.aws.storage import BucketDriver, QueueDriver
 from hybrid.core.errors import ConfigError, NotFoundError
 from hybrid.core.messages import BATCH_PREFIX, ClassifyReply, batch_key
 from hybrid.core.settings import Settings
@@ -51,20 +52,22 @@ class BatchResult:
 class BatchClient:
     def __init__(self, settings: Settings) -> None:
         clients, names = AwsClients(settings), stack_names(settings)
-        self.s3, self.sqs = clients.s3, clients.sqs
+        self.objects = S3Objects(clients.s3)
+        self.buckets = BucketDriver(clients.s3, settings.stack, settings.aws.region)
+        self.queues = QueueDriver(clients.sqs, settings.stack)
         self.input_bucket, self.output_bucket, self.queue = names.input_bucket, names.output_bucket, \
             names.request_queue
 
     def init(self) -> None:
         """Makes uploads under batch/ notify the request queue (idempotent)."""
-        url = self.sqs.get_queue_url(QueueName=self.queue)["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(_s3_may_send(arn,
-                                                                                                  self.input_bucket))})
+        url = self.queues.url(self.queue)
+        if url is None:
+            raise NotFoundError(f"queue {self.queue} does not exist: run `hybrid aws up` first")
+        arn = self.queues.arn_at(url)
+        self.queues.set_policy(url, _s3_may_send(arn, self.input_bucket))
         wanted = _notification(arn)
-        current = self.s3.get_bucket_notification_configuration(Bucket=self.input_bucket)
-        if current.get("QueueConfigurations") != wanted["QueueConfigurations"]:
-            self.s3.put_bucket_notification_configuration(Bucket=self.input_bucket, NotificationConfiguration=wanted)
+        if self.buckets.queue_notifications(self.input_bucket) != wanted["QueueConfigurations"]:
+            self.buckets.set_notifications(self.input_bucket, wanted)
 
     def upload(self, path: Path) -> Submission:
         """Uploads one image unless the same bytes were submitted or answered before."""
@@ -73,19 +76,19 @@ class BatchClient:
         key = batch_key(digest, Path(path).name)
         if self._known(digest):
             return Submission(Path(path), key, digest, uploaded=False)
-        self.s3.put_object(Bucket=self.input_bucket, Key=key, Body=data)
+        self.objects.put(self.input_bucket, key, data)
         return Submission(Path(path), key, digest, uploaded=True)
 
     def _known(self, digest: str) -> bool:
-        listed = self.s3.list_objects_v2(Bucket=self.input_bucket, Prefix=f"{BATCH_PREFIX}{digest}/", MaxKeys=1)
-        return bool(listed.get("KeyCount")) or self._result(digest) is not None
+        return self.objects.any_under(self.input_bucket, f"{BATCH_PREFIX}{digest}/") or \
+            self._result(digest) is not None
 
     def _result(self, digest: str) -> ClassifyReply | None:
         try:
-            body = self.s3.get_object(Bucket=self.output_bucket, Key=f"{RESULTS_PREFIX}{digest}.json")["Body"]
+            body = self.objects.read(self.output_bucket, f"{RESULTS_PREFIX}{digest}.json")
         except NotFoundError:
             return None
-        return ClassifyReply.from_body(body.read().decode())
+        return ClassifyReply.from_body(body.decode())
 
     def list_results(self) -> list[BatchResult]:
         """Every submitted image with its label (or error) once a worker has answered it."""
@@ -96,10 +99,9 @@ class BatchClient:
         return results
 
     def _submitted(self) -> Iterable[tuple[str, str]]:
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.input_bucket, Prefix=BATCH_PREFIX):
-            for item in page.get("Contents", []):
-                _, digest, filename = item["Key"].split("/", 2)
-                yield digest, filename.rsplit(".", 1)[0] if "." in filename else filename
+        for key in self.objects.keys(self.input_bucket, BATCH_PREFIX):
+            _, digest, filename = key.split("/", 2)
+            yield digest, filename.rsplit(".", 1)[0] if "." in filename else filename
 
     def wait(self, timeout: float, on_poll: Callable[[Poll[list[BatchResult]]], None] | None = None) \
             -> list[BatchResult]:

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from hybrid.machine_images.export import upload_to_glance
+from hybrid.openstack.glance import upload_qcow2
 
 
 
@@ -22,8 +22,8 @@ def test_upload_to_glance_creates_a_bare_qcow2_image_once(conn, tmp_path):
     subprocess.run(["qemu-img", "create", "-f", "qcow2", str(disk), "16M"], check=True, capture_output=True)
     name = f"t-images-{uuid.uuid4().hex[:8]}"
     try:
-        first = upload_to_glance(conn, name, disk, ["hybrid:stack=t"])
-        again = upload_to_glance(conn, name, disk, ["hybrid:stack=t"])
+        first = upload_qcow2(conn, name, disk, ["hybrid:stack=t"])
+        again = upload_qcow2(conn, name, disk, ["hybrid:stack=t"])
         image = conn.image.get_image(first)
         assert (image.disk_format, image.container_format, image.status) == ("qcow2", "bare", "active")
         assert again == first

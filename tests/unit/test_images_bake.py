@@ -8,6 +8,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from hybrid.aws.images import AmiDriver
 from hybrid.aws.session import MappedClient
 from hybrid.core.clock import FakeClock
 from hybrid.core.errors import HybridError
@@ -21,7 +22,7 @@ BUILDER = "i-0123456789abcdef0"
 def stubbed():
     client = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     with Stubber(client) as stub:
-        yield MappedClient(client, "aws"), stub
+        yield AmiDriver(MappedClient(client, "aws"), "shop"), stub
         stub.assert_no_pending_responses()
 
 
@@ -61,7 +62,7 @@ def test_console_markers_decide_readiness():
 
 
 def test_bake_on_aws_waits_for_the_console_then_images_and_terminates(stubbed):
-    ec2, stub = stubbed
+    amis, stub = stubbed
     launch(stub)
     state(stub, "pending")
     state(stub, "running")
@@ -80,33 +81,33 @@ def test_bake_on_aws_waits_for_the_console_then_images_and_terminates(stubbed):
     terminate(stub)
     clock = FakeClock()
 
-    result = Baker(ec2, settings(), clock, report=lambda line: None).bake(BakeRequest("app-tier", "ami-base"))
+    result = Baker(amis, settings(), clock, report=lambda line: None).bake(BakeRequest("app-tier", "ami-base"))
 
     assert (result.image_id, result.name, result.builder_id) == ("ami-new", "shop-app-tier", BUILDER)
     assert clock.sleeps[:3] == [15.0, 15.0, 15.0]
 
 
 def test_a_failed_bake_still_terminates_the_builder(stubbed):
-    ec2, stub = stubbed
+    amis, stub = stubbed
     launch(stub)
     state(stub, "running")
     console(stub, "HYBRID-BAKE-FAILED app-tier at line 22: pip install\n")
     terminate(stub)
     with pytest.raises(HybridError, match="HYBRID-BAKE-FAILED app-tier at line 22"):
-        Baker(ec2, settings(), FakeClock(), report=lambda line: None).bake(BakeRequest("app-tier", "ami-base"))
+        Baker(amis, settings(), FakeClock(), report=lambda line: None).bake(BakeRequest("app-tier", "ami-base"))
 
 
 def test_a_builder_that_stops_fails_the_bake(stubbed):
-    ec2, stub = stubbed
+    amis, stub = stubbed
     launch(stub)
     state(stub, "stopped")
     terminate(stub)
     with pytest.raises(HybridError, match="the builder is stopped"):
-        Baker(ec2, settings(), FakeClock(), report=lambda line: None).bake(BakeRequest("app-tier", "ami-base"))
+        Baker(amis, settings(), FakeClock(), report=lambda line: None).bake(BakeRequest("app-tier", "ami-base"))
 
 
 def test_no_base_image_on_aws_is_a_config_error(stubbed):
-    ec2, stub = stubbed
+    amis, stub = stubbed
     stub.add_response("describe_images", {"Images": []}, {"Owners": ["self"], "Filters": ANY})
     with pytest.raises(HybridError, match="--base-ami"):
-        Baker(ec2, settings(), FakeClock()).bake(BakeRequest("app-tier"))
+        Baker(amis, settings(), FakeClock()).bake(BakeRequest("app-tier"))

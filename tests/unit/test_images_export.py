@@ -13,19 +13,18 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
+from hybrid.aws.images import AmiDriver, export_key
+from hybrid.aws.objects import ChecksumMismatch, EtagHasher, S3Objects
 from hybrid.aws.session import MappedClient
 from hybrid.core.clock import FakeClock
 from hybrid.core.errors import HybridError, WaitTimeout
 from hybrid.machine_images.export import (
-    ChecksumMismatch,
-    EtagHasher,
     Exporter,
     ExportOptions,
     ExportTask,
-    convert_to_qcow2,
     export_image,
-    export_key,
 )
+from hybrid.openstack.image import convert_to_qcow2
 from hybrid.core.settings import load
 
 TASK = "export-ami-0123456789abcdef0"
@@ -51,8 +50,8 @@ def clients():
 
 def exporter(clients, settings, clock=None, polls=None):
     mapped, _ = clients
-    return Exporter(mapped["ec2"], mapped["s3"], settings, clock or FakeClock(), report=lambda line: None,
-                    on_poll=polls.append if polls is not None else None)
+    return Exporter(AmiDriver(mapped["ec2"], settings.stack), S3Objects(mapped["s3"]), settings, clock or FakeClock(),
+                    report=lambda line: None, on_poll=polls.append if polls is not None else None)
 
 
 def task_reply(status: str, progress: str = "", message: str = "") -> dict:
@@ -171,7 +170,7 @@ def test_etag_hasher_matches_for_chunks_that_straddle_parts():
     for start in range(0, len(data), 333):
         hasher.update(data[start:start + 333])
     assert hasher.etag() == multipart_etag(data, 1000)
-    assert export_key("exports/", TASK) == f"exports/{TASK}.vmdk"
+    assert export_key("exports/", TASK, "VMDK") == f"exports/{TASK}.vmdk"
 
 
 def make_vmdk(path: Path) -> None:
