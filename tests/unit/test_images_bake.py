@@ -87,22 +87,25 @@ def test_bake_on_aws_waits_for_the_console_then_images_and_terminates(stubbed):
     assert clock.sleeps[:3] == [15.0, 15.0, 15.0]
 
 
-def test_a_failed_bake_still_terminates_the_builder(stubbed):
-    amis, stub = stubbed
-    launch(stub)
+def builder_reports_failure(stub) -> None:
     state(stub, "running")
     console(stub, "HYBRID-BAKE-FAILED app-tier at line 22: pip install\n")
-    terminate(stub)
-    with pytest.raises(HybridError, match="HYBRID-BAKE-FAILED app-tier at line 22"):
-        Baker(amis, settings(), FakeClock(), report=lambda line: None).bake(BakeRequest("app-tier", "ami-base"))
 
 
-def test_a_builder_that_stops_fails_the_bake(stubbed):
+def builder_stops(stub) -> None:
+    state(stub, "stopped")
+
+
+@pytest.mark.parametrize("builder_ends, message", [
+    (builder_reports_failure, "HYBRID-BAKE-FAILED app-tier at line 22"),
+    (builder_stops, "the builder is stopped"),
+])
+def test_a_failed_bake_still_terminates_the_builder(stubbed, builder_ends, message):
     amis, stub = stubbed
     launch(stub)
-    state(stub, "stopped")
+    builder_ends(stub)
     terminate(stub)
-    with pytest.raises(HybridError, match="the builder is stopped"):
+    with pytest.raises(HybridError, match=message):
         Baker(amis, settings(), FakeClock(), report=lambda line: None).bake(BakeRequest("app-tier", "ami-base"))
 
 
