@@ -65,6 +65,7 @@ import click
 import numpy as np
 import requests
 
+from hybrid.core import procs
 from hybrid.local import stack as local
 from hybrid.tools.demo import demo_settings
 from hybrid.core.errors import HybridError
@@ -278,9 +279,6 @@ def _probe_inference_ms(classifier: Any, probes: Sequence[Path]) -> dict[str, fl
 
 # ---------------------------------------------------------------- CPU accounting from /proc
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(frozen=True)
 class CpuSnapshot:
     processes: dict[int, tuple[int, float]]
@@ -290,26 +288,9 @@ class CpuSnapshot:
 
 
 def take_snapshot() -> CpuSnapshot:
-    return CpuSnapshot(_process_cpu(), _machine_busy_s(), time.monotonic())
-
-
-def _process_cpu() -> dict[int, tuple[int, float]]:
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        found[int(entry.name)] = (int(fields[3]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
-    return found
-
-
-def _machine_busy_s() -> float:
-    """CPU seconds all cores spent neither idle nor waiting on I/O since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / CLOCK_TICKS
+    stats = {pid: procs.read_stat(pid) for pid in procs.pids()}
+    processes = {pid: (stat.session, stat.cpu_seconds) for pid, stat in stats.items() if stat}
+    return CpuSnapshot(processes, procs.machine_busy_seconds(), time.monotonic())
 
 
 Group = tuple[set[int], set[int]]

@@ -1,5 +1,5 @@
 """The local instance runner: what the parent does before a worker process exists, and how worker pids are found
-and forgotten."""
+(hybrid.local.instance_folders) and forgotten."""
 from __future__ import annotations
 
 import gc
@@ -9,8 +9,8 @@ from dataclasses import asdict
 
 import pytest
 
-from hybrid.local import instances
-from hybrid.local.awsserver.process import EmulatorInfo, emulator_dir
+from hybrid.core.localserver import EmulatorInfo, emulator_dir
+from hybrid.local import instance_folders, instances
 
 
 def test_the_runner_freezes_its_objects_before_it_forks_a_worker(tmp_path, monkeypatch):
@@ -51,7 +51,7 @@ def test_a_pid_file_counts_only_for_a_live_process_started_for_this_state_folder
     write_pid(state, "i-exited", gone.pid)
     emulator_dir(state).mkdir()
     (emulator_dir(state) / "emulator.json").write_text(json.dumps(asdict(EmulatorInfo(1, 1, 0.0, "", runner.pid))))
-    assert instances.worker_processes(state) == {"i-worker": worker.pid}
+    assert instance_folders.worker_processes(state) == {"i-worker": worker.pid}
 
 
 class OneInstanceEc2:
@@ -96,6 +96,6 @@ def test_a_new_server_prunes_the_folders_of_instances_whose_worker_is_gone(tmp_p
     write_pid(state, "i-still-working", worker.pid)
     (state / "instances" / "i-ended").mkdir()
     (state / "instances" / "i-ended" / "worker.log").write_text("done\n")
-    assert instances.prune_instance_folders(state) == 1
+    assert instance_folders.prune_instance_folders(state) == 1
     assert [f.name for f in (state / "instances").iterdir()] == ["i-still-working"]
-    assert instances.prune_instance_folders(tmp_path / "no-such-state") == 0
+    assert instance_folders.prune_instance_folders(tmp_path / "no-such-state") == 0
