@@ -318,7 +318,7 @@ def make_rig(url: str, stack: str) -> Rig:
 def find_worker_pid(state_dir: Path, instance_id: str, timeout: float = 60.0) -> int:
     """The pid of the instance's worker, from the runner's pid file (a forked worker's command line is its
     runner's)."""
-    from hybrid.local.instances import worker_processes
+    from hybrid.local.instance_folders import worker_processes
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

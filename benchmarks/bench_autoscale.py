@@ -300,7 +300,7 @@ class Reaction:
 
 def observe_reaction(rig: Rig, url: str, reaction: Reaction, request_id: str, collector: ReplyCollector) -> None:
     """Polls every 20 ms until the reply arrived, filling in the moments as they are seen."""
-    from hybrid.local.instances import worker_processes
+    from hybrid.local.instance_folders import worker_processes
 
     started, instance, pid = time.monotonic(), None, None
     while reaction.answered is None and time.monotonic() < started + REACTION_TIMEOUT:

@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def start_like_a_worker(state_dir: str) -> dict[str, float]:
     """In the child: a new worker's work before it serves, measured."""
     from app_tier.service import build_worker
-    from hybrid.local.instances import _inherited_classifier
+    from hybrid.local.instances import inherited_classifier
     from hybrid.core.settings import load
 
     cpu, faults = time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     settings = load(None, {}, {"state_dir": state_dir, "aws": {"endpoint_url": "http://127.0.0.1:9"}})
-    build_worker(settings, "i-bench", _inherited_classifier(settings))
+    build_worker(settings, "i-bench", inherited_classifier(settings))
     gc.collect()
     return {"cpu_ms": (time.process_time() - cpu) * 1000,
             "page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults}

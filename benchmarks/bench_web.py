@@ -220,7 +220,7 @@ class Env:
 def find_worker_pids(env: Env) -> list[int]:
     """The workers' pids, from the runner's ``instances/<id>/pid`` files (a forked worker's command line does not
     name its instance)."""
-    from hybrid.local.instances import worker_processes
+    from hybrid.local.instance_folders import worker_processes
 
     pids = worker_processes(env.state_dir)
     return [pids[instance_id] for instance_id in env.instance_ids if instance_id in pids]

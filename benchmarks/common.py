@@ -1,6 +1,6 @@
 """Helpers shared by the benchmark scripts of this folder (``bench_aws``, ``bench_app_tier``, ``bench_autoscale``,
-``bench_web``): progress lines, percentiles and tables, /proc readers, the photos, and the local AWS side (the
-project's emulator, a stack on it, app-tier instances, leftover processes).
+``bench_web``): progress lines, percentiles and tables, facts about this machine, the photos, and the local AWS side
+(the project's emulator, a stack on it, app-tier instances, leftover processes).
 
 How the scripts import it: each one is run as ``.venv/bin/python benchmarks/bench_<name>.py`` from the repository
 root. Each inserts its own folder at the front of ``sys.path`` (``sys.path.insert(0, str(Path(__file__).resolve()
@@ -8,10 +8,11 @@ root. Each inserts its own folder at the front of ``sys.path`` (``sys.path.inser
 as ``python -m benchmarks.bench_<name>`` and from any working directory. ``hybrid``, ``app_tier`` and ``web_tier``
 come from the project (installed editable in the venv; the scripts also put the repository root on ``sys.path``).
 Project modules, boto3, PIL and scikit-image are imported inside the functions that need them, so importing this
-module stays cheap (``bench_app_tier``'s model-only child imports it too).
+module stays cheap (``bench_app_tier``'s model-only child imports it too); the one exception is
+``hybrid.core.procs`` (no third-party import), whose ``cpu_seconds`` the scripts call as ``common.cpu_seconds``.
 
 Processes are found with the project's own helpers: ``hybrid.local.stack.processes_of(state_dir)`` (command lines naming
-the state folder) and ``hybrid.local.instances.worker_processes(state_dir)`` (the runner's pid files; a worker
+the state folder) and ``hybrid.local.instance_folders.worker_processes(state_dir)`` (the runner's pid files; a worker
 forked by the runner has its runner's command line, which does not name its instance).
 """
 from __future__ import annotations
@@ -20,7 +21,6 @@ import contextlib
 import importlib.metadata
 import io
 import math
-import os
 import platform
 import socket
 import sys
@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from hybrid.core.procs import cpu_seconds  # noqa: F401 - user + system CPU seconds of a pid, 0.0 once it is gone
 
 PHOTOS = ("coffee", "chelsea", "rocket", "astronaut")
 """Real photos shipped with scikit-image (``skimage.data.<name>()``)."""
@@ -74,15 +76,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc/<pid>/stat (0.0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def package_version(name: str) -> str:
@@ -215,7 +208,7 @@ def launch_app_tier(ec2: Any, stack: Any, settings: Any, count: int = 1) -> list
 def leftover_processes(state_dir: Path) -> list[tuple[int, str]]:
     """(pid, command line) of every live process of a state folder: those whose command line names it (local
     server, runner, web servers, workers; ``hybrid.local.stack.processes_of``) and any worker its pid file still names."""
-    from hybrid.local.instances import worker_processes
+    from hybrid.local.instance_folders import worker_processes
     from hybrid.local.stack import processes_of
 
     found = processes_of(state_dir)

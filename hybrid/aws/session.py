@@ -15,8 +15,8 @@ import botocore.loaders
 import botocore.session
 
 from hybrid.aws.errors import translate
-from hybrid.local.awsserver.process import endpoint_url as emulator_endpoint
 from hybrid.core.errors import RegionError
+from hybrid.core.localserver import endpoint_url as emulator_endpoint
 from hybrid.core.settings import Settings
 
 EMULATOR_CREDENTIALS = {"aws_access_key_id": "emulator", "aws_secret_access_key": "emulator"}

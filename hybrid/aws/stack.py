@@ -57,7 +57,7 @@ def desired_resources(settings: Settings, policy_document: str = "") -> list[Res
                  hint=_missing_ami_hint(aws.ami_id)),
     ]
     if manages_instance_profile(settings):
-        from hybrid.aws.identity import policy_digest
+        from hybrid.aws.identity import policy_digest  # lazy, as in build_aws_stack: it loads boto3
 
         resources.append(Resource("instance_profile", names.instance_profile, ROLE_APP_TIER,
                                   {"policy": policy_digest(json.loads(policy_document)), "profile": "attached"},
@@ -163,7 +163,7 @@ class AwsStack:
 
     def launch_spec(self, user_data: str) -> "LaunchSpec":
         """What the autoscaler launches with: the stack's AMI, security group, key pair and instance profile."""
-        from hybrid.aws.compute import LaunchSpec
+        from hybrid.aws.compute import LaunchSpec  # lazy, as in build_aws_stack: it loads boto3
 
         found = {resource.kind: observed for resource, observed in self.engine.found_each()}
         missing = [kind for kind in ("image", "security_group", "key_pair") if found.get(kind) is None]
@@ -195,6 +195,7 @@ class AwsStack:
 
 def build_aws_stack(settings: Settings, clock: Clock | None = None) -> AwsStack:
     """The stack wired to boto3 clients for its target (AWS or the local server)."""
+    # lazy for start-up cost: these load boto3 (0.1 s, 20 MB), which the plan and the names do not need
     from hybrid.aws.compute import Ec2Fleet, ImageDriver, KeyPairDriver, SecurityGroupDriver
     from hybrid.aws.identity import InstanceProfileDriver, worker_policy
     from hybrid.aws.session import AwsClients

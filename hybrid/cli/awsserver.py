@@ -45,7 +45,7 @@ def emulator_stop(ctx: Context) -> None:
 def emulator_status_command(ctx: Context, as_json: bool) -> None:
     """Say whether the server runs; exit 3 if it does not."""
     from hybrid.local.awsserver import emulator_status
-    from hybrid.local.awsserver.process import rss_mb
+    from hybrid.core.procs import rss_mb
 
     info = emulator_status(ctx.settings.state_path)
     report = {"running": bool(info)}

@@ -24,7 +24,6 @@ import base64
 import gc
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,11 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from hybrid.aws.session import MappedClient
-from hybrid.local.awsserver.process import emulator_dir, read_record
-from hybrid.local.awsserver.wakeup import Wakeups, wake
+from hybrid.aws.session import AwsClients, MappedClient, warm_service_models
+from hybrid.core import procs
 from hybrid.core.errors import HybridError, NotFoundError
+from hybrid.core.localserver import emulator_dir
 from hybrid.core.naming import ROLE_APP_TIER, ROLE_TAG
+from hybrid.core.settings import load
+from hybrid.local.awsserver.wakeup import Wakeups, wake
+from hybrid.local.instance_folders import forget_pid, instance_folder, write_pid
+from hybrid.local.model_cache import prepare_model_cache
 
 log = logging.getLogger("hybrid.local.instances")
 POLL_INTERVAL = 0.25  # without wake-ups
@@ -99,12 +102,12 @@ class LocalInstanceRunner:
         if not self.prepared:
             self.prepare()
             self.prepared = True
-        folder = self.state_dir / "instances" / instance_id
+        folder = instance_folder(self.state_dir, instance_id)
         folder.mkdir(parents=True, exist_ok=True)
         user_data = folder / "user-data.json"
         user_data.write_bytes(user_data_of(self.ec2, instance_id))
         self.processes[instance_id] = self.spawn(instance_id, user_data, folder / "worker.log", self.state_dir)
-        (folder / "pid").write_text(str(self.processes[instance_id].pid))
+        write_pid(self.state_dir, instance_id, self.processes[instance_id].pid)
         log.info("instance %s: started worker pid %s", instance_id, self.processes[instance_id].pid)
 
 
@@ -113,21 +116,17 @@ class LocalInstanceRunner:
         if process.poll() is None:
             _kill_group(process.pid)
         process.wait()
-        self._forget_pid(instance_id)
+        forget_pid(self.state_dir, instance_id)
         log.info("instance %s: worker pid %s killed (%s)", instance_id, process.pid, why)
 
     def _reap(self, instance_id: str, code: int) -> None:
         del self.processes[instance_id]
-        self._forget_pid(instance_id)
+        forget_pid(self.state_dir, instance_id)
         log.info("instance %s: worker exited with code %s; terminating the instance", instance_id, code)
         try:
             self.ec2.terminate_instances(InstanceIds=[instance_id])
         except NotFoundError:
             pass
-
-    def _forget_pid(self, instance_id: str) -> None:
-        """The worker is gone: its pid may soon belong to another process."""
-        (self.state_dir / "instances" / instance_id / "pid").unlink(missing_ok=True)
 
 
 def user_data_of(ec2: MappedClient, instance_id: str) -> bytes:
@@ -138,47 +137,6 @@ def user_data_of(ec2: MappedClient, instance_id: str) -> bytes:
         return b"{}"
     encoded = value.get("UserData", {}).get("Value", "")
     return base64.b64decode(encoded) if encoded else b"{}"
-
-
-def worker_processes(state_dir: Path) -> dict[str, int]:
-    """Instance id -> pid of the live worker processes of this state folder, from their pid files. The kernel reuses
-    pids (at most 32768 here), so a pid counts only while its process is alive, runs with this ``--state-dir``
-    (a forked worker keeps its runner's command line, a spawned one has its own) and is not the runner itself."""
-    state = str(Path(state_dir).resolve())
-    record = read_record(Path(state))
-    runner = record.runner_pid if record else 0
-    found = {}
-    for pid_file in (Path(state) / "instances").glob("*/pid"):
-        try:
-            pid = int(pid_file.read_text())
-        except (OSError, ValueError):
-            continue
-        if pid != runner and _runs_for(pid, state):
-            found[pid_file.parent.name] = pid
-    return found
-
-
-def prune_instance_folders(state_dir: Path) -> int:
-    """Removes the folders (user data, worker log, pid) of instances that have no live worker; returns how many. For
-    a new local server, which starts with no instance: the folders left belong to an earlier one, and their logs
-    stayed until now for a look after that run."""
-    live = set(worker_processes(state_dir))
-    gone = [folder for folder in (Path(state_dir) / "instances").glob("*")
-            if folder.is_dir() and folder.name not in live]
-    for folder in gone:
-        shutil.rmtree(folder, ignore_errors=True)
-    return len(gone)
-
-
-def _runs_for(pid: int, state_dir: str) -> bool:
-    """True if ``pid`` is alive (not a zombie) and was started with ``--state-dir state_dir``."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    pairs = zip(argv, argv[1:])
-    return state != "Z" and ("--state-dir", state_dir) in pairs
 
 
 def _kill_group(pid: int) -> None:
@@ -214,11 +172,11 @@ def preload_worker_code() -> None:
     """Imports what every worker needs (PIL's format plugins included: ``warm_decoder``) and loads the model once
     (ONNX Runtime, one thread: no thread pool is started), so a forked worker serves at once and shares the model's
     memory with its siblings."""
+    # imported here, not at the top: they load NumPy, which reads the BLAS thread variables main() sets only once,
+    # when it loads
     from app_tier.classifier import load_classifier
     from hybrid.core.decoding import warm_decoder
     import app_tier.service  # noqa: F401
-
-    from hybrid.aws.session import warm_service_models
 
     prepare_model()
     _PRELOADED["classifier"] = load_classifier("onnx", threads=1)
@@ -227,7 +185,7 @@ def preload_worker_code() -> None:
     gc.collect()  # the garbage of the imports goes now, not frozen into every worker
 
 
-def _inherited_classifier(settings: object) -> object | None:
+def inherited_classifier(settings: object) -> object | None:
     """The runner's model, when the worker's settings ask for that same one."""
     worker = settings.worker  # type: ignore[attr-defined]
     return _PRELOADED.get("classifier") if worker.runtime in ("auto", "onnx") and worker.threads == 1 else None
@@ -244,11 +202,10 @@ def fork_worker(instance_id: str, user_data: Path, log_path: Path, state_dir: Pa
     code = 1
     try:
         _become_worker_process(log_path)
-        from app_tier.service import run_worker
-        from hybrid.core.settings import load
+        from app_tier.service import run_worker  # preloaded in fork mode; see preload_worker_code for why it is lazy
 
         settings = load(None, {}, {"state_dir": str(state_dir)}, user_data=user_data)
-        run_worker(settings, instance_id, _inherited_classifier(settings))
+        run_worker(settings, instance_id, inherited_classifier(settings))
         code = 0
     except BaseException:  # noqa: BLE001 - the child must never return into the runner's loop
         logging.getLogger("app_tier").exception("worker %s failed", instance_id)
@@ -271,17 +228,14 @@ def _become_worker_process(log_path: Path) -> None:
 def prepare_model() -> None:
     """Exports the ONNX model once, so that workers start from the cache instead of each importing torch."""
     log.info("preparing the model cache before the first worker starts")
-    subprocess.run([sys.executable, "-m", "hybrid", "models", "prepare"], check=False, stdin=subprocess.DEVNULL)
+    prepare_model_cache(check=False)
 
 
 def spawn_worker(instance_id: str, user_data: Path, log_path: Path, state_dir: Path) -> subprocess.Popen:
     """``hybrid worker`` for one instance: its user data as settings, this emulator's state folder, one thread."""
-    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "ab") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "hybrid", "--state-dir", str(state_dir), "worker",
-                                 "--instance-id", instance_id,
-                                 "--user-data", str(user_data)], stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    command = procs.module_command("hybrid", "--state-dir", str(state_dir), "worker", "--instance-id", instance_id,
+                                   "--user-data", str(user_data))
+    return procs.spawn_logged(command, log_path, {"OMP_NUM_THREADS": "1"})
 
 
 def stop_soon(stop: threading.Event, emulator_folder: Path) -> None:
@@ -299,9 +253,6 @@ def main(argv: list[str] | None = None) -> int:
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = "1"  # before NumPy loads: no BLAS threads to lose across fork()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from hybrid.aws.session import AwsClients
-    from hybrid.core.settings import load
-
     settings = load(None, {}, {"state_dir": str(Path(args.state_dir).resolve())})
     spawn = fork_worker if args.spawn == "fork" else spawn_worker
     if args.spawn == "fork":

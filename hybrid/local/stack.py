@@ -10,20 +10,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hybrid.local.instances import worker_processes
-from hybrid.local.awsserver.process import emulator_status, is_our_process, start_emulator, stop_emulator
-from hybrid.core.errors import HybridError
+from hybrid.aws.stack import build_aws_stack
+from hybrid.core import procs
 from hybrid.core.settings import Settings
 from hybrid.core.wait import Poll, wait_for
+from hybrid.local.awsserver.process import emulator_status, is_runner_process, start_emulator, stop_emulator
+from hybrid.local.instance_folders import worker_processes
+from hybrid.local.model_cache import prepare_model_cache
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]
@@ -64,18 +64,11 @@ def _write_records(settings: Settings, records: dict[str, ServiceRecord]) -> Non
 
 def is_running(record: ServiceRecord) -> bool:
     """Alive, not a zombie, and still running the recorded command (guards against a reused pid)."""
-    try:
-        cmdline = Path(f"/proc/{record.pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{record.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return cmdline == "\0".join(record.command).encode() + b"\0" and state != "Z"
+    return procs.runs_command(record.pid, record.command)
 
 
 def up(settings: Settings, child_args: Sequence[str], report: Report = log.info) -> str:
     """Starts every part that is not running; returns the web tier's URL."""
-    from hybrid.aws.stack import build_aws_stack
-
     info = start_emulator(settings.state_path)
     report(f"local AWS server: {info.url} (pid {info.pid}), instance runner pid {info.runner_pid}")
     changes = build_aws_stack(settings).up(report=lambda line: None)
@@ -117,26 +110,22 @@ def fleet_crowding(max_workers: int, cores: int) -> str:
 
 def _prepare_model(report: Report) -> None:
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "hybrid", "models", "prepare"], check=True, stdin=subprocess.DEVNULL,
-                   stdout=subprocess.DEVNULL)
+    prepare_model_cache(check=True, stdout=subprocess.DEVNULL)
     report(f"model: ready ({time.monotonic() - started:.1f} s)")
 
 
 def _start_service(settings: Settings, name: str, args: list[str]) -> ServiceRecord:
     log_path = local_dir(settings) / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "hybrid", *args]
-    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, start_new_session=True)
+    command = procs.module_command("hybrid", *args)
+    process = procs.spawn_logged(command, log_path)
     return ServiceRecord(name, process.pid, command, str(log_path), time.time())
 
 
 def _health(settings: Settings, record: ServiceRecord) -> Poll[bool]:
     if not _alive(record.pid):
         return Poll(False, done=False, failed=f"the web tier exited; see {record.log_path}:\n"
-                                              + _tail(Path(record.log_path)))
+                                              + procs.log_tail(Path(record.log_path)))
     try:
         with urllib.request.urlopen(f"{web_url(settings)}/healthz", timeout=2) as reply:
             return Poll(True, done=reply.status == 200)
@@ -146,8 +135,6 @@ def _health(settings: Settings, record: ServiceRecord) -> Poll[bool]:
 
 def down(settings: Settings, report: Report = log.info) -> list[str]:
     """Stops the services, removes the stack's AWS side, stops the local server; returns what is left (none)."""
-    from hybrid.aws.stack import build_aws_stack
-
     records = read_records(settings)
     for name in reversed(SERVICES):
         if name in records:
@@ -181,47 +168,24 @@ def remove_stack_files(settings: Settings) -> list[str]:
 def _stop(record: ServiceRecord) -> str:
     if not is_running(record):
         return "was not running"
-    for signum, patience in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
-        os.killpg(record.pid, signum)
-        deadline = time.monotonic() + patience
-        while time.monotonic() < deadline and is_running(record):
-            _reap(record.pid)
-            time.sleep(0.1)
-        if not is_running(record):
-            return f"stopped (pid {record.pid})"
-    raise HybridError(f"{record.name} (pid {record.pid}) did not stop")
+    procs.terminate(record.pid, lambda: is_running(record), what=f"{record.name} (pid {record.pid})",
+                    patience=STOP_TIMEOUT, group=True)
+    return f"stopped (pid {record.pid})"
 
 
 def _alive(pid: int) -> bool:
     """The process exists and is not a zombie (its command line may not be final yet right after the fork)."""
-    _reap(pid)
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    procs.reap(pid)
+    return procs.is_alive(pid)
 
 
 def processes_of(state_dir: Path) -> list[tuple[int, str]]:
     """Live processes whose command line names this state folder (workers, services, the local server)."""
     found = []
-    marker = str(state_dir).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z":
-            found.append((int(entry.name), cmdline.replace(b"\0", b" ").decode(errors="replace").strip()))
+    for pid in procs.pids():
+        argv = procs.cmdline(pid)
+        if pid != os.getpid() and argv and str(state_dir) in "\0".join(argv) and procs.is_alive(pid):
+            found.append((pid, " ".join(argv).strip()))
     return found
 
 
@@ -232,7 +196,7 @@ def status(settings: Settings) -> list[dict[str, object]]:
     rows.append({"process": "local AWS server", "pid": info.pid if info else "", "state": "running" if info
                  else "stopped", "detail": info.url if info else ""})
     if info:
-        alive = is_our_process(info.runner_pid, "hybrid.local.instances")
+        alive = is_runner_process(info.runner_pid)
         rows.append({"process": "instance runner", "pid": info.runner_pid, "state": "running" if alive
                      else "stopped", "detail": ""})
     for name, record in read_records(settings).items():
@@ -243,15 +207,6 @@ def status(settings: Settings) -> list[dict[str, object]]:
     return rows
 
 
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def resources(settings: Settings) -> list[dict[str, Any]]:
     """The stack's AWS resources as `hybrid aws status` shows them; none while the local AWS server is down."""
-    from hybrid.aws.stack import build_aws_stack
-
     return build_aws_stack(settings).status() if emulator_status(settings.state_path) else []

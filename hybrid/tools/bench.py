@@ -62,11 +62,18 @@ import click
 import numpy as np
 import requests
 
-from hybrid.local import stack as local
-from hybrid.tools.demo import own_stack_settings
+from app_tier.classifier import load_classifier
+from hybrid.core import procs
+from hybrid.core.decoding import decode_image
 from hybrid.core.errors import HybridError
+from hybrid.core.localserver import read_record
 from hybrid.core.settings import Settings
 from hybrid.core.wait import Poll, wait_for
+from hybrid.local import stack as local
+from hybrid.local.instance_folders import worker_processes
+from hybrid.tools.demo import own_stack_settings
+from hybrid.tools.samples import build_samples
+from hybrid.tools.workload import run_workload
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +212,6 @@ class SampleSet:
 
 
 def make_samples(folder: Path, count: int, warmup: int, classifier: Any, seed: int) -> SampleSet:
-    from hybrid.tools.samples import build_samples
-
     started = time.monotonic()
     samples = build_samples(folder, count + warmup + PROBES, seed, classifier=classifier)
     paths = [s.path for s in samples]
@@ -236,8 +241,6 @@ def measure_in_process(classifier: Any, samples: SampleSet, batch_size: int) -> 
 
 
 def _decode(data: bytes) -> np.ndarray:
-    from hybrid.core.decoding import decode_image
-
     return decode_image(data)
 
 
@@ -275,9 +278,6 @@ def _probe_inference_ms(classifier: Any, probes: Sequence[Path]) -> dict[str, fl
 
 # ---------------------------------------------------------------- CPU accounting from /proc
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(frozen=True)
 class CpuSnapshot:
     processes: dict[int, tuple[int, float]]
@@ -287,26 +287,9 @@ class CpuSnapshot:
 
 
 def take_snapshot() -> CpuSnapshot:
-    return CpuSnapshot(_process_cpu(), _machine_busy_s(), time.monotonic())
-
-
-def _process_cpu() -> dict[int, tuple[int, float]]:
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        found[int(entry.name)] = (int(fields[3]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
-    return found
-
-
-def _machine_busy_s() -> float:
-    """CPU seconds all cores spent neither idle nor waiting on I/O since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / CLOCK_TICKS
+    stats = {pid: procs.read_stat(pid) for pid in procs.pids()}
+    processes = {pid: (stat.session, stat.cpu_seconds) for pid, stat in stats.items() if stat}
+    return CpuSnapshot(processes, procs.machine_busy_seconds(), time.monotonic())
 
 
 Group = tuple[set[int], set[int]]
@@ -315,8 +298,6 @@ Group = tuple[set[int], set[int]]
 
 def process_groups(settings: Settings, worker_pids: set[int]) -> dict[str, Group]:
     """The stack's process groups: each service was started in its own session, each worker made its own."""
-    from hybrid.local.awsserver.process import read_record
-
     records = local.read_records(settings)
     info = read_record(settings.state_path)
     session_of = {"web tier": records["web"].pid if "web" in records else 0,
@@ -360,8 +341,6 @@ def measure_pipeline(settings: Settings, child_args: list[str], samples: SampleS
 
 
 def _wait_for_fleet(settings: Settings, workers: int, pipeline: Pipeline) -> set[int]:
-    from hybrid.local.instances import worker_processes
-
     state_dir, started = settings.state_path.resolve(), time.monotonic()
 
     def probe() -> Poll[set[int]]:
@@ -375,8 +354,6 @@ def _wait_for_fleet(settings: Settings, workers: int, pipeline: Pipeline) -> set
 
 
 def _workload(run: str, url: str, images: list[Path], expected: dict[str, str], concurrency: int) -> dict[str, Any]:
-    from hybrid.tools.workload import run_workload
-
     outcome = run_workload(f"{url}/", images, len(images), concurrency, expected, timeout=REQUEST_TIMEOUT_S)
     summary = outcome.summary()
     summary["problems"] = [record.describe() for record in outcome.examples()]
@@ -386,8 +363,6 @@ def _workload(run: str, url: str, images: list[Path], expected: dict[str, str], 
 
 def _timed_run(settings: Settings, pipeline: Pipeline, samples: SampleSet, concurrency: int,
                worker_pids: set[int]) -> None:
-    from hybrid.local.instances import worker_processes
-
     hits_before = _cache_hits(pipeline.url)
     before = take_snapshot()
     pipeline.workload = _workload("timed run", pipeline.url, samples.timed, samples.expected, concurrency)
@@ -429,8 +404,6 @@ def _probe(url: str, path: Path, expected: dict[str, str], inference_ms: dict[st
 
 def run_compare(settings: Settings, child_args: list[str], result: BenchResult) -> None:
     """Part 1 then part 2, filling ``result``; raises HybridError when the run cannot complete."""
-    from app_tier.classifier import load_classifier
-
     with tempfile.TemporaryDirectory(prefix="hybrid-bench-") as folder:
         classifier = load_classifier(RUNTIME, threads=THREADS)
         samples = make_samples(Path(folder) / "images", result.count, WARMUP_PER_WORKER * result.workers,

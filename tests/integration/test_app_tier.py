@@ -24,7 +24,7 @@ def expected_labels():
 
 
 def worker_pid(state_dir: Path, instance_id: str) -> int:
-    from hybrid.local.instances import worker_processes
+    from hybrid.local.instance_folders import worker_processes
 
     deadline = time.monotonic() + 10
     while instance_id not in worker_processes(state_dir):

@@ -1,18 +1,16 @@
 """The local instance runner: what the parent does before a worker process exists, and how worker pids are found
-and forgotten."""
+(hybrid.local.instance_folders) and forgotten."""
 from __future__ import annotations
 
 import gc
 import json
 import os
-import subprocess
-import sys
 from dataclasses import asdict
 
 import pytest
 
-from hybrid.local import instances
-from hybrid.local.awsserver.process import EmulatorInfo, emulator_dir
+from hybrid.core.localserver import EmulatorInfo, emulator_dir
+from hybrid.local import instance_folders, instances
 
 
 def test_the_runner_freezes_its_objects_before_it_forks_a_worker(tmp_path, monkeypatch):
@@ -32,34 +30,18 @@ def test_the_runner_freezes_its_objects_before_it_forks_a_worker(tmp_path, monke
     assert frozen_at_fork and frozen_at_fork[0] > 0
 
 
-@pytest.fixture
-def sleepers():
-    """Starts idle processes with given extra arguments; kills them all at the end."""
-    started = []
-
-    def start(*args):
-        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *args])
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
-        process.wait()
-
-
 def write_pid(state, instance_id, pid):
     folder = state / "instances" / instance_id
     folder.mkdir(parents=True)
     (folder / "pid").write_text(str(pid))
 
 
-def test_a_pid_file_counts_only_for_a_live_process_started_for_this_state_folder(tmp_path, sleepers):
+def test_a_pid_file_counts_only_for_a_live_process_started_for_this_state_folder(tmp_path, children):
     state = (tmp_path / "state").resolve()
-    worker = sleepers("--state-dir", str(state))
-    runner = sleepers("--state-dir", str(state))
-    elsewhere = sleepers("--state-dir", str(tmp_path / "other"))
-    gone = sleepers("--state-dir", str(state))
+    worker = children("-m", "sleeper", "--state-dir", str(state))
+    runner = children("-m", "sleeper", "--state-dir", str(state))
+    elsewhere = children("-m", "sleeper", "--state-dir", str(tmp_path / "other"))
+    gone = children("-m", "sleeper", "--state-dir", str(state))
     gone.kill()
     gone.wait()
     write_pid(state, "i-worker", worker.pid)
@@ -69,7 +51,7 @@ def test_a_pid_file_counts_only_for_a_live_process_started_for_this_state_folder
     write_pid(state, "i-exited", gone.pid)
     emulator_dir(state).mkdir()
     (emulator_dir(state) / "emulator.json").write_text(json.dumps(asdict(EmulatorInfo(1, 1, 0.0, "", runner.pid))))
-    assert instances.worker_processes(state) == {"i-worker": worker.pid}
+    assert instance_folders.worker_processes(state) == {"i-worker": worker.pid}
 
 
 class OneInstanceEc2:
@@ -90,9 +72,9 @@ class OneInstanceEc2:
 
 
 @pytest.mark.parametrize("ending", ["instance terminated", "worker exited"])
-def test_the_runner_forgets_a_worker_s_pid_once_the_worker_is_gone(tmp_path, sleepers, ending):
+def test_the_runner_forgets_a_worker_s_pid_once_the_worker_is_gone(tmp_path, children, ending):
     ec2 = OneInstanceEc2()
-    runner = instances.LocalInstanceRunner(ec2, tmp_path, spawn=lambda *_: sleepers(), prepared=True)
+    runner = instances.LocalInstanceRunner(ec2, tmp_path, spawn=lambda *_: children("-m", "sleeper"), prepared=True)
     runner.tick()
     pid_file = tmp_path / "instances" / "i-1" / "pid"
     process = runner.processes["i-1"]
@@ -108,12 +90,12 @@ def test_the_runner_forgets_a_worker_s_pid_once_the_worker_is_gone(tmp_path, sle
     assert process.poll() is not None
 
 
-def test_a_new_server_prunes_the_folders_of_instances_whose_worker_is_gone(tmp_path, sleepers):
+def test_a_new_server_prunes_the_folders_of_instances_whose_worker_is_gone(tmp_path, children):
     state = (tmp_path / "state").resolve()
-    worker = sleepers("--state-dir", str(state))
+    worker = children("-m", "sleeper", "--state-dir", str(state))
     write_pid(state, "i-still-working", worker.pid)
     (state / "instances" / "i-ended").mkdir()
     (state / "instances" / "i-ended" / "worker.log").write_text("done\n")
-    assert instances.prune_instance_folders(state) == 1
+    assert instance_folders.prune_instance_folders(state) == 1
     assert [f.name for f in (state / "instances").iterdir()] == ["i-still-working"]
-    assert instances.prune_instance_folders(tmp_path / "no-such-state") == 0
+    assert instance_folders.prune_instance_folders(tmp_path / "no-such-state") == 0

@@ -1,0 +1,65 @@
+"""Where the local AWS server of a state folder listens: its record, ``<state_dir>/emulator/emulator.json``.
+
+The local world writes the record when it starts the server (``hybrid.local.awsserver.process``); the AWS adapter
+reads it to find the endpoint of ``aws.target = "emulator"``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hybrid.core import procs
+from hybrid.core.errors import EmulatorNotRunning
+
+SERVER_MODULE = "hybrid.local.awsserver.server"
+
+
+@dataclass(frozen=True)
+class EmulatorInfo:
+    pid: int
+    port: int
+    started_at: float
+    log_path: str
+    runner_pid: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def emulator_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / "emulator"
+
+
+def _record_path(state_dir: Path) -> Path:
+    return emulator_dir(state_dir) / "emulator.json"
+
+
+def read_record(state_dir: Path) -> EmulatorInfo | None:
+    try:
+        return EmulatorInfo(**json.loads(_record_path(state_dir).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_record(state_dir: Path, info: EmulatorInfo) -> None:
+    _record_path(state_dir).write_text(json.dumps(asdict(info)))
+
+
+def remove_record(state_dir: Path) -> None:
+    _record_path(state_dir).unlink(missing_ok=True)
+
+
+def is_emulator_process(pid: int) -> bool:
+    """True if ``pid`` is alive and is our emulator (guards against a reused pid)."""
+    return procs.runs_module(pid, SERVER_MODULE)
+
+
+def endpoint_url(state_dir: Path) -> str:
+    """The emulator's URL, or ``EmulatorNotRunning`` saying how to start it."""
+    info = read_record(state_dir)
+    if info is None or not is_emulator_process(info.pid):
+        raise EmulatorNotRunning(f"the local AWS server is not running (no live emulator recorded in "
+                                 f"{emulator_dir(state_dir)}): start it with `hybrid emulator start`")
+    return info.url
