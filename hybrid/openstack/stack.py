@@ -125,7 +125,7 @@ class OpenStackStack:
 
     def ssh_target(self, user: str) -> Target:
         """The server's floating IP as an SSH target, with the stack's known_hosts file."""
-        from hybrid.openstack.remote import Target
+        from hybrid.openstack.remote import Target  # paramiko loads only for the SSH steps
 
         ip = self.find("floating_ip")
         if ip is None or ip.properties.get("server") == "none":
@@ -147,12 +147,12 @@ class OpenStackStack:
 
     def deliver_credentials(self, content: bytes, user: str) -> str:
         """Installs the web tier's AWS credentials on the server over SSH; returns where."""
-        from hybrid.openstack.remote import install_credentials
+        from hybrid.openstack.remote import install_credentials  # paramiko: SSH steps only
 
         return install_credentials(self.ssh_target(user), self.key_path(), content)
 
     def check(self, user: str) -> ServiceCheck:
-        from hybrid.openstack.remote import check
+        from hybrid.openstack.remote import check  # paramiko: SSH steps only
 
         return check(self.ssh_target(user), self.key_path())
 
@@ -186,6 +186,7 @@ def status_row(resource: Resource, found: Observed | None) -> dict[str, Any]:
 def build_openstack_stack(settings: Settings, image: ImageSource | None = None, conn: Any = None,
                           clock: Clock | None = None) -> OpenStackStack:
     """The stack wired to openstacksdk drivers on the cloud named by ``openstack.cloud`` (or on ``conn``)."""
+    # lazy for start-up cost: these load openstacksdk, which the plan, the names and the tests' fakes do not need
     from hybrid.openstack.compute import KeyPairDriver, ServerDriver
     from hybrid.openstack.image import ImageDriver
     from hybrid.openstack.network import FloatingIpDriver, SecurityGroupDriver

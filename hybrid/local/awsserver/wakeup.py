@@ -18,6 +18,8 @@ import socket
 from pathlib import Path
 from typing import Any, Callable
 
+from hybrid.local.awsserver.sqs_fixes import require_pinned_moto
+
 log = logging.getLogger(__name__)
 
 
@@ -83,9 +85,7 @@ def wake(emulator_folder: Path) -> None:
 def apply(emulator_folder: Path) -> None:
     """Makes moto's EC2 backend wake the folder's runner after each launch and termination (this reaches into moto's
     internals: the pinned version only)."""
-    from moto.ec2.models.instances import InstanceBackend
-
-    from hybrid.local.awsserver.sqs_fixes import require_pinned_moto
+    from moto.ec2.models.instances import InstanceBackend  # the server's side only: the runner never loads moto
 
     require_pinned_moto("the runner wake-up hooks")
     for name in ("run_instances", "terminate_instances"):
