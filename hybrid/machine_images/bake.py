@@ -20,10 +20,10 @@ from hybrid.aws.session import AwsClients
 from hybrid.aws.stack import stack_names
 from hybrid.core.clock import Clock, SystemClock
 from hybrid.core.errors import ConfigError, HybridError, NameTakenError
-from hybrid.machine_images.recipes import FAILED_MARKER, READY_MARKER, bake_user_data, recipe
 from hybrid.core.naming import ROLE_APP_TIER, ROLE_TAG, STACK_TAG
 from hybrid.core.settings import Settings
 from hybrid.core.wait import Poll, wait_for
+from hybrid.machine_images.recipes import FAILED_MARKER, READY_MARKER, bake_user_data, recipe
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]

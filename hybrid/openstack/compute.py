@@ -23,9 +23,9 @@ from hybrid.core.contracts import Observed, Resource
 from hybrid.core.errors import NotFoundError
 from hybrid.core.keys import KeyPairDriverBase
 from hybrid.core.naming import STACK_TAG
-from hybrid.openstack.names import carries_marker, stack_marker
 from hybrid.core.settings import Settings
 from hybrid.core.wait import Poll, wait_for
+from hybrid.openstack.names import carries_marker, stack_marker
 
 log = logging.getLogger(__name__)
 SERVER_BOOT_TIMEOUT = 600.0

@@ -20,13 +20,13 @@ from hybrid.core.clock import Clock, SystemClock
 from hybrid.core.contracts import Change, Observed, Resource, ResourceDriver
 from hybrid.core.errors import NotFoundError
 from hybrid.core.naming import ROLE_WEB_TIER
+from hybrid.core.settings import Settings
+from hybrid.core.stack_engine import STATE_MISSING, Report, StackEngine
+from hybrid.core.wait import Poll
 from hybrid.openstack.compute import server_settings_json, user_data
 from hybrid.openstack.image import ImageSource
 from hybrid.openstack.names import OpenStackNames
 from hybrid.openstack.network import describe_rules, find_external_network, web_tier_rules
-from hybrid.core.settings import Settings
-from hybrid.core.stack_engine import STATE_MISSING, Report, StackEngine
-from hybrid.core.wait import Poll
 
 if TYPE_CHECKING:
     from hybrid.openstack.remote import ServiceCheck, Target

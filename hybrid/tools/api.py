@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hybrid.tools.batch import BatchClient, BatchResult, Submission
 from hybrid.core.errors import HybridError
 from hybrid.core.settings import Settings, load
+from hybrid.tools.batch import BatchClient, BatchResult, Submission
 
 _client: BatchClient | None = None
 

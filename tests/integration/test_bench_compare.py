@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hybrid.tools.bench import BenchResult, CpuSnapshot, Pipeline, cpu_between, table
 from hybrid.local.stack import processes_of
+from hybrid.tools.bench import BenchResult, CpuSnapshot, Pipeline, cpu_between, table
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from hybrid.core.settings import load
 from hybrid.openstack.image import prepare_image
 from hybrid.openstack.stack import build_openstack_stack, stack_names
-from hybrid.core.settings import load
 from tests.integration import horizon
 
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "horizon-instances.png"

@@ -12,10 +12,10 @@ import uuid
 import pytest
 
 from hybrid.core.errors import NotFoundError
+from hybrid.core.settings import load
 from hybrid.openstack.compute import new_key_pair
 from hybrid.openstack.image import prepare_image
 from hybrid.openstack.stack import build_openstack_stack
-from hybrid.core.settings import load
 
 
 

@@ -7,8 +7,8 @@ import weakref
 
 import pytest
 
-from hybrid.local.awsserver import server_fixes
 from hybrid.core.settings import Settings
+from hybrid.local.awsserver import server_fixes
 
 
 class Node:

@@ -12,8 +12,8 @@ from hybrid.aws.images import AmiDriver
 from hybrid.aws.session import MappedClient
 from hybrid.core.clock import FakeClock
 from hybrid.core.errors import HybridError
-from hybrid.machine_images.bake import Baker, BakeRequest, console_readiness
 from hybrid.core.settings import load
+from hybrid.machine_images.bake import Baker, BakeRequest, console_readiness
 
 BUILDER = "i-0123456789abcdef0"
 

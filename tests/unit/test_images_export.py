@@ -18,6 +18,7 @@ from hybrid.aws.objects import ChecksumMismatch, EtagHasher, S3Objects
 from hybrid.aws.session import MappedClient
 from hybrid.core.clock import FakeClock
 from hybrid.core.errors import HybridError, WaitTimeout
+from hybrid.core.settings import load
 from hybrid.machine_images.export import (
     Exporter,
     ExportOptions,
@@ -25,7 +26,6 @@ from hybrid.machine_images.export import (
     export_image,
 )
 from hybrid.openstack.image import convert_to_qcow2
-from hybrid.core.settings import load
 
 TASK = "export-ami-0123456789abcdef0"
 IMAGE = "ami-0123456789abcdef0"

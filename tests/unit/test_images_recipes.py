@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from hybrid.core.errors import ConfigError, HybridError
+from hybrid.core.settings import Settings, load
 from hybrid.machine_images import recipes
 from hybrid.machine_images.recipes import (
     HYBRID_BIN,
@@ -26,7 +27,6 @@ from hybrid.machine_images.recipes import (
     render_cloud_config,
     settings_toml,
 )
-from hybrid.core.settings import Settings, load
 
 ALL_UNITS = sorted({unit for role in ROLES for unit in recipe(role).units})
 # The cloud-config keys these recipes use, with the shapes cloud-init's schema gives them.

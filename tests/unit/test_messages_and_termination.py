@@ -4,11 +4,11 @@ import threading
 import pytest
 
 from app_tier.termination import SelfTerminator, instance_id_from_metadata
+from hybrid.core.clock import FakeClock
 from hybrid.core.errors import CloudError, HybridError
+from hybrid.core.errors import NotFoundError
 from hybrid.core.messages import ClassifyReply, ClassifyRequest, MalformedMessage
 from hybrid.core.retry import is_transient, retry
-from hybrid.core.clock import FakeClock
-from hybrid.core.errors import NotFoundError
 
 
 def test_a_request_round_trips_and_fits_the_1kb_queue():

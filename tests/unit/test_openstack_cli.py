@@ -5,11 +5,11 @@ import pytest
 from click.testing import CliRunner
 
 from hybrid.cli import Context
+from hybrid.cli.openstack import openstack
 from hybrid.core.clock import FakeClock
 from hybrid.openstack import stack as stack_module
-from hybrid.cli.openstack import openstack
-from tests.openstack_fakes import FakeCloud, Record
 from hybrid.openstack.session import MappedConnection
+from tests.openstack_fakes import FakeCloud, Record
 
 
 @pytest.fixture

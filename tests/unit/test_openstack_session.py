@@ -4,8 +4,8 @@ import openstack.exceptions as osx
 import pytest
 
 from hybrid.core.errors import CloudError, ConfigError, CredentialsError, NotFoundError, QuotaError, WaitTimeout
-from tests.openstack_fakes import FakeCloud, http_error
 from hybrid.openstack.session import MappedConnection, connect, translate
+from tests.openstack_fakes import FakeCloud, http_error
 
 
 @pytest.mark.parametrize("exc, kind, text", [

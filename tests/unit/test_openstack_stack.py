@@ -7,12 +7,12 @@ import pytest
 from hybrid.core.clock import FakeClock
 from hybrid.core.contracts import ACTION_CREATE, ACTION_UPDATE
 from hybrid.core.errors import HybridError, NameTakenError, NotFoundError, QuotaError
+from hybrid.core.settings import load
 from hybrid.openstack.compute import new_key_pair, server_settings_json, user_data
-from tests.openstack_fakes import FakeCloud, Record
 from hybrid.openstack.image import ImageSource, checksums
 from hybrid.openstack.session import MappedConnection
 from hybrid.openstack.stack import build_openstack_stack, desired_resources
-from hybrid.core.settings import load
+from tests.openstack_fakes import FakeCloud, Record
 
 
 def quiet(line):

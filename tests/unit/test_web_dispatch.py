@@ -3,8 +3,8 @@ import pytest
 
 from hybrid.core.clock import FakeClock
 from hybrid.core.messages import ClassifyReply
-from web_tier.dispatch import DELETE_AFTER, ReplyDispatcher
 from tests.fakes import BlockingQueue, eventually
+from web_tier.dispatch import DELETE_AFTER, ReplyDispatcher
 
 
 class RecordingQueue(BlockingQueue):

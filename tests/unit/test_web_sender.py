@@ -7,8 +7,8 @@ import pytest
 
 from hybrid.core.errors import CloudError
 from hybrid.core.wait import Poll, wait_for
-from web_tier.sender import MAX_BATCH, BatchingSender, SenderStopped
 from tests.fakes import GatedQueue
+from web_tier.sender import MAX_BATCH, BatchingSender, SenderStopped
 
 
 class Caller(threading.Thread):

@@ -6,11 +6,11 @@ import pytest
 
 from hybrid.core.errors import CloudError
 from hybrid.core.messages import ClassifyReply, ClassifyRequest
+from tests.fakes import BlockingQueue, GatedQueue, InMemoryStore
 from web_tier.cache import CachedResult, ResultCache
 from web_tier.runtime import assemble
 from web_tier.service import ImageRejected, RequestTimeout
 from web_tier.uploads import Upload
-from tests.fakes import BlockingQueue, GatedQueue, InMemoryStore
 
 
 class StandInAppTier(threading.Thread):

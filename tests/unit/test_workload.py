@@ -8,8 +8,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from hybrid.core.errors import ConfigError
 from hybrid.cli.workload import workload
+from hybrid.core.errors import ConfigError
 from hybrid.tools.workload import (CORRECT, FAILED, WRONG, RequestRecord, SessionPool, Target, WorkloadReport,
                                    backoff_delay, check_url, classify, find_images, image_key, percentile,
                                    plan_requests, post_with_retries, read_expected, run_workload, send_image)
