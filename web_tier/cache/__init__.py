@@ -70,10 +70,10 @@ writes now, ``close()`` stops the thread and writes. Every public method is thre
 Cost: a write costs what changed since the last one (a line of about 300 bytes per entry put or hit, one of about
 150 per eviction, plus parsing the lines other processes appended since), not the size of the cache. Measured at
 100,000 entries (``benchmarks/bench_web.py --cache-only``; a 33 MB file): a put + flush takes about 0.1 ms of CPU
-(the version-1 file, rewritten whole, took about 560 ms, and 1.1 s after another process wrote). A rewrite of
-100,000 entries takes about 0.8 s of CPU, once per 100,000 or more appended lines. A process reads the whole file
-(about 1.2 s at 100,000 entries) when it starts and after another process rewrote it; a read merges a chunk of 100
-records per hold of the lock, so lookups go on beside it.
+(the version-1 file, rewritten whole, took about 0.5 s, and 1 s after another process wrote). A rewrite of 100,000
+entries takes about 0.7 s of CPU, once per 100,000 or more appended lines. A process reads the whole file when it
+starts and after another process rewrote it: about 1.3 s of CPU for 100,000 lines, up to twice that for a journal
+about to be compacted; a read merges a chunk of 100 records per hold of the lock, so lookups go on beside it.
 """
 from web_tier.cache.entries import CachedResult, image_digest, is_digest
 from web_tier.cache.result_cache import ResultCache
