@@ -31,7 +31,7 @@ from web_tier.service import ClassifyService
 
 log = logging.getLogger(__name__)
 REPLY_RETENTION_SECONDS = 3600
-CACHE_FLUSH_SECONDS = 2.0  # a full cache file is tens of MB: rewrite it at most this often (and on exit)
+CACHE_FLUSH_SECONDS = 2.0  # the cache appends what changed at most this often (and on exit)
 
 
 @dataclass

@@ -1,6 +1,8 @@
-"""The web tier's JSON result cache: key, persistence, atomic writes, merging across processes, eviction, threads."""
+"""The web tier's JSON-lines result cache: key, persistence, appends and rewrites, the old format, merging across
+processes, eviction, threads."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -16,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from hybrid.core.clock import FakeClock
-from web_tier import cache as cache_module
-from web_tier.cache import CachedResult, ResultCache, image_digest
+from web_tier.cache import CachedResult, ResultCache, codec, image_digest, store
+from web_tier.cache import entries as cache_entries
 
 
 def result(label: str, model: str = "m1") -> CachedResult:
@@ -29,7 +31,60 @@ def digest(name: object) -> str:
 
 
 def read_document(path: Path) -> dict:
-    return json.loads(path.read_bytes())
+    """The file replayed as the document it stands for, ``{"current_model": ..., "entries": {"<model>|<digest>":
+    {"label", "top5", "last_used"}}}``; fails unless every line is whole, JSON, and a header, switch or entry line."""
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"", "the file ends with a whole line"
+    header = json.loads(lines[0])
+    assert header["version"] == 2 and isinstance(header["generation"], str)
+    model, entries = header["current_model"], {}
+    for line in lines[1:-1]:
+        record = json.loads(line)
+        if "digest" not in record:
+            assert set(record) == {"current_model"}
+            model = record["current_model"]
+            continue
+        key = f"{record['model']}|{record['digest']}"
+        mine = entries.get(key)
+        if record.get("evicted") is True:
+            if mine is not None and mine["last_used"] <= record["last_used"]:
+                del entries[key]
+        elif mine is None or record["last_used"] > mine["last_used"]:
+            entries[key] = {name: record[name] for name in ("label", "top5", "last_used")}
+    return {"current_model": model, "entries": entries}
+
+
+def file_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def write_version_1(path: Path, model: str, entries: dict, layout: str = "one line") -> None:
+    """A file as the version-1 cache wrote it ("chunked": a header line, 100 entries per line, closing braces) or
+    in another JSON layout."""
+    document = {"version": 1, "current_model": model, "entries": entries}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if layout == "chunked":
+        items = list(entries.items())
+        rows = [json.dumps(dict(items[i:i + 100]), separators=(",", ":"))[1:-1] for i in range(0, len(items), 100)]
+        head = json.dumps({"version": 1, "current_model": model}, separators=(",", ":"))[:-1]
+        path.write_text("\n".join([f'{head},"entries":{{', ",\n".join(rows), "}}"]))
+    else:
+        path.write_text(json.dumps(document, indent=2 if layout == "indented" else None))
+
+
+def old_entries(count: int, model: str = "m1") -> dict:
+    return {f"{model}|{digest(i)}": {"label": f"label-{i}", "top5": [[f"label-{i}", 0.5]], "last_used": 100.0 + i}
+            for i in range(count)}
+
+
+def count_writes(monkeypatch) -> list[str]:
+    """The names of the file writes (``append``, ``rewrite``) every cache makes from now on, in order."""
+    writes: list[str] = []
+    for method in ("append", "rewrite"):
+        real = getattr(store.Journal, method)
+        monkeypatch.setattr(store.Journal, method,
+                            lambda self, what, real=real, method=method: writes.append(method) or real(self, what))
+    return writes
 
 
 FAKE = object()
@@ -151,11 +206,24 @@ def test_a_new_instance_answers_every_entry(path, open_cache):
 
 
 def test_the_file_has_the_documented_shape(path, open_cache):
-    cache = open_cache(clock=FakeClock(1234.5))
+    clock = FakeClock(1234.5)
+    cache = open_cache(max_entries=1, clock=clock)
     cache.put(digest("a"), result("tabby"))
     cache.flush()
-    assert read_document(path) == {"version": 1, "current_model": "m1", "entries": {
-        f"m1|{digest('a')}": {"label": "tabby", "top5": [["tabby", 0.75], ["other", 0.125]], "last_used": 1234.5}}}
+    header, entry = file_lines(path)
+    assert header == {"version": 2, "generation": header["generation"], "current_model": "m1"}
+    assert len(header["generation"]) == 16
+    assert entry == {"model": "m1", "digest": digest("a"), "label": "tabby",
+                     "top5": [["tabby", 0.75], ["other", 0.125]], "last_used": 1234.5}
+    clock.advance(1)
+    cache.put(digest("b"), result("beagle", model="m2"))
+    cache.flush()
+    assert file_lines(path)[2:] == [
+        {"current_model": "m2"},
+        {"model": "m1", "digest": digest("a"), "last_used": 1234.5, "evicted": True},
+        {"model": "m2", "digest": digest("b"), "label": "beagle", "top5": [["beagle", 0.75], ["other", 0.125]],
+         "last_used": 1235.5}]
+    assert path.read_bytes().endswith(b"}\n") and b" " not in path.read_bytes()
 
 
 def test_a_missing_file_is_an_empty_cache(path, open_cache):
@@ -171,28 +239,43 @@ def test_many_entries_round_trip_through_the_line_layout(path, open_cache):
         first.put(digest(i), result(f"label-{i}"))
     first.close()
     lines = path.read_text().split("\n")
-    assert len(lines) == 1 + 2500 // cache_module._CHUNK + 1, "a header, a line per chunk, the closing braces"
+    assert len(lines) == 1 + 2500 + 1, "a header, a line per entry, nothing after the last newline"
     assert len(read_document(path)["entries"]) == 2500
     second = open_cache(max_entries=10_000)
     assert all(second.get(digest(i)) == result(f"label-{i}") for i in range(2500))
 
 
-def test_a_file_in_another_json_layout_loads_the_same(path, open_cache):
-    first = open_cache()
-    for i in range(30):
-        first.put(digest(i), result(f"label-{i}"))
-    first.close()
-    path.write_text(json.dumps(read_document(path), indent=2))
-    second = open_cache()
-    assert second.entries == 30 and all(second.get(digest(i)) == result(f"label-{i}") for i in range(30))
+@pytest.mark.parametrize("layout", ["chunked", "indented", "one line"])
+def test_a_version_1_file_loads_and_is_rewritten_in_the_new_format(path, open_cache, layout):
+    entries = {**old_entries(250), **old_entries(5, model="m0")}
+    write_version_1(path, "m1", entries, layout)
+    cache = open_cache()
+    assert (cache.entries, cache.current_model) == (255, "m1")
+    assert all(cache.get(digest(i)) == CachedResult(f"label-{i}", ((f"label-{i}", 0.5),), "m1") for i in range(250))
+    assert file_lines(path)[0]["version"] == 2, "migrated when loaded, before any write of its own"
+    assert read_document(path) == {"current_model": "m1", "entries": entries}
+    assert sorted(os.listdir(path.parent)) == ["results.json", "results.json.lock"]
+    assert open_cache().entries == 255
+
+
+def test_a_version_1_file_that_cannot_be_rewritten_still_answers(path, open_cache, monkeypatch):
+    write_version_1(path, "m1", old_entries(3))
+
+    def failing_replace(source, target):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(store.os, "replace", failing_replace)
+    cache = open_cache()
+    assert cache.entries == 3 and cache.get(digest(0)) is not None
+    monkeypatch.undo()
+    cache.put(digest("new"), result("new"))
+    cache.flush()
+    assert file_lines(path)[0]["version"] == 2 and len(read_document(path)["entries"]) == 4
 
 
 @pytest.mark.parametrize("damage", ["cut a line", "trailing comma"])
-def test_a_damaged_line_makes_the_whole_file_corrupt(path, open_cache, damage):
-    first = open_cache(max_entries=10_000)
-    for i in range(2500):
-        first.put(digest(i), result(f"label-{i}"))
-    first.close()
+def test_a_damaged_line_makes_a_whole_version_1_file_corrupt(path, open_cache, damage):
+    write_version_1(path, "m1", old_entries(2500), "chunked")
     lines = path.read_text().split("\n")
     if damage == "cut a line":
         lines[2] = lines[2][: len(lines[2]) // 2] + ","
@@ -204,6 +287,23 @@ def test_a_damaged_line_makes_the_whole_file_corrupt(path, open_cache, damage):
     second = open_cache(max_entries=10_000)
     assert second.entries == 0, "never half a file"
     assert len(list(path.parent.glob("results.json.corrupt-*"))) == 1
+
+
+def test_a_damaged_line_of_the_journal_is_skipped_with_one_warning(path, open_cache, caplog):
+    first = open_cache()
+    for i in range(5):
+        first.put(digest(i), result(f"label-{i}"))
+    first.close()
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = lines[2][: len(lines[2]) // 2]
+    lines[4] = b"\xff\xfe not UTF-8"
+    path.write_bytes(b"\n".join(lines))
+    with caplog.at_level(logging.WARNING, logger="web_tier.cache"):
+        second = open_cache()
+    assert [i for i in range(5) if second.get(digest(i))] == [0, 2, 4]
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "ignored 2 malformed entries" in warnings[0]
+    assert not list(path.parent.glob("results.json.corrupt-*"))
 
 
 # --- atomic writes -----------------------------------------------------------------------------------------------
@@ -230,32 +330,78 @@ def test_a_write_syncs_the_file_then_replaces_it_then_syncs_the_folder(path, ope
         events.append(f"replace {Path(source).parent == Path(target).parent}")
         real_replace(source, target)
 
-    monkeypatch.setattr(cache_module.os, "fsync", fsync)
-    monkeypatch.setattr(cache_module.os, "replace", replace)
+    monkeypatch.setattr(store.os, "fsync", fsync)
+    monkeypatch.setattr(store.os, "replace", replace)
     cache = open_cache()
     cache.put(digest("a"), result("tabby"))
     cache.flush()
-    assert events == ["fsync file", "replace True", "fsync folder"]
+    assert events == ["fsync file", "replace True", "fsync folder"], "the first write creates the file whole"
 
 
-def test_a_failed_write_keeps_the_old_file_and_retries_later(path, open_cache, monkeypatch):
+def test_an_append_is_one_write_of_whole_lines_to_an_append_only_descriptor(path, open_cache, monkeypatch):
+    cache = open_cache()
+    cache.put(digest("a"), result("a"))
+    cache.flush()
+    writes: list[tuple[bool, bytes]] = []
+    real_write = os.write
+
+    def write(descriptor, data):
+        writes.append((bool(fcntl.fcntl(descriptor, fcntl.F_GETFL) & os.O_APPEND), bytes(data)))
+        return real_write(descriptor, data)
+
+    monkeypatch.setattr(store.os, "write", write)
+    for name in "bcd":
+        cache.put(digest(name), result(name))
+    cache.get(digest("a"))
+    cache.flush()
+    [(append_only, data)] = writes
+    assert append_only and data.endswith(b"\n") and path.read_bytes().endswith(data)
+    digests = [json.loads(line)["digest"] for line in data.splitlines()]
+    assert sorted(digests) == sorted(digest(name) for name in "abcd"), "three puts and a hit, a line each"
+
+
+@pytest.mark.parametrize("failing", ["append", "rewrite"])
+def test_a_failed_write_keeps_the_old_file_and_retries_later(path, open_cache, monkeypatch, failing):
     cache = open_cache()
     cache.put(digest("a"), result("tabby"))
     cache.flush()
     before = path.read_bytes()
     cache.put(digest("b"), result("beagle"))
-    real_replace = os.replace
 
-    def failing_replace(source, target):
+    def failing_call(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cache_module.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="No space"):
-        cache.flush()
+    with monkeypatch.context() as patch:
+        if failing == "rewrite":
+            patch.setattr(store, "COMPACT_FACTOR", 0)
+            patch.setattr(store, "COMPACT_MIN_LINES", 0)
+        patch.setattr(store.os, "replace" if failing == "rewrite" else "write", failing_call)
+        with pytest.raises(OSError, match="No space"):
+            cache.flush()
     assert path.read_bytes() == before
     assert sorted(os.listdir(path.parent)) == ["results.json", "results.json.lock"]
-    monkeypatch.setattr(cache_module.os, "replace", real_replace)
     cache.flush()
+    assert set(read_document(path)["entries"]) == {f"m1|{digest('a')}", f"m1|{digest('b')}"}
+
+
+def test_a_partial_line_left_by_a_failed_append_is_cut_before_the_next(path, open_cache, monkeypatch, caplog):
+    cache = open_cache()
+    cache.put(digest("a"), result("tabby"))
+    cache.flush()
+    real_write = os.write
+
+    def half_write(descriptor, data):
+        return real_write(descriptor, data[: len(data) // 2])
+
+    cache.put(digest("b"), result("beagle"))
+    with monkeypatch.context() as patch:
+        patch.setattr(store.os, "write", half_write)
+        with pytest.raises(OSError, match="short write"):
+            cache.flush()
+    assert not path.read_bytes().endswith(b"\n")
+    with caplog.at_level(logging.WARNING, logger="web_tier.cache"):
+        cache.flush()
+    assert any("cut a partial last line" in record.getMessage() for record in caplog.records)
     assert set(read_document(path)["entries"]) == {f"m1|{digest('a')}", f"m1|{digest('b')}"}
 
 
@@ -267,6 +413,9 @@ def test_a_failed_write_keeps_the_old_file_and_retries_later(path, open_cache, m
     b"",
     b"[1, 2, 3]",
     b'{"version": 2, "current_model": "m1", "entries": {}}',
+    b'{"version":3,"generation":"0123456789abcdef","current_model":"m1"}\n',
+    b'{"current_model":"m1"}\n{"model":"m1","digest":"' + b"0" * 64 + b'","label":"x","top5":[],"last_used":1}\n',
+    b'{"version":2,"generation":"0123456789abcdef","current_model":"m1"}',
     b'{"version": 1, "current_model": "m1", "entries": []}',
     b'{"version": 1, "current_model": 7, "entries": {}}',
     b"[" * 100_000,
@@ -447,8 +596,8 @@ def test_a_miss_parses_the_file_only_when_it_changed(path, open_cache, monkeypat
     one.put(digest("x"), result("x"))
     one.flush()
     decoded = []
-    real_decode = cache_module._decode
-    monkeypatch.setattr(cache_module, "_decode", lambda raw: decoded.append(1) or real_decode(raw))
+    real_decode = codec.decode_lines
+    monkeypatch.setattr(codec, "decode_lines", lambda raw: decoded.append(1) or real_decode(raw))
     for name in "abcde":
         assert two.get(digest(name)) is None
     assert decoded == [1], "one parse for the change, none for the misses after it"
@@ -496,7 +645,9 @@ def test_a_merge_evicts_down_to_the_cap(path, open_cache):
     assert two.entries == 3
 
 
-def test_eviction_after_a_merge_follows_last_used_across_both(path, open_cache):
+@pytest.mark.parametrize("settle_limit", [1000, 2, 0], ids=["merged in place", "some", "re-sorted"])
+def test_eviction_after_a_merge_follows_last_used_across_both(path, open_cache, monkeypatch, settle_limit):
+    monkeypatch.setattr(cache_entries, "_SETTLE_LIMIT", settle_limit)
     clock_one, clock_two = FakeClock(0.0), FakeClock(0.0)
     one, two = open_cache(max_entries=4, clock=clock_one), open_cache(max_entries=4, clock=clock_two)
     for time_, name in [(1, "a"), (3, "c"), (5, "e"), (7, "g")]:
@@ -514,21 +665,104 @@ def test_eviction_after_a_merge_follows_last_used_across_both(path, open_cache):
 
 def test_a_write_rereads_the_file_only_when_someone_else_changed_it(path, open_cache, monkeypatch):
     reads: list[int] = []
-    real_decode = cache_module._decode
-    monkeypatch.setattr(cache_module, "_decode", lambda raw: reads.append(len(raw)) or real_decode(raw))
+    real_decode = codec.decode_lines
+    monkeypatch.setattr(codec, "decode_lines", lambda raw: reads.append(len(raw)) or real_decode(raw))
     one, two = open_cache(), open_cache()
     for name in "abc":
         one.put(digest(name), result(name))
         one.flush()
     assert reads == [], "the file is as this instance wrote it"
+    before = path.stat().st_size
     two.put(digest("x"), result("x"))
     two.flush()
+    appended = path.stat().st_size - before
     one.put(digest("d"), result("d"))
     one.flush()
     assert len(reads) == 2 and set(read_document(path)["entries"]) == {f"m1|{digest(n)}" for n in "abcdx"}
+    assert reads[0] == before - len(path.read_bytes().split(b"\n")[0]) - 1, "two read every line after the header"
+    assert reads[1] == appended, "one read only the lines appended since its last write"
 
 
-def _put_from_another_process(path: str, worker: int, count: int, barrier) -> None:
+def test_a_partial_last_line_is_read_once_it_is_whole(path, open_cache):
+    writer, reader = open_cache(), open_cache()
+    writer.put(digest("a"), result("a"))
+    writer.flush()
+    assert reader.get(digest("a")) == result("a")
+    line = json.dumps({"model": "m1", "digest": digest("b"), "label": "b", "top5": [["b", 0.75], ["other", 0.125]],
+                       "last_used": 1000.0}, separators=(",", ":")).encode() + b"\n"
+    with open(path, "ab") as file:
+        file.write(line[:40])
+    assert reader.get(digest("b")) is None, "half an entry is no entry"
+    assert path.read_bytes().endswith(line[:40]), "a reader without the lock leaves an append under way alone"
+    with open(path, "ab") as file:
+        file.write(line[40:])
+    assert reader.get(digest("b")) == result("b")
+    assert (reader.hits, reader.misses) == (2, 1)
+
+
+def test_the_file_is_compacted_when_it_holds_too_many_lines(path, open_cache, monkeypatch):
+    monkeypatch.setattr(store, "COMPACT_MIN_LINES", 10)
+    writes = count_writes(monkeypatch)
+    clock = FakeClock(100.0)
+    writer, reader = open_cache(clock=clock), open_cache(clock=clock)
+    for name in "abcd":
+        writer.put(digest(name), result(name))
+    writer.flush()
+    assert reader.get(digest("a")) == result("a")
+    first = path.stat().st_ino, file_lines(path)[0]["generation"]
+    for _ in range(3):
+        clock.advance(1)
+        for name in "abcd":
+            writer.get(digest(name))
+        writer.flush()
+    assert writes == ["rewrite", "append", "append", "rewrite"], "4, 8, 12 lines: more than 2 per entry and 10"
+    assert len(file_lines(path)) == 1 + 4
+    assert (path.stat().st_ino, file_lines(path)[0]["generation"]) != first
+    assert {entry["last_used"] for entry in read_document(path)["entries"].values()} == {103.0}
+    assert sorted(os.listdir(path.parent)) == ["results.json", "results.json.lock"]
+    reader.put(digest("e"), result("e"))
+    reader.flush()
+    assert writes[-1] == "append", "the reader read the rewritten file from its start, then appended"
+    assert set(read_document(path)["entries"]) == {f"m1|{digest(name)}" for name in "abcde"}
+    assert reader.get(digest("a")) == result("a") and writer.get(digest("e")) == result("e")
+
+
+def test_a_file_replaced_in_place_by_another_generation_is_read_from_the_start(tmp_path, path, open_cache):
+    writer, reader = open_cache(), open_cache()
+    writer.put(digest("a"), result("a"))
+    writer.flush()
+    assert reader.get(digest("a")) == result("a")
+    with ResultCache(tmp_path / "other.json", 10, clock=FakeClock(5.0), flush_interval=None) as other:
+        for name in "xyz":
+            other.put(digest(name), result(name))
+    inode = path.stat().st_ino
+    path.write_bytes((tmp_path / "other.json").read_bytes())
+    assert path.stat().st_ino == inode, "same file, longer, but not the one the reader read"
+    assert reader.get(digest("x")) == result("x")
+    assert reader.entries == 4
+
+
+def test_an_eviction_elsewhere_does_not_drop_an_entry_used_here_later(path, open_cache):
+    clock_one = FakeClock(10.0)
+    one = open_cache(max_entries=3, clock=clock_one)
+    for name in "abc":
+        one.put(digest(name), result(name))
+    one.flush()
+    two = open_cache(max_entries=3, clock=FakeClock(20.0))
+    clock_one.time = 30.0
+    assert one.get(digest("a")) is not None
+    two.put(digest("d"), result("d"))
+    two.flush()
+    assert set(read_document(path)["entries"]) == {f"m1|{digest(name)}" for name in "bcd"}, "two evicted 'a'"
+    one.flush()
+    assert one.get(digest("a")) is not None, "used here at 30, after the use two evicted (10)"
+    entries = read_document(path)["entries"]
+    assert set(entries) == {f"m1|{digest(name)}" for name in "acd"} and entries[f"m1|{digest('a')}"]["last_used"] == 30
+    assert [name for name in "abcd" if two.get(digest(name))] == list("acd"), "two follows one's eviction of 'b'"
+
+
+def _put_from_another_process(path: str, worker: int, count: int, barrier, compaction: tuple[int, int]) -> None:
+    store.COMPACT_FACTOR, store.COMPACT_MIN_LINES = compaction
     cache = ResultCache(Path(path), 10_000, flush_interval=None)
     barrier.wait()
     for i in range(count):
@@ -538,12 +772,14 @@ def _put_from_another_process(path: str, worker: int, count: int, barrier) -> No
     cache.close()
 
 
-def test_processes_sharing_one_file_lose_no_entries(path):
+@pytest.mark.parametrize("compaction", [(store.COMPACT_FACTOR, store.COMPACT_MIN_LINES), (0, 25)],
+                         ids=["appends", "appends and frequent rewrites"])
+def test_processes_sharing_one_file_lose_no_entries(path, compaction):
     context = multiprocessing.get_context("spawn")
     workers, count = 3, 150
     barrier = context.Barrier(workers)
-    processes = [context.Process(target=_put_from_another_process, args=(str(path), worker, count, barrier))
-                 for worker in range(workers)]
+    processes = [context.Process(target=_put_from_another_process,
+                                 args=(str(path), worker, count, barrier, compaction)) for worker in range(workers)]
     for process in processes:
         process.start()
     for process in processes:
@@ -637,14 +873,7 @@ def test_the_flusher_waits_for_the_interval_on_the_injected_clock(path, open_cac
 
 
 def test_the_flusher_batches_writes(path, open_cache, monkeypatch):
-    writes: list[float] = []
-    real_replace = os.replace
-
-    def counting_replace(source, target):
-        writes.append(time.monotonic())
-        real_replace(source, target)
-
-    monkeypatch.setattr(cache_module.os, "replace", counting_replace)
+    writes = count_writes(monkeypatch)
     cache = open_cache(clock=None, flush_interval=0.2)
     deadline = time.monotonic() + 1.0
     count = 0
