@@ -74,6 +74,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for ``i
 import common
 from common import PHOTOS, progress, table
 
+from hybrid.core.procs import memory_mb
+
 RUNTIMES = ("onnx", "torch")
 MODEL_BATCHES = (1, 8, 16)
 IMAGES_PER_REP = 16
@@ -96,19 +98,6 @@ QUICK = Plan(model_reps=3, requests=60, unloaded_requests=4)
 
 
 # ---------------------------------------------------------------- small helpers
-
-def proc_status_mib(pid: int | str) -> dict[str, float]:
-    """VmRSS and VmHWM of a process in MiB; empty if it is gone."""
-    values: dict[str, float] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) / 1024
-    except OSError:
-        return {}
-    return values
-
 
 def maps_library(pid: int, name: str) -> bool | None:
     """Whether a shared library whose path contains ``name`` is mapped into the process (None if unreadable)."""
@@ -188,10 +177,10 @@ def child_main(runtime: str, photo_dir: Path, reps: int) -> int:
 
     photos = read_photos(photo_dir)
     decoded = [decode_image(data) for data in photos]
-    rss_base = proc_status_mib("self").get("VmRSS")
+    rss_base = memory_mb("self").get("VmRSS")
     classifier = load_classifier(runtime, threads=1)
     classifier.classify(photos[:1])
-    rss_loaded = proc_status_mib("self").get("VmRSS")
+    rss_loaded = memory_mb("self").get("VmRSS")
 
     def pixels(size: int) -> Any:
         return np.stack([decoded[i % len(decoded)] for i in range(size)])
@@ -205,9 +194,9 @@ def child_main(runtime: str, photo_dir: Path, reps: int) -> int:
                                             ("classify", classifier.classify, encoded)):
             rates, calls = measure_row(call, make_batch, batch, reps)
             rows.append({"call": call_name, "batch": batch, "rates": rates, "call_seconds": calls,
-                         "peak": proc_status_mib("self").get("VmHWM")})
+                         "peak": memory_mb("self").get("VmHWM")})
     print(json.dumps({"runtime": classifier.runtime, "model_id": classifier.model_id, "rss_base": rss_base,
-                      "rss_loaded": rss_loaded, "peak": proc_status_mib("self").get("VmHWM"),
+                      "rss_loaded": rss_loaded, "peak": memory_mb("self").get("VmHWM"),
                       "torch_imported": "torch" in sys.modules, "rows": rows}))
     return 0
 
@@ -453,12 +442,12 @@ def run_worker_phase(plan: Plan, photos: dict[str, bytes], state_dir: Path, name
         progress(f"worker {run.instance_id} (pid {run.pid}) answered its first request after "
                  f"{run.cold_start_s:.1f} s")
         time.sleep(1.0)
-        run.rss_idle = proc_status_mib(run.pid).get("VmRSS")
+        run.rss_idle = memory_mb(run.pid).get("VmRSS")
         run.torch_mapped = maps_library(run.pid, "libtorch")
         run.unloaded_s = round_trip(rig, keys, plan.unloaded_requests, "single", timeout=60)
         progress(f"sending a burst of {plan.requests} requests")
         burst(rig, keys, run, info, plan.requests)
-        status = proc_status_mib(run.pid)
+        status = memory_mb(run.pid)
         run.rss_after, run.peak = status.get("VmRSS"), status.get("VmHWM")
         progress(f"burst answered in {run.burst_s:.1f} s; tearing down")
 

@@ -19,6 +19,7 @@ from hybrid.aws.compute import Ec2Fleet
 from hybrid.aws.session import AwsClients
 from hybrid.aws.stack import stack_names
 from hybrid.aws.storage import QueueDriver
+from hybrid.core import procs
 from hybrid.core.contracts import Fleet, MessageQueue, Resource
 from hybrid.core.errors import HybridError, NotFoundError
 from hybrid.core.naming import ROLE_RESPONSES
@@ -137,20 +138,10 @@ def delete_stale_reply_queues(queues: QueueDriver, prefix: str) -> None:
     """Reply queues of this host whose process is gone."""
     for queue in queues.discover(prefix):
         pid = queue.name.rsplit("-", 1)[-1]
-        if queue.owned and pid.isdigit() and not _alive(int(pid)):
+        if queue.owned and pid.isdigit() and not procs.is_alive(int(pid)):
             log.info("deleting reply queue %s of a process that is gone", queue.name)
             queues.delete(queue)
 
 
 def host_tag() -> str:
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -95,13 +95,20 @@ def cpu_seconds(pid: int) -> float:
 
 def rss_mb(pid: int) -> float | None:
     """Resident memory of a process in MB (kB / 1024, ``VmRSS``), or None if it is gone."""
+    return memory_mb(pid).get("VmRSS")
+
+
+def memory_mb(pid: int | str) -> dict[str, float]:
+    """``VmRSS`` (resident now) and ``VmHWM`` (its peak) of a process (or ``"self"``) in MB; empty if it is gone."""
+    values: dict[str, float] = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
     except OSError:
-        return None
-    return None
+        return {}
+    return values
 
 
 def machine_busy_seconds() -> float:

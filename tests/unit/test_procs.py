@@ -73,6 +73,7 @@ def test_a_pid_that_is_gone_reads_as_nothing(children):
     assert procs.read_stat(child.pid) is None and procs.cmdline(child.pid) is None
     assert not procs.is_alive(child.pid) and not procs.runs_module(child.pid, "sleeper")
     assert procs.cpu_seconds(child.pid) == 0.0 and procs.rss_mb(child.pid) is None
+    assert procs.memory_mb(child.pid) == {}
     assert child.pid not in procs.pids()
 
 
@@ -84,6 +85,11 @@ def test_cpu_seconds_rss_and_machine_busy_time_count_what_a_child_used(children)
     assert procs.machine_busy_seconds() - busy_before >= 0.29
     assert 1 < procs.rss_mb(child.pid) < procs.rss_mb(os.getpid())
     assert procs.read_stat(child.pid).session == os.getsid(0)
+
+
+def test_memory_of_this_process_is_its_resident_size_and_a_peak_at_least_as_high():
+    memory = procs.memory_mb("self")
+    assert 1 < memory["VmRSS"] <= memory["VmHWM"]
 
 
 def test_spawn_logged_appends_both_streams_to_the_log_in_a_new_session_with_the_child_environment(tmp_path):
