@@ -16,10 +16,8 @@ The unit files live in ``images/<role>/`` and ``images/common/`` of the source t
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -29,6 +27,7 @@ from typing import Any
 import yaml
 
 from hybrid.core.errors import ConfigError, HybridError
+from hybrid.core.files import write_atomically
 from hybrid.core.naming import ROLE_APP_TIER, ROLE_WEB_TIER
 from hybrid.core.settings import SECTIONS, Settings
 
@@ -209,17 +208,7 @@ def _settings_from_user_data(path: Path) -> Settings | None:
 def write_public_file(path: Path, text: str) -> None:
     """Writes ``text`` atomically with mode 0644 (temp file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, text.encode(), mode=0o644)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

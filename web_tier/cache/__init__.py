@@ -47,7 +47,8 @@ Compaction
     When the file holds more than ``COMPACT_FACTOR`` (2) lines per live entry and more than ``COMPACT_MIN_LINES``
     (1000) lines, or when there is no file yet or it is in the old format, the write rewrites it instead: a new
     header and one line per live entry go to a temp file in the same folder, which is flushed and ``os.fsync``-ed,
-    then ``os.replace`` puts it in the file's place, and the folder is ``os.fsync``-ed. A reader sees the old file or the new one, never a part of either; a
+    then ``os.replace`` puts it in the file's place, and the folder is ``os.fsync``-ed
+    (``hybrid.core.files.write_atomically``). A reader sees the old file or the new one, never a part of either; a
     failed rewrite leaves the old file and no temp file.
 
 Merge rule

@@ -8,15 +8,15 @@ import fcntl
 import logging
 import os
 import secrets
-import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from hybrid.core.clock import Clock
+from hybrid.core.files import write_atomically
 from web_tier.cache import codec
 from web_tier.cache.entries import Record, Snapshot
 
@@ -138,7 +138,7 @@ class Journal:
         """Replaces the file with one holding only ``snapshot``, under a new generation. Call under :meth:`locked`."""
         header = codec.encode_header(codec.Header(secrets.token_hex(8), snapshot.model))
         body, lines = codec.encode_records(snapshot.stored())
-        _write_atomic(self.path, (header, body))
+        write_atomically(self.path, (header, body), sync_folder=True)
         stat = os.stat(self.path)
         self._position = _Position(stat.st_ino, header, len(header) + len(body), lines)
         self._seen = _file_id(stat)
@@ -260,28 +260,3 @@ class Flusher:
 
 def _file_id(stat: os.stat_result) -> _FileId:
     return _FileId(stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
-def _write_atomic(path: Path, parts: tuple[bytes, ...]) -> None:
-    """Temp file in the same folder, flush, fsync, replace, fsync the folder. The old file stays if any step fails."""
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            for part in parts:
-                file.write(part)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -14,6 +14,7 @@ import signal
 import threading
 from pathlib import Path
 
+from hybrid.core.files import write_atomically
 from hybrid.local.awsserver import server_fixes, sqs_fixes, wakeup
 
 log = logging.getLogger("hybrid.local.awsserver")
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     server_fixes.freeze_heap()  # the loaded services stay; no full collection walks them again
     threading.Thread(target=server.serve_forever, name="moto-server", daemon=True).start()
     port = server.server_address[1]
-    _write_atomically(Path(args.port_file), str(port))
+    write_atomically(Path(args.port_file), str(port).encode())
     log.info("moto %s with SQS and server fixes listening on 127.0.0.1:%s (pid %s)", _moto_version(), port,
              os.getpid())
     _wait_for_signal()
@@ -49,12 +50,6 @@ def _wait_for_signal() -> None:
         signal.signal(signum, lambda *_: stop.set())
     while not stop.wait(1.0):
         pass
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _moto_version() -> str:
