@@ -110,7 +110,6 @@ class LocalInstanceRunner:
         write_pid(self.state_dir, instance_id, self.processes[instance_id].pid)
         log.info("instance %s: started worker pid %s", instance_id, self.processes[instance_id].pid)
 
-
     def _kill(self, instance_id: str, why: str) -> None:
         process = self.processes.pop(instance_id)
         if process.poll() is None:
