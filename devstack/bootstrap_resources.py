@@ -77,7 +77,7 @@ def main():
     if not ports:
         net.add_interface_to_router(router, subnet_id=subnet.id)
 
-    for name, ram, vcpus, disk in (("m1.tiny", 512, 1, 1), ("m1.small", 2048, 1, 20)):
+    for name, ram, vcpus, disk in (("m1.tiny", 512, 1, 2), ("m1.small", 2048, 1, 20)):
         if conn.compute.find_flavor(name) is None:
             conn.compute.create_flavor(name=name, ram=ram, vcpus=vcpus, disk=disk, is_public=True)
     print("resources: public (203.0.113.0/24), private (10.0.0.0/24), router1, flavors m1.tiny, m1.small ready")

@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
-# minicloud.sh up|down|status|install -- a single-node OpenStack (Debian 12 packages, release Zed) on 127.0.0.1.
-# Keystone, Glance, Placement, Nova (fake compute driver), Neutron (ML2 + a tiny binding driver, no agents), Horizon.
-# Every listener binds to 127.0.0.1. No systemd: daemons start from their init scripts or directly.
+# minicloud.sh up|down|status|exec|install -- a single-node OpenStack (Debian 12 packages, release Zed) on 127.0.0.1.
+# Keystone, Glance, Placement, Nova, Neutron, Horizon. Every API listener binds to 127.0.0.1. No systemd: daemons
+# start from their init scripts or directly.
+#
+# Compute (MINICLOUD_COMPUTE):
+#   libvirt (the default)  Nova's libvirt driver boots real virtual machines: virt_type kvm where a probe boot under
+#                          KVM reaches user space in time, else qemu (TCG). Neutron ML2 with linuxbridge, a DHCP agent,
+#                          an L3 agent (router with SNAT, floating IPs as DNAT in its namespace), iptables security
+#                          groups, config drives for metadata. The base image (devstack/base_image.sh) is registered
+#                          in Glance as debian-12-base.
+#   fake                   Nova's fake driver and a binding-only ML2 driver: servers go ACTIVE without a VM, nothing
+#                          is routable. For quick API tests.
+#
+# Containment: the external network's host side lives in the namespace minicloud-ext (203.0.113.1/24), which the
+# fixture creates; the root namespace has no address and no route in the fixture's ranges, and nothing routes off the
+# machine. Reach a floating IP only from there: `minicloud.sh exec -- CMD [ARGS]`.
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -12,9 +25,19 @@ PASSWORD="${MINICLOUD_PASSWORD:-minicloud-secret}"        # admin, service users
 MEMBER_PASSWORD="${MINICLOUD_MEMBER_PASSWORD:-hybrid-secret}"
 HOST=127.0.0.1
 PY=/usr/bin/python3                                          # Debian's python: sees python3-nova etc.
+COMPUTE="${MINICLOUD_COMPUTE:-$(cat /run/minicloud/compute 2>/dev/null || echo libvirt)}"   # the running mode, else libvirt
+EXT_NS=minicloud-ext                                         # the external network's host side
+EXT_GATEWAY=203.0.113.1/24
+FIXTURE_RANGES="203.0.113.0/24 10.0.0.0/24"                  # floating and private: never reachable from the root ns
+EXT_ROOT_END=mcext-br                                        # veth end in the root namespace: physnet1, no address
+EXT_NS_END=mcext-gw                                          # veth end in minicloud-ext: the gateway address
+PROBE_SECONDS=30                                             # a KVM boot must reach user space within this
 PACKAGES="mariadb-server python3-pymysql rabbitmq-server memcached python3-memcache keystone glance-api
  placement-api nova-api nova-conductor nova-scheduler neutron-server openstack-dashboard
- openstack-dashboard-apache crudini qemu-utils python3-keystoneclient python3-openstackclient iproute2 curl"
+ openstack-dashboard-apache crudini qemu-utils python3-keystoneclient python3-openstackclient iproute2 curl
+ python3-nova libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 python3-libvirt
+ genisoimage neutron-linuxbridge-agent neutron-dhcp-agent neutron-l3-agent dnsmasq-base iptables ebtables conntrack
+ sudo mmdebstrap iputils-ping"
 T0=$(date +%s)
 
 mkdir -p "$LOG" "$RUN" "$STATE"
@@ -93,7 +116,10 @@ INI
     return 0
 }
 
-config_hash() { cat "$HERE/minicloud.sh" "$HERE/ml2/minicloud_ml2.py" "$HERE/nova_compute.py" | sha256sum | cut -c1-16; }
+config_hash() {
+    { cat "$HERE/minicloud.sh" "$HERE/ml2/minicloud_ml2.py" "$HERE/nova_compute.py"; echo "$COMPUTE $(virt_type)"; } \
+        | sha256sum | cut -c1-16
+}
 
 configure() {
     local h; h=$(config_hash)
@@ -186,8 +212,19 @@ ENV
     ini $f DEFAULT host minicloud
     ini $f DEFAULT my_ip $HOST
     ini $f DEFAULT state_path /var/lib/nova
-    ini $f DEFAULT compute_driver fake.FakeDriver
     ini $f DEFAULT instances_path /var/lib/nova/instances
+    if [ "$COMPUTE" = fake ]; then
+        ini $f DEFAULT compute_driver fake.FakeDriver
+    else
+        ini $f DEFAULT compute_driver libvirt.LibvirtDriver
+        ini $f libvirt virt_type "$(virt_type)"
+        ini $f libvirt cpu_mode "$( [ "$(virt_type)" = kvm ] && echo host-passthrough || echo none )"
+        ini $f DEFAULT force_config_drive true              # metadata by config drive: no metadata service
+        ini $f DEFAULT config_drive_format iso9660
+        ini $f DEFAULT reserved_host_memory_mb 2048
+        ini $f DEFAULT resume_guests_state_on_host_boot false
+        ini $f workarounds disable_rootwrap true             # nova-compute runs as root: sudo is the root helper
+    fi
     authtoken $f placement placement
     authtoken $f neutron neutron
     crudini --del $f placement memcached_servers; crudini --del $f placement www_authenticate_uri
@@ -198,10 +235,12 @@ ENV
     ini $f oslo_messaging_notifications driver noop
     chown root:nova $f; chmod 640 $f
     mkdir -p /var/lib/nova/instances /var/lock/nova; chown -R nova:nova /var/lib/nova /var/lock/nova
+    chmod 755 /var/lib/nova /var/lib/nova/instances             # QEMU (user libvirt-qemu) opens the disks there
 
-    # --- neutron: ML2 with the minicloud binding driver, router plugin, no agents
+    # --- neutron: ML2 (linuxbridge and agents; or, with fake compute, the minicloud binding driver and no agents)
     f=/etc/neutron/neutron.conf
     ini $f DEFAULT bind_host $HOST
+    ini $f DEFAULT host minicloud                                # the agents' host: nova-compute's, for port binding
     ini $f DEFAULT core_plugin ml2
     ini $f DEFAULT service_plugins router
     ini $f DEFAULT transport_url "$RABBIT"
@@ -217,15 +256,18 @@ ENV
     crudini --del $f nova memcached_servers; crudini --del $f nova www_authenticate_uri
     ini $f oslo_concurrency lock_path /var/lib/neutron/lock
     ini $f oslo_messaging_notifications driver noop
+    ini $f agent root_helper sudo                                # the agents run as root
+    ini $f experimental linuxbridge true                         # Zed calls the linuxbridge driver experimental
+    crudini --del $f agent root_helper_daemon
     f=/etc/neutron/plugins/ml2/ml2_conf.ini
-    ini $f ml2 type_drivers flat,vxlan
-    ini $f ml2 tenant_network_types vxlan
-    ini $f ml2 mechanism_drivers minicloud
+    ini $f ml2 type_drivers flat,local                           # one node: tenant networks are local bridges
+    ini $f ml2 tenant_network_types local
+    ini $f ml2 mechanism_drivers "$( [ "$COMPUTE" = fake ] && echo minicloud || echo linuxbridge )"
     ini $f ml2 extension_drivers port_security
     ini $f ml2_type_flat flat_networks physnet1
-    ini $f ml2_type_vxlan vni_ranges 1:1000
     ini $f securitygroup enable_security_group true
     ini $f securitygroup enable_ipset false
+    configure_agents
     # Neutron is eventlet-based: uwsgi threads make it fail with "cannot switch to a different thread" and leave
     # requests unanswered until every thread is stuck. One thread per process, two processes.
     mkuwsgi neutron-api /etc/neutron/neutron-api-uwsgi.ini 9696 2 1 \
@@ -249,13 +291,38 @@ ALLOWED_HOSTS = ['127.0.0.1', 'localhost', 'vm']
 SESSION_ENGINE = 'django.contrib.sessions.backends.signed_cookies'
 # END minicloud
 PYSET
-    for n in keystone glance placement nova-api nova-conductor nova-scheduler nova-compute neutron-api neutron-rpc; do
+    for n in keystone glance placement nova-api nova-conductor nova-scheduler nova-compute neutron-api neutron-rpc \
+             neutron-linuxbridge neutron-dhcp neutron-l3 libvirtd; do
         touch "$LOG/$n.log"
     done
     chown keystone "$LOG/keystone.log"; chown glance "$LOG/glance.log"; chown placement "$LOG/placement.log"
     chown nova "$LOG"/nova-*.log; chown neutron "$LOG"/neutron-*.log
     echo "$h" > "$STATE/configured"
     say "configured"
+}
+
+configure_agents() {    # linuxbridge (the security groups' iptables too), DHCP and L3 agents
+    local f=/etc/neutron/plugins/ml2/linuxbridge_agent.ini
+    [ -f $f ] || cp $f.dpkg-new $f 2>/dev/null || touch $f
+    ini $f linux_bridge physical_interface_mappings "physnet1:$EXT_ROOT_END"
+    ini $f vxlan enable_vxlan false
+    ini $f securitygroup enable_security_group true
+    ini $f securitygroup firewall_driver iptables
+    ini $f agent polling_interval 1
+    f=/etc/neutron/dhcp_agent.ini
+    [ -f $f ] || cp $f.dpkg-new $f 2>/dev/null || touch $f
+    ini $f DEFAULT interface_driver linuxbridge
+    ini $f DEFAULT enable_isolated_metadata false
+    ini $f DEFAULT force_metadata false
+    ini $f DEFAULT dnsmasq_local_resolv false                    # dnsmasq forwards no query off the machine
+    f=/etc/neutron/l3_agent.ini
+    [ -f $f ] || cp $f.dpkg-new $f 2>/dev/null || touch $f
+    ini $f DEFAULT interface_driver linuxbridge
+    ini $f DEFAULT agent_mode legacy
+    ini $f DEFAULT enable_metadata_proxy false                   # config drives instead
+    f=/etc/neutron/rootwrap.conf
+    [ -f $f ] || cp $f.dpkg-new $f 2>/dev/null || true
+    for f in /etc/neutron/dnsmasq-neutron.conf; do [ -f $f ] || cp $f.dpkg-new $f 2>/dev/null || touch $f; done
 }
 
 install_ml2_driver() {
@@ -273,6 +340,8 @@ install_ml2_driver() {
 # ---------------------------------------------------------------------------------------------------- daemons
 UWSGI=/usr/bin/uwsgi_python311
 OS_SERVICES="keystone glance placement nova-api nova-conductor nova-scheduler nova-compute neutron-api neutron-rpc"
+AGENTS="neutron-linuxbridge neutron-dhcp neutron-l3"
+[ "$COMPUTE" = fake ] || OS_SERVICES+=" $AGENTS"
 declare -A PORT=([keystone]=5000 [glance]=9292 [placement]=8778 [nova-api]=8774 [neutron-api]=9696
                  [mariadb]=3306 [rabbitmq]=5672 [memcached]=11211 [horizon]=80)
 declare -A URL=([keystone]="http://$HOST:5000/v3" [glance]="http://$HOST:9292/" [placement]="http://$HOST:8778/"
@@ -289,8 +358,11 @@ svc_start_args() {   # prints: USER CHDIR then the command
         glance)         echo "glance /var/lib/glance /usr/bin/glance-api --config-file=/etc/glance/glance-api.conf --log-file=$LOG/glance.log" ;;
         nova-conductor) echo "nova /var/lib/nova /usr/bin/nova-conductor --config-file=/etc/nova/nova.conf --log-file=$LOG/nova-conductor.log" ;;
         nova-scheduler) echo "nova /var/lib/nova /usr/bin/nova-scheduler --config-file=/etc/nova/nova.conf --log-file=$LOG/nova-scheduler.log" ;;
-        nova-compute)   echo "nova /var/lib/nova $PY /usr/local/lib/minicloud/nova_compute.py --config-file=/etc/minicloud/nova-compute.conf --log-file=$LOG/nova-compute.log" ;;
+        nova-compute)   echo "$( [ "$COMPUTE" = fake ] && echo nova || echo root ) /var/lib/nova $PY /usr/local/lib/minicloud/nova_compute.py --config-file=/etc/minicloud/nova-compute.conf --log-file=$LOG/nova-compute.log" ;;
         neutron-rpc)    echo "neutron /var/lib/neutron /usr/bin/neutron-rpc-server --config-file=/etc/neutron/neutron.conf --config-file=/etc/neutron/plugins/ml2/ml2_conf.ini --log-file=$LOG/neutron-rpc.log" ;;
+        neutron-linuxbridge) echo "root /var/lib/neutron /usr/bin/neutron-linuxbridge-agent --config-file=/etc/neutron/neutron.conf --config-file=/etc/neutron/plugins/ml2/linuxbridge_agent.ini --log-file=$LOG/neutron-linuxbridge.log" ;;
+        neutron-dhcp)   echo "root /var/lib/neutron /usr/bin/neutron-dhcp-agent --config-file=/etc/neutron/neutron.conf --config-file=/etc/neutron/dhcp_agent.ini --log-file=$LOG/neutron-dhcp.log" ;;
+        neutron-l3)     echo "root /var/lib/neutron /usr/bin/neutron-l3-agent --config-file=/etc/neutron/neutron.conf --config-file=/etc/neutron/l3_agent.ini --log-file=$LOG/neutron-l3.log" ;;
     esac
 }
 
@@ -396,14 +468,191 @@ compute_registered() {
     [ "$(mysql -N -u root -e "SELECT count(*) FROM nova.compute_nodes WHERE deleted=0 AND host='minicloud'" 2>/dev/null)" -ge 1 ]
 }
 
+# ---------------------------------------------------------------------------------------------------- compute
+virt_type() {   # kvm or qemu (libvirt compute, from the probe), none (fake compute)
+    [ "$COMPUTE" = fake ] && { echo none; return; }
+    head -n 1 "$STATE/hypervisor" 2>/dev/null || echo qemu
+}
+
+choose_hypervisor() {   # once per machine: kvm where a probe boot under KVM reaches user space in time, else qemu
+    [ "$COMPUTE" = fake ] && return 0
+    local why
+    if [ -n "${MINICLOUD_VIRT_TYPE:-}" ]; then
+        printf '%s\nset by MINICLOUD_VIRT_TYPE\n' "$MINICLOUD_VIRT_TYPE" > "$STATE/hypervisor"
+    elif [ -f "$STATE/hypervisor" ]; then
+        return 0
+    elif [ ! -c /dev/kvm ]; then
+        printf 'qemu\nno /dev/kvm: QEMU software emulation (TCG)\n' > "$STATE/hypervisor"
+    elif why=$(bash "$HERE/base_image.sh" probe kvm "$PROBE_SECONDS"); then
+        printf 'kvm\na probe boot under KVM: %s\n' "$why" > "$STATE/hypervisor"
+    else
+        local modules; modules=$(ls /sys/module | grep '^kvm' | tr '\n' ' ')
+        printf 'qemu\na probe boot under KVM (modules: %s): %s; so QEMU software emulation (TCG)\n' \
+            "${modules% }" "$why" > "$STATE/hypervisor"
+    fi
+    say "hypervisor: $(sed -n 1p "$STATE/hypervisor") ($(sed -n 2p "$STATE/hypervisor"))"
+}
+
+hypervisor_line() {
+    if [ "$COMPUTE" = fake ]; then echo "compute: fake (Nova's fake driver: servers boot no VM)"; return; fi
+    if [ -f "$STATE/hypervisor" ]; then
+        echo "compute: libvirt, virt_type $(sed -n 1p "$STATE/hypervisor"): $(sed -n 2p "$STATE/hypervisor")"
+    else
+        echo "compute: libvirt, hypervisor not chosen yet (minicloud.sh up probes it)"
+    fi
+}
+
+build_base_image() {
+    [ "$COMPUTE" = fake ] && return 0
+    local out
+    if out=$(bash "$HERE/base_image.sh" path); then BASE_IMAGE=$out; return 0; fi
+    say "building the base image (mmdebstrap: Debian packages only, about a minute)"
+    BASE_IMAGE=$(bash "$HERE/base_image.sh" build 2>"$LOG/base-image.log") || die "base image" "$LOG/base-image.log"
+    say "$(tail -n 1 "$LOG/base-image.log")"
+}
+
+start_libvirt() {
+    [ "$COMPUTE" = fake ] && return 0
+    rm -f /etc/libvirt/qemu/networks/autostart/default.xml     # its bridge would take 192.168.122.1 in the root ns
+    crudini --set /etc/libvirt/libvirtd.conf '' log_outputs "\"3:file:$LOG/libvirtd.log\"" 2>/dev/null \
+        || sed -i "/^log_outputs/d; \$a log_outputs=\"3:file:$LOG/libvirtd.log\"" /etc/libvirt/libvirtd.conf
+    pgrep -x virtlogd >/dev/null || { virtlogd -d || die "virtlogd start"; }
+    if ! pgrep -x libvirtd >/dev/null; then
+        libvirtd -d || die "libvirtd start" "$LOG/libvirtd.log"
+        say "started libvirtd and virtlogd"
+    fi
+    wait_for 30 "$LOG/libvirtd.log" "libvirtd" libvirt_answers
+}
+
+libvirt_answers() { virsh -q -c qemu:///system version >/dev/null 2>&1; }
+
+stop_libvirt() {
+    local p
+    for p in libvirtd virtlogd; do pkill -x "$p" && say "stopped $p"; done
+    for p in 1 2 3 4 5 6 7 8; do pgrep -x libvirtd >/dev/null || pgrep -x virtlogd >/dev/null || break; sleep 0.25; done
+    pkill -KILL -x libvirtd 2>/dev/null; pkill -KILL -x virtlogd 2>/dev/null
+    return 0
+}
+
+# ---------------------------------------------------------------------------------------------------- containment
+ensure_external_namespace() {   # the external network's host side, in a namespace of the fixture's own
+    [ "$COMPUTE" = fake ] && return 0
+    [ -e "/run/netns/$EXT_NS" ] || ip netns add "$EXT_NS" || die "ip netns add $EXT_NS"
+    ip -n "$EXT_NS" link set lo up
+    if ! ip link show "$EXT_ROOT_END" >/dev/null 2>&1; then
+        ip link add "$EXT_ROOT_END" type veth peer name "$EXT_NS_END" netns "$EXT_NS" || die "veth $EXT_ROOT_END"
+    fi
+    sysctl -qw "net.ipv6.conf.$EXT_ROOT_END.disable_ipv6=1"
+    ip link set "$EXT_ROOT_END" up
+    ip netns exec "$EXT_NS" sysctl -qw net.ipv4.ip_forward=0 "net.ipv6.conf.all.disable_ipv6=1"
+    ip -n "$EXT_NS" addr replace "$EXT_GATEWAY" dev "$EXT_NS_END"
+    ip -n "$EXT_NS" link set "$EXT_NS_END" up
+    # Without these, a packet for a floating IP sent from the root namespace (a command run outside `exec`) would
+    # follow the default route off the machine; `unreachable` refuses it locally (EHOSTUNREACH), and routes nowhere.
+    local range; for range in $FIXTURE_RANGES; do ip route replace unreachable "$range"; done
+}
+
+containment_problems() {        # prints one line per breach of the containment rule
+    local nets='^(203\.0\.113\.|10\.0\.0\.)'
+    ip -4 -o addr show | awk '{print $2, $4}' | grep -E " ${nets#^}" | sed 's/^/root namespace has address: /'
+    ip -4 route show | grep -v '^unreachable ' | awk '{print $1}' | grep -E "$nets" \
+        | sed 's/^/root namespace has route: /'
+    local range
+    for range in $FIXTURE_RANGES; do
+        ip -4 route show type unreachable | grep -q "^unreachable $range" \
+            || echo "root namespace lacks the unreachable route for $range (its packets would leave the machine)"
+    done
+    if [ -e "/run/netns/$EXT_NS" ]; then
+        ip netns exec "$EXT_NS" ip -4 route show | grep -E '^default' | sed "s/^/$EXT_NS has a route off: /"
+        [ "$(ip netns exec "$EXT_NS" sysctl -n net.ipv4.ip_forward)" = 0 ] || echo "$EXT_NS forwards IPv4"
+    fi
+    return 0
+}
+
+leftovers() {   # prints one line per thing of the fixture's data plane that is still there
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^(qrouter-|qdhcp-|$EXT_NS\$)" | sed 's/^/namespace /'
+    ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(brq|tap|mcext-)' | sed 's/^/link /'
+    ip -4 route show type unreachable | grep -E '^unreachable (203\.0\.113\.0|10\.0\.0\.0)/24' | sed 's/^/route /'
+    local n
+    n=$(iptables-save 2>/dev/null | grep -c neutron); [ "$n" -gt 0 ] && echo "iptables: $n neutron lines"
+    n=$(ip6tables-save 2>/dev/null | grep -c neutron); [ "$n" -gt 0 ] && echo "ip6tables: $n neutron lines"
+    n=$(ebtables -t nat -L 2>/dev/null | grep -c neutron); [ "$n" -gt 0 ] && echo "ebtables: $n neutron lines"
+    pgrep -a -f 'qemu-system|dnsmasq.*neutron|privsep-helper|haproxy.*neutron' | sed 's/^/process /' | cut -c1-120
+    { pgrep -a -x libvirtd; pgrep -a -x virtlogd; } | sed 's/^/process /'
+    return 0
+}
+
+remove_neutron_rules() {        # iptables and ebtables rules the agents wrote in the root namespace
+    local t cmd
+    for cmd in iptables ip6tables; do
+        for t in filter raw nat mangle; do
+            "$cmd-save" -t $t 2>/dev/null | grep -q neutron || continue
+            "$cmd-save" -t $t | grep -v neutron | "$cmd-restore" -T $t 2>/dev/null \
+                || "$cmd-save" -t $t | grep -v neutron | "$cmd-restore"
+        done
+    done
+    local rule chain
+    ebtables -t nat -L PREROUTING 2>/dev/null | grep -- '-j neutron' | while read -r rule; do
+        # shellcheck disable=SC2086
+        ebtables -t nat -D PREROUTING $rule
+    done
+    for chain in $(ebtables -t nat -L 2>/dev/null | awk '/^Bridge chain: neutron/ {sub(",", "", $3); print $3}'); do
+        ebtables -t nat -F "$chain"; ebtables -t nat -X "$chain"
+    done
+    return 0
+}
+
+clean_dataplane() {     # after the agents and nova-compute stopped: domains, processes, namespaces, links, rules
+    local d ns l
+    if pgrep -x libvirtd >/dev/null; then
+        for d in $(virsh -q -c qemu:///system list --all --name 2>/dev/null | grep '^instance-'); do
+            virsh -q -c qemu:///system destroy "$d" >/dev/null 2>&1
+            virsh -q -c qemu:///system undefine --nvram "$d" >/dev/null 2>&1 \
+                || virsh -q -c qemu:///system undefine "$d" >/dev/null 2>&1
+            say "removed libvirt domain $d"
+        done
+    fi
+    pkill -KILL -f 'qemu-system-x86_64 .*-name guest=instance-' 2>/dev/null
+    stop_libvirt
+    pkill -KILL -f 'dnsmasq.*neutron|haproxy.*neutron|privsep-helper' 2>/dev/null
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^(qrouter-|qdhcp-|$EXT_NS\$)"); do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
+        ip netns delete "$ns" && say "removed namespace $ns"
+    done
+    for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(brq|tap|mcext-)'); do
+        ip link delete "$l" 2>/dev/null && say "removed link $l"
+    done
+    remove_neutron_rules
+    local range; for range in $FIXTURE_RANGES; do ip route del unreachable "$range" 2>/dev/null; done
+    return 0
+}
+
+router_answers() {      # router1's external address answers a ping from the external namespace
+    local ip; ip=$(cat "$RUN/router-gateway" 2>/dev/null)
+    if [ -z "$ip" ]; then
+        ip=$($PY "$HERE/dataplane.py" router-gateway 2>>"$LOG/base-image-glance.log") || return 1
+        echo "$ip" > "$RUN/router-gateway"
+    fi
+    ip netns exec "$EXT_NS" ping -c 1 -W 1 "$ip" >/dev/null 2>&1
+}
+
 openstack_env() { export MC_PASSWORD="$PASSWORD" MC_MEMBER_PASSWORD="$MEMBER_PASSWORD" MC_HOST="$HOST"; }
 
 # ---------------------------------------------------------------------------------------------------- commands
 cmd_up() {
-    say "minicloud up"
+    say "minicloud up ($COMPUTE compute)"
+    local running; running=$(cat "$RUN/compute" 2>/dev/null)
+    if [ -n "$running" ] && [ "$running" != "$COMPUTE" ] && svc_pid nova-compute >/dev/null; then
+        die "minicloud runs with $running compute; run \`minicloud.sh down\` first to switch to $COMPUTE"
+    fi
     install_packages
+    build_base_image
+    choose_hypervisor
     configure
+    echo "$COMPUTE" > "$RUN/compute"
     start_infra
+    ensure_external_namespace
+    start_libvirt
     init_databases
     start_svc keystone
     wait_for 60 "$LOG/keystone.log" "keystone API" http_ok "${URL[keystone]}"
@@ -421,6 +670,7 @@ cmd_up() {
     fi
     for n in placement nova-api; do wait_for 90 "$LOG/$n.log" "$n API" http_ok "${URL[$n]}"; done
     start_svc nova-compute
+    if [ "$COMPUTE" != fake ]; then for n in $AGENTS; do start_svc "$n"; done; fi
     for n in glance neutron-api horizon; do
         local lf="$LOG/$n.log"; [ $n = horizon ] && lf=/var/log/openstack-dashboard/error.log
         wait_for 90 "$lf" "$n" http_ok "${URL[$n]}"
@@ -436,6 +686,13 @@ cmd_up() {
         $PY "$HERE/bootstrap_resources.py" >"$LOG/bootstrap-resources.log" 2>&1 \
             || die "networks/flavors/clouds.yaml" "$LOG/bootstrap-resources.log"
         touch "$STATE/resources-done"; say "networks public/private, router1, flavors, clouds.yaml written"
+    fi
+    if [ "$COMPUTE" != fake ]; then
+        $PY "$HERE/dataplane.py" register-image "$BASE_IMAGE" >"$LOG/base-image-glance.log" 2>&1 \
+            || die "base image in Glance" "$LOG/base-image-glance.log"
+        say "$(tail -n 1 "$LOG/base-image-glance.log")"
+        wait_for 120 "$LOG/neutron-l3.log" "router1's gateway to answer in $EXT_NS" router_answers
+        say "router1 answers at $(cat "$RUN/router-gateway") from $EXT_NS"
     fi
     say "minicloud is up: clouds hybrid-local (member) and hybrid-local-admin; Horizon http://$HOST/ (admin / \$MINICLOUD_PASSWORD)"
 }
@@ -463,8 +720,11 @@ cmd_down() {
     if listening 80 || pgrep -x apache2 >/dev/null; then
         ( /etc/init.d/apache2 stop >>"$LOG/horizon.log" 2>&1; say "stopped apache2" ) &
     fi
-    stop_all_svcs nova-compute neutron-rpc neutron-api nova-scheduler nova-conductor nova-api placement glance keystone
+    stop_all_svcs nova-compute $AGENTS neutron-rpc neutron-api nova-scheduler nova-conductor nova-api placement glance \
+        keystone
     wait
+    clean_dataplane
+    rm -f "$RUN/compute" "$RUN/router-gateway"
     if listening 5672 || pgrep -f beam.smp >/dev/null; then
         /etc/init.d/rabbitmq-server stop >>"$LOG/rabbitmq.log" 2>&1; say "stopped rabbitmq"
     fi
@@ -474,7 +734,9 @@ cmd_down() {
     local i left
     for i in 1 2 3 4 5 6; do left=$(ours_listening); [ -z "$left" ] && break; sleep 0.5; done
     if [ -n "$left" ]; then say "FAILED: still listening:"; echo "$left"; exit 1; fi
-    say "minicloud is down (nothing of it listens)"
+    left=$(leftovers)
+    if [ -n "$left" ]; then say "FAILED: left behind:"; echo "$left"; exit 1; fi
+    say "minicloud is down (nothing of it listens; no domain, namespace, bridge, tap or neutron rule is left)"
 }
 
 OUR_PROCS='mariadbd|mysqld|beam.smp|epmd|memcached|apache2|uwsgi|uwsgi_python311|python3|glance-api|nova-|neutron-'
@@ -482,8 +744,8 @@ ours_listening() { ss -Hltunp 2>/dev/null | grep -E "\"($OUR_PROCS)" ; }
 
 cmd_status() {
     local rc=0 n p port ok
-    printf '%-15s %-8s %-6s %s\n' SERVICE PID PORT STATE
-    row() { printf '%-15s %-8s %-6s %s\n' "$1" "${2:--}" "${3:--}" "$4"; [ "$4" = ok ] || [ "$4" = running ] || rc=1; }
+    printf '%-19s %-8s %-6s %s\n' SERVICE PID PORT STATE
+    row() { printf '%-19s %-8s %-6s %s\n' "$1" "${2:--}" "${3:--}" "$4"; [ "$4" = ok ] || [ "$4" = running ] || rc=1; }
     p=$(pgrep -xo mariadbd); row mariadb "$p" 3306 "$(mysqladmin ping >/dev/null 2>&1 && echo ok || echo down)"
     p=$(pgrep -fo beam.smp); row rabbitmq "$p" 5672 "$(listening 5672 && echo ok || echo down)"
     p=$(pgrep -xo memcached); row memcached "$p" 11211 "$(listening 11211 && echo ok || echo down)"
@@ -495,6 +757,21 @@ cmd_status() {
         row "$n" "$p" "$port" "$ok"
     done
     p=$(pgrep -xo apache2); row horizon "$p" 80 "$(http_ok "${URL[horizon]}" && echo ok || echo "not answering ${URL[horizon]}")"
+    if [ "$COMPUTE" != fake ]; then
+        p=$(pgrep -xo libvirtd); row libvirtd "$p" - "$(virsh -q -c qemu:///system version >/dev/null 2>&1 && echo ok || echo down)"
+    fi
+    hypervisor_line
+    if [ "$COMPUTE" != fake ]; then
+        local domains; domains=$(virsh -q -c qemu:///system list --name 2>/dev/null | grep -c '^instance-')
+        echo "libvirt domains running: $domains"
+        if [ -e "/run/netns/$EXT_NS" ]; then
+            echo "external side: namespace $EXT_NS, $(ip -n "$EXT_NS" -4 -o addr show dev "$EXT_NS_END" | awk '{print $4}') (reach floating IPs with: $0 exec -- CMD)"
+        else
+            echo "external side: namespace $EXT_NS missing"; rc=1
+        fi
+        local breach; breach=$(containment_problems)
+        if [ -n "$breach" ]; then echo "CONTAINMENT: $breach"; rc=1; else echo "containment: in the root namespace $FIXTURE_RANGES have no address and only an unreachable route; nothing routes off"; fi
+    fi
     echo "listeners (ss -ltnp):"
     ss -Hltnp | awk '{print "  " $4, $6}' | sort
     local bad; bad=$(ours_listening | awk '{print $5}' | grep -v -E '^(127\.[0-9.]+|\[::1\]|\[::ffff:127\.[0-9.]+\]):' || true)
@@ -503,13 +780,24 @@ cmd_status() {
     return $rc
 }
 
+cmd_exec() {    # exec -- CMD [ARGS]: CMD in the external namespace, with this environment; its exit code
+    [ "${1:-}" = -- ] && shift
+    [ $# -gt 0 ] || { echo "usage: $0 exec -- CMD [ARGS]" >&2; exit 2; }
+    if [ ! -e "/run/netns/$EXT_NS" ]; then
+        echo "minicloud.sh exec: namespace $EXT_NS does not exist: run \`minicloud.sh up\` (libvirt compute) first" >&2
+        exit 125
+    fi
+    exec ip netns exec "$EXT_NS" "$@"
+}
+
 main() {
     case "${1:-}" in
         up) cmd_up ;;
         down) cmd_down ;;
         status) cmd_status ;;
+        exec) shift; cmd_exec "$@" ;;
         install) install_packages ;;
-        *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+        *) echo "usage: $0 up|down|status|install, or $0 exec -- CMD [ARGS] (runs CMD in the fixture's external namespace)" >&2; exit 2 ;;
     esac
 }
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi

@@ -12,6 +12,7 @@ floating IP.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -22,11 +23,13 @@ import pytest
 from hybrid.core.settings import load
 from hybrid.openstack.image import prepare_image
 from hybrid.openstack.stack import build_openstack_stack, stack_names
-from tests.integration import horizon
+from tests.integration import fixture_net, horizon
 
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "horizon-instances.png"
 FLOATING_IP_TIMEOUT = 30.0
 TABLE_TIMEOUT = 20.0
+LOG_TIMEOUT = 60.0
+BASE_IMAGE = "debian-12-base"
 
 
 @pytest.fixture
@@ -39,17 +42,25 @@ def member(local_cloud):
 
 
 @pytest.fixture
-def web_stack(member, stack_name, tmp_path):
-    """A stack set up by the project's own code on the fixture, torn down (image included) afterwards."""
-    qcow2 = tmp_path / "web.qcow2"
-    if shutil.which("qemu-img"):
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow2), "16M"], check=True)
+def web_stack(member, local_cloud, stack_name, tmp_path):
+    """A stack set up by the project's own code on the fixture, torn down (image included) afterwards. With real
+    compute its server boots the fixture's base image (so its console log is a real boot's); with fake compute it
+    gets a 16 MiB empty qcow2 of its own."""
+    overrides = {"stack": stack_name, "state_dir": str(tmp_path / "state")}
+    source = None
+    if local_cloud.image.find_image(BASE_IMAGE, ignore_missing=True) is not None and not fixture_net.skip_reason():
+        overrides.update({"openstack.image_name": BASE_IMAGE, "openstack.flavor": "m1.tiny"})
     else:
-        qcow2.write_bytes(b"QFI\xfb\x00\x00\x00\x03" + b"\0" * 504)
-    settings = load(None, {}, {"stack": stack_name, "state_dir": str(tmp_path / "state")})
+        qcow2 = tmp_path / "web.qcow2"
+        if shutil.which("qemu-img"):
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow2), "16M"], check=True)
+        else:
+            qcow2.write_bytes(b"QFI\xfb\x00\x00\x00\x03" + b"\0" * 504)
+        source = prepare_image(qcow2, False, tmp_path)
+    settings = load(None, {}, overrides)
     started = time.monotonic()
     try:
-        build_openstack_stack(settings, prepare_image(qcow2, False, tmp_path)).up(report=print)
+        build_openstack_stack(settings, source).up(report=print)
         print(f"up: {time.monotonic() - started:.1f} s")
         yield build_openstack_stack(settings)
     finally:
@@ -61,8 +72,22 @@ def ip_addresses(cell: str) -> list[str]:
     return [part.strip() for part in cell.replace("\n", ",").split(",") if part.strip()]
 
 
-def test_horizon_shows_the_web_tier_server_with_its_floating_ip_key_pair_and_security_group(
-        member, web_stack, tmp_path):
+def console_lines(driver) -> list[str]:
+    """The non-empty lines of the Log tab's console output (filled in after the page loads)."""
+    from selenium.webdriver.common.by import By
+
+    panes = driver.find_elements(By.CSS_SELECTOR, "pre.logs")
+    return [plain(line) for pane in panes for line in pane.text.splitlines() if plain(line)]
+
+
+def plain(line: str) -> str:
+    """A console line without escape sequences, control characters or runs of blanks (as a browser renders it)."""
+    line = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line)
+    return " ".join("".join(c for c in line if c.isprintable() and c != "\ufffd").split())
+
+
+def test_horizon_shows_the_web_tier_server_with_its_floating_ip_key_pair_security_group_and_console_log(
+        member, local_cloud, web_stack, tmp_path):
     names = stack_names(web_stack.settings)
     rows = {row["kind"]: row for row in web_stack.status()}
     assert rows["server"]["state"] == "ok", rows["server"]
@@ -93,6 +118,14 @@ def test_horizon_shows_the_web_tier_server_with_its_floating_ip_key_pair_and_sec
         assert driver.save_screenshot(str(shot)), "Chromium took no screenshot"
         if os.environ.get("HYBRID_UPDATE_SCREENSHOTS") == "1":
             shutil.copyfile(shot, DOCS_SCREENSHOT)
+
+        server_id = web_stack.find("server").id
+        driver.get(f"{horizon.HORIZON_URL}/project/instances/{server_id}/?tab=instance_details__log")
+        shown = horizon.wait_until("the instance's Log tab to show console lines",
+                                   lambda: console_lines(driver), LOG_TIMEOUT)
+        api_log = local_cloud.compute.get_server_console_output(server_id)["output"]
+        print(f"Log tab: {len(shown)} lines, last {shown[-1]!r}")
+        assert set(shown) <= {plain(line) for line in api_log.splitlines()}, "Horizon shows the server's console log"
 
         driver.get(f"{horizon.HORIZON_URL}/project/key_pairs/")  # an AngularJS table: rows arrive after the page
         key = horizon.wait_until(f"Key Pairs to show {names.key_pair}",

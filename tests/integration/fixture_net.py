@@ -1,0 +1,92 @@
+"""Reaching the local OpenStack fixture's floating IPs, which exist only inside its namespace ``minicloud-ext``.
+
+Every probe runs as a child process through the fixture's one entry, ``devstack/minicloud.sh exec -- CMD``: this
+module re-runs itself there (``python -m tests.integration.fixture_net REQUEST``) and prints one JSON answer. The
+SSH probe logs in with the project's own client (``hybrid.openstack.remote.open_ssh``: paramiko, the stack's key
+only). Nothing in the test process itself ever sends a packet to a floating IP.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MINICLOUD = ROOT / "devstack" / "minicloud.sh"
+NAMESPACE = "minicloud-ext"
+
+
+def skip_reason() -> str:
+    """Why the floating IPs cannot be reached from this test run (empty when they can)."""
+    if os.geteuid() != 0:
+        return "entering the fixture's namespace needs root (devstack/minicloud.sh exec)"
+    if not Path("/run/netns", NAMESPACE).exists():
+        return (f"the fixture has no namespace {NAMESPACE}: it runs without real compute (MINICLOUD_COMPUTE=fake) "
+                "or is not up")
+    return ""
+
+
+def in_namespace(request: dict, timeout: float = 60.0) -> dict:
+    """Runs one probe inside the fixture's namespace; returns its JSON answer."""
+    done = subprocess.run(["bash", str(MINICLOUD), "exec", "--", sys.executable, "-m", "tests.integration.fixture_net",
+                           json.dumps(request)], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode != 0:
+        raise RuntimeError(f"probe {request['probe']} exited {done.returncode}: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def ssh(host: str, key: Path, command: str, user: str = "debian") -> dict:
+    """``{"ok": bool, "output": str, "code": int, "error": str}`` of ``command`` run over SSH as ``user``."""
+    return in_namespace({"probe": "ssh", "host": host, "key": str(key), "command": command, "user": user})
+
+
+def tcp(host: str, port: int, timeout: float = 3.0) -> str:
+    """``connected``, ``refused``, ``timeout`` or ``error: ...`` for one TCP connection attempt."""
+    return in_namespace({"probe": "tcp", "host": host, "port": port, "timeout": timeout})["result"]
+
+
+def tcp_from_here(host: str, port: int, timeout: float = 3.0) -> str:
+    """The same attempt from the test's own (root) namespace."""
+    return _tcp({"host": host, "port": port, "timeout": timeout})["result"]
+
+
+def _tcp(request: dict) -> dict:
+    try:
+        with socket.create_connection((request["host"], request["port"]), timeout=request["timeout"]):
+            return {"result": "connected"}
+    except ConnectionRefusedError:
+        return {"result": "refused"}
+    except TimeoutError:
+        return {"result": "timeout"}
+    except OSError as exc:
+        return {"result": f"error: {exc.strerror or exc}"}
+
+
+def _ssh(request: dict) -> dict:
+    from hybrid.core.errors import HybridError
+    from hybrid.openstack.remote import Target, open_ssh, run
+
+    try:
+        client = open_ssh(Target(request["host"], user=request["user"]), Path(request["key"]))
+    except HybridError as exc:
+        return {"ok": False, "output": "", "code": -1, "error": f"{type(exc).__name__}: {exc}"}
+    try:
+        output, code = run(client, request["command"])
+    finally:
+        client.close()
+    return {"ok": True, "output": output, "code": code, "error": ""}
+
+
+def main(argv: list[str]) -> int:
+    request = json.loads(argv[0])
+    answer = {"ssh": _ssh, "tcp": _tcp}[request["probe"]](request)
+    print(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

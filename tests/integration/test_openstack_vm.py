@@ -1,0 +1,171 @@
+"""A real virtual machine on the local OpenStack fixture (devstack/minicloud.sh with libvirt compute).
+
+The stack's own code (``build_openstack_stack``) boots a server from the fixture's base image ``debian-12-base`` on
+the private network, with the stack's key pair and a security group that allows SSH from the fixture's external
+namespace (``aws.operator_cidr = 203.0.113.0/24``), and gives it a floating IP. Then: the server is ACTIVE and its
+libvirt domain runs; its console log shows cloud-init finished; paramiko logs in through the floating IP with the
+stack's private key (and not with another key); a port the group does not allow gets no answer while an allowed port
+with no listener is refused; the floating IP is refused locally in the root namespace (an `unreachable`
+route). After ``down`` nothing of the
+server is left: no libvirt domain, no QEMU, no tap, no bridge port, no iptables or ebtables rule.
+
+Probes that touch the floating IP run inside the namespace, through ``minicloud.sh exec`` (tests/integration/
+fixture_net.py). Skipped, with the reason, when the fixture is not up, runs fake compute, or the run is not root.
+The tests share one server (booting one under software emulation takes one to two minutes) and run in file order.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from hybrid.core.settings import load
+from hybrid.openstack.compute import new_key_pair
+from hybrid.openstack.stack import build_openstack_stack, stack_names
+from tests.integration import fixture_net
+
+BASE_IMAGE = "debian-12-base"
+EXTERNAL_RANGE = "203.0.113.0/24"
+SSH_READY_TIMEOUT = 300.0
+BLOCKED_PORT = 8080        # not in the web tier's group: tcp 22 from the operator, 80 and 8000, ICMP
+ALLOWED_IDLE_PORT = 8000   # in the group; nothing listens there on the base image
+GONE_TIMEOUT = 60.0
+CLOUD_INIT_TIMEOUT = 180.0
+
+
+@pytest.fixture(scope="module")
+def admin(local_cloud):
+    import openstack
+
+    if reason := fixture_net.skip_reason():
+        pytest.skip(reason)
+    if local_cloud.image.find_image(BASE_IMAGE, ignore_missing=True) is None:
+        pytest.skip(f"image {BASE_IMAGE!r} is not in the fixture's Glance (minicloud.sh up registers it)")
+    conn = openstack.connect(cloud="hybrid-local-admin", api_timeout=30)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def vm(admin, tmp_path_factory):
+    """The stack, up, with its server SSH-ready; torn down at the end of the module (again, if a test did it)."""
+    name = f"t-vm-{int(time.time()) % 100000}"
+    state = tmp_path_factory.mktemp("vm-state")
+    settings = load(None, {}, {"stack": name, "state_dir": str(state), "openstack.image_name": BASE_IMAGE,
+                               "openstack.flavor": "m1.tiny", "aws.operator_cidr": EXTERNAL_RANGE})
+    started = time.monotonic()
+    try:
+        build_openstack_stack(settings).up(report=print)
+        stack = build_openstack_stack(settings)
+        active = time.monotonic() - started
+        address = stack.find("floating_ip").properties["address"]
+        ready = wait_for_ssh(address, stack.key_path())
+        print(f"ACTIVE after {active:.1f} s, SSH-ready after {time.monotonic() - started:.1f} s ({ready})")
+        yield stack
+    finally:
+        build_openstack_stack(settings).down(report=print)
+
+
+def wait_for_ssh(address: str, key: Path) -> str:
+    deadline, last = time.monotonic() + SSH_READY_TIMEOUT, {}
+    while time.monotonic() < deadline:
+        last = fixture_net.ssh(address, key, "hostname")
+        if last["ok"] and last["code"] == 0:
+            return last["output"]
+        time.sleep(3)
+    raise AssertionError(f"no SSH login at {address} within {SSH_READY_TIMEOUT:.0f} s: {last}")
+
+
+def server_of(stack, admin):
+    return admin.compute.get_server(stack.find("server").id)
+
+
+def port_of(stack, admin):
+    [port] = list(admin.network.ports(device_id=stack.find("server").id))
+    return port
+
+
+def sh(*command: str) -> str:
+    return subprocess.run(command, capture_output=True, text=True, check=False).stdout
+
+
+def test_the_server_is_active_and_its_libvirt_domain_runs(vm, admin):
+    server = server_of(vm, admin)
+    assert server.status == "ACTIVE"
+    assert server.image["id"] == admin.image.find_image(BASE_IMAGE).id
+    private = [a["addr"] for a in server.addresses["private"] if a.get("OS-EXT-IPS:type") == "fixed"]
+    assert private and private[0].startswith("10.0.0."), server.addresses
+    assert sh("virsh", "-q", "-c", "qemu:///system", "domstate", server.instance_name).strip() == "running"
+
+
+def test_the_console_log_shows_cloud_init_finished(vm, admin):
+    """SSH answers before cloud-init's last stage ends: the log is read until that stage's final line arrives."""
+    deadline, log = time.monotonic() + CLOUD_INIT_TIMEOUT, ""
+    while time.monotonic() < deadline:
+        log = admin.compute.get_server_console_output(vm.find("server").id)["output"]
+        if re.search(r"Cloud-init v\. \S+ finished at ", log):
+            break
+        time.sleep(3)
+    assert "Linux version" in log
+    assert re.search(r"Cloud-init v\. \S+ finished at ", log), log[-3000:]
+
+
+def test_paramiko_logs_in_through_the_floating_ip_with_the_stacks_key_only(vm, admin, tmp_path):
+    address = vm.find("floating_ip").properties["address"]
+    answer = fixture_net.ssh(address, vm.key_path(), "hostname; ip -4 -o addr show scope global")
+    assert answer["ok"] and answer["code"] == 0, answer
+    hostname, addresses = answer["output"].split("\n", 1)
+    assert hostname == stack_names(vm.settings).server
+    fixed = port_of(vm, admin).fixed_ips[0]["ip_address"]
+    assert f"inet {fixed}/24" in addresses, "the server sees its fixed address; the floating one is DNAT"
+
+    stranger = tmp_path / "stranger.pem"
+    stranger.write_text(new_key_pair("stranger@nowhere")[0])
+    stranger.chmod(0o600)
+    refused = fixture_net.ssh(address, stranger, "hostname")
+    assert not refused["ok"] and "CredentialsError" in refused["error"], refused
+
+
+def test_the_security_group_filters_and_the_floating_ip_lives_only_in_the_namespace(vm):
+    address = vm.find("floating_ip").properties["address"]
+    assert fixture_net.tcp(address, BLOCKED_PORT) == "timeout", "a port the group does not allow gets no answer"
+    assert fixture_net.tcp(address, ALLOWED_IDLE_PORT) == "refused", "an allowed port with no listener: a reset"
+    assert fixture_net.tcp(address, 22) == "connected"
+    # From the root namespace the floating range is `unreachable` (checked first: without that route a packet would
+    # follow the default route off the machine), so the kernel refuses the attempt before any packet is sent.
+    assert f"unreachable {EXTERNAL_RANGE}" in sh("ip", "-4", "route", "show", "type", "unreachable")
+    assert fixture_net.tcp_from_here(address, 22, timeout=2.0) == "error: No route to host"
+
+
+def test_down_leaves_no_domain_tap_bridge_port_or_rule_of_the_server(vm, admin):
+    server, port = server_of(vm, admin), port_of(vm, admin)
+    domain, tap = server.instance_name, f"tap{port.id[:11]}"
+    assert tap in sh("ip", "-o", "link", "show"), "while up, the server's tap exists"
+    assert port.id[:10] in sh("iptables-save"), "while up, the agent filters the port"
+
+    vm.down(report=print)
+
+    def remnants() -> list[str]:
+        found = []
+        if tap in sh("ip", "-o", "link", "show"):
+            found.append(f"link {tap}")
+        if tap in sh("bridge", "link", "show"):
+            found.append(f"bridge port {tap}")
+        if port.id[:10] in sh("iptables-save") or port.id[:10] in sh("ip6tables-save"):
+            found.append(f"iptables rules of port {port.id}")
+        if tap in sh("ebtables", "-t", "nat", "-L"):
+            found.append(f"ebtables rules of {tap}")
+        if domain in sh("virsh", "-q", "-c", "qemu:///system", "list", "--all", "--name"):
+            found.append(f"libvirt domain {domain}")
+        if f"guest={domain}" in sh("ps", "-eo", "args"):
+            found.append(f"QEMU of {domain}")
+        return found
+
+    deadline = time.monotonic() + GONE_TIMEOUT
+    while (left := remnants()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert left == []
+    assert admin.compute.find_server(server.id, ignore_missing=True) is None
