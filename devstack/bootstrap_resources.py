@@ -3,8 +3,9 @@
 clouds.yaml entries `hybrid-local` (member user, project hybrid) and `hybrid-local-admin`, merged into
 /etc/openstack/clouds.yaml and ~/.config/openstack/clouds.yaml. Idempotent.
 
-Run with Debian's python3 (python3-openstacksdk). Env: MC_PASSWORD, MC_MEMBER_PASSWORD, MC_HOST.
+Run with Debian's python3 (python3-openstacksdk). Env: MC_PASSWORD, MC_MEMBER_PASSWORD, MC_HOST, MC_FLOATING_RANGE.
 """
+import ipaddress
 import os
 import sys
 
@@ -15,6 +16,7 @@ HOST = os.environ.get("MC_HOST", "127.0.0.1")
 PW = os.environ["MC_PASSWORD"]
 MEMBER_PW = os.environ["MC_MEMBER_PASSWORD"]
 AUTH_URL = f"http://{HOST}:5000/v3"
+FLOATING = ipaddress.ip_network(os.environ.get("MC_FLOATING_RANGE", "172.24.4.0/24"))
 
 CLOUDS = {
     "hybrid-local": {
@@ -57,9 +59,10 @@ def main():
         public = net.create_network(name="public", is_router_external=True, provider_network_type="flat",
                                     provider_physical_network="physnet1")
     if not list(net.subnets(network_id=public.id)):
-        net.create_subnet(name="public-subnet", network_id=public.id, ip_version=4, cidr="203.0.113.0/24",
-                          gateway_ip="203.0.113.1", is_dhcp_enabled=False,
-                          allocation_pools=[{"start": "203.0.113.10", "end": "203.0.113.250"}])
+        hosts = list(FLOATING.hosts())  # .1 is the gateway, in the fixture's namespace minicloud-ext
+        net.create_subnet(name="public-subnet", network_id=public.id, ip_version=4, cidr=str(FLOATING),
+                          gateway_ip=str(hosts[0]), is_dhcp_enabled=False,
+                          allocation_pools=[{"start": str(hosts[9]), "end": str(hosts[249])}])
 
     private = net.find_network("private", project_id=hybrid.id)
     if private is None:
@@ -73,6 +76,8 @@ def main():
     if router is None:
         router = net.create_router(name="router1", project_id=hybrid.id,
                                    external_gateway_info={"network_id": public.id})
+    elif (router.external_gateway_info or {}).get("network_id") != public.id:
+        router = net.update_router(router, external_gateway_info={"network_id": public.id})
     ports = list(net.ports(device_id=router.id, network_id=private.id))
     if not ports:
         net.add_interface_to_router(router, subnet_id=subnet.id)
@@ -80,7 +85,7 @@ def main():
     for name, ram, vcpus, disk in (("m1.tiny", 512, 1, 2), ("m1.small", 2048, 1, 20)):
         if conn.compute.find_flavor(name) is None:
             conn.compute.create_flavor(name=name, ram=ram, vcpus=vcpus, disk=disk, is_public=True)
-    print("resources: public (203.0.113.0/24), private (10.0.0.0/24), router1, flavors m1.tiny, m1.small ready")
+    print(f"resources: public ({FLOATING}), private (10.0.0.0/24), router1, flavors m1.tiny, m1.small ready")
 
 
 if __name__ == "__main__":

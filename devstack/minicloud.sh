@@ -12,9 +12,10 @@
 #   fake                   Nova's fake driver and a binding-only ML2 driver: servers go ACTIVE without a VM, nothing
 #                          is routable. For quick API tests.
 #
-# Containment: the external network's host side lives in the namespace minicloud-ext (203.0.113.1/24), which the
-# fixture creates; the root namespace has no address and no route in the fixture's ranges, and nothing routes off the
-# machine. Reach a floating IP only from there: `minicloud.sh exec -- CMD [ARGS]`.
+# Containment: the external network's host side lives in the namespace minicloud-ext (172.24.4.1/24, DevStack's own
+# floating range), which the fixture creates; the root namespace has no address in the fixture's ranges and only an
+# `unreachable` route to them, and nothing routes off the machine. Reach a floating IP only from there:
+# `minicloud.sh exec -- CMD [ARGS]`.
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,8 +28,9 @@ HOST=127.0.0.1
 PY=/usr/bin/python3                                          # Debian's python: sees python3-nova etc.
 COMPUTE="${MINICLOUD_COMPUTE:-$(cat /run/minicloud/compute 2>/dev/null || echo libvirt)}"   # the running mode, else libvirt
 EXT_NS=minicloud-ext                                         # the external network's host side
-EXT_GATEWAY=203.0.113.1/24
-FIXTURE_RANGES="203.0.113.0/24 10.0.0.0/24"                  # floating and private: never reachable from the root ns
+FLOATING_RANGE=172.24.4.0/24                                 # the external network (DevStack's default range)
+EXT_GATEWAY=172.24.4.1/24
+FIXTURE_RANGES="$FLOATING_RANGE 10.0.0.0/24"                 # floating and private: never reachable from the root ns
 EXT_ROOT_END=mcext-br                                        # veth end in the root namespace: physnet1, no address
 EXT_NS_END=mcext-gw                                          # veth end in minicloud-ext: the gateway address
 PROBE_SECONDS=30                                             # a KVM boot must reach user space within this
@@ -537,6 +539,8 @@ stop_libvirt() {
 # ---------------------------------------------------------------------------------------------------- containment
 ensure_external_namespace() {   # the external network's host side, in a namespace of the fixture's own
     [ "$COMPUTE" = fake ] && return 0
+    local clash; clash=$(range_clashes)
+    [ -z "$clash" ] || die "the fixture's address ranges clash with this machine's: $clash"
     [ -e "/run/netns/$EXT_NS" ] || ip netns add "$EXT_NS" || die "ip netns add $EXT_NS"
     ip -n "$EXT_NS" link set lo up
     if ! ip link show "$EXT_ROOT_END" >/dev/null 2>&1; then
@@ -552,8 +556,29 @@ ensure_external_namespace() {   # the external network's host side, in a namespa
     local range; for range in $FIXTURE_RANGES; do ip route replace unreachable "$range"; done
 }
 
+range_clashes() {       # a fixture range that holds this machine's networks or its package mirrors' addresses
+    local hosts; hosts=$(grep -hoE '^(URIs:|deb) +https?://[^/ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/* \
+        2>/dev/null | sed -E 's#.*://##' | sort -u)
+    # shellcheck disable=SC2086
+    $PY - "$FIXTURE_RANGES" "$(ip -4 -o addr show | awk '$2 != "lo" {print $4}' | tr '\n' ' ')" \
+        "$(for h in $hosts; do getent ahostsv4 "$h" | awk -v h="$h" 'NR==1 {print h "=" $1}'; done | tr '\n' ' ')" <<'PY'
+import ipaddress, sys
+ranges = [ipaddress.ip_network(r) for r in sys.argv[1].split()]
+for item in sys.argv[2].split():                      # this machine's networks
+    net = ipaddress.ip_interface(item).network
+    for r in ranges:
+        if r.overlaps(net):
+            print(f"{r} overlaps this machine's network {net}")
+for item in sys.argv[3].split():                      # host=address of each package mirror
+    host, _, address = item.partition("=")
+    for r in ranges:
+        if ipaddress.ip_address(address) in r:
+            print(f"{r} holds {address}, the address of the package mirror {host}")
+PY
+}
+
 containment_problems() {        # prints one line per breach of the containment rule
-    local nets='^(203\.0\.113\.|10\.0\.0\.)'
+    local nets='^(172\.24\.4\.|10\.0\.0\.)'
     ip -4 -o addr show | awk '{print $2, $4}' | grep -E " ${nets#^}" | sed 's/^/root namespace has address: /'
     ip -4 route show | grep -v '^unreachable ' | awk '{print $1}' | grep -E "$nets" \
         | sed 's/^/root namespace has route: /'
@@ -572,7 +597,7 @@ containment_problems() {        # prints one line per breach of the containment 
 leftovers() {   # prints one line per thing of the fixture's data plane that is still there
     ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^(qrouter-|qdhcp-|$EXT_NS\$)" | sed 's/^/namespace /'
     ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(brq|tap|mcext-)' | sed 's/^/link /'
-    ip -4 route show type unreachable | grep -E '^unreachable (203\.0\.113\.0|10\.0\.0\.0)/24' | sed 's/^/route /'
+    ip -4 route show type unreachable | grep -E '^unreachable (172\.24\.4\.0|10\.0\.0\.0)/24' | sed 's/^/route /'
     local n
     n=$(iptables-save 2>/dev/null | grep -c neutron); [ "$n" -gt 0 ] && echo "iptables: $n neutron lines"
     n=$(ip6tables-save 2>/dev/null | grep -c neutron); [ "$n" -gt 0 ] && echo "ip6tables: $n neutron lines"
@@ -636,7 +661,9 @@ router_answers() {      # router1's external address answers a ping from the ext
     ip netns exec "$EXT_NS" ping -c 1 -W 1 "$ip" >/dev/null 2>&1
 }
 
-openstack_env() { export MC_PASSWORD="$PASSWORD" MC_MEMBER_PASSWORD="$MEMBER_PASSWORD" MC_HOST="$HOST"; }
+openstack_env() {
+    export MC_PASSWORD="$PASSWORD" MC_MEMBER_PASSWORD="$MEMBER_PASSWORD" MC_HOST="$HOST" MC_FLOATING_RANGE="$FLOATING_RANGE"
+}
 
 # ---------------------------------------------------------------------------------------------------- commands
 cmd_up() {

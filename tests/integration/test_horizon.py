@@ -68,7 +68,7 @@ def web_stack(member, local_cloud, stack_name, tmp_path):
 
 
 def ip_addresses(cell: str) -> list[str]:
-    """The addresses of Horizon's "IP Address" cell ("10.0.0.12, 203.0.113.46", or one per line)."""
+    """The addresses of Horizon's "IP Address" cell ("10.0.0.12, 172.24.4.46", or one per line)."""
     return [part.strip() for part in cell.replace("\n", ",").split(",") if part.strip()]
 
 

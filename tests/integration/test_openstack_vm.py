@@ -2,7 +2,7 @@
 
 The stack's own code (``build_openstack_stack``) boots a server from the fixture's base image ``debian-12-base`` on
 the private network, with the stack's key pair and a security group that allows SSH from the fixture's external
-namespace (``aws.operator_cidr = 203.0.113.0/24``), and gives it a floating IP. Then: the server is ACTIVE and its
+namespace (``aws.operator_cidr`` = the external network's range), and gives it a floating IP. Then: the server is ACTIVE and its
 libvirt domain runs; its console log shows cloud-init finished; paramiko logs in through the floating IP with the
 stack's private key (and not with another key); a port the group does not allow gets no answer while an allowed port
 with no listener is refused; the floating IP is refused locally in the root namespace (an `unreachable`
@@ -28,7 +28,6 @@ from hybrid.openstack.stack import build_openstack_stack, stack_names
 from tests.integration import fixture_net
 
 BASE_IMAGE = "debian-12-base"
-EXTERNAL_RANGE = "203.0.113.0/24"
 SSH_READY_TIMEOUT = 300.0
 BLOCKED_PORT = 8080        # not in the web tier's group: tcp 22 from the operator, 80 and 8000, ICMP
 ALLOWED_IDLE_PORT = 8000   # in the group; nothing listens there on the base image
@@ -50,12 +49,18 @@ def admin(local_cloud):
 
 
 @pytest.fixture(scope="module")
-def vm(admin, tmp_path_factory):
+def external_range(admin) -> str:
+    """The external network's range (172.24.4.0/24 on the fixture): its gateway is the namespace's address."""
+    return admin.network.find_subnet("public-subnet", ignore_missing=False).cidr
+
+
+@pytest.fixture(scope="module")
+def vm(admin, external_range, tmp_path_factory):
     """The stack, up, with its server SSH-ready; torn down at the end of the module (again, if a test did it)."""
     name = f"t-vm-{int(time.time()) % 100000}"
     state = tmp_path_factory.mktemp("vm-state")
     settings = load(None, {}, {"stack": name, "state_dir": str(state), "openstack.image_name": BASE_IMAGE,
-                               "openstack.flavor": "m1.tiny", "aws.operator_cidr": EXTERNAL_RANGE})
+                               "openstack.flavor": "m1.tiny", "aws.operator_cidr": external_range})
     started = time.monotonic()
     try:
         build_openstack_stack(settings).up(report=print)
@@ -129,14 +134,14 @@ def test_paramiko_logs_in_through_the_floating_ip_with_the_stacks_key_only(vm, a
     assert not refused["ok"] and "CredentialsError" in refused["error"], refused
 
 
-def test_the_security_group_filters_and_the_floating_ip_lives_only_in_the_namespace(vm):
+def test_the_security_group_filters_and_the_floating_ip_lives_only_in_the_namespace(vm, external_range):
     address = vm.find("floating_ip").properties["address"]
     assert fixture_net.tcp(address, BLOCKED_PORT) == "timeout", "a port the group does not allow gets no answer"
     assert fixture_net.tcp(address, ALLOWED_IDLE_PORT) == "refused", "an allowed port with no listener: a reset"
     assert fixture_net.tcp(address, 22) == "connected"
     # From the root namespace the floating range is `unreachable` (checked first: without that route a packet would
     # follow the default route off the machine), so the kernel refuses the attempt before any packet is sent.
-    assert f"unreachable {EXTERNAL_RANGE}" in sh("ip", "-4", "route", "show", "type", "unreachable")
+    assert f"unreachable {external_range}" in sh("ip", "-4", "route", "show", "type", "unreachable")
     assert fixture_net.tcp_from_here(address, 22, timeout=2.0) == "error: No route to host"
 
 
