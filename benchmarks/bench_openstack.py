@@ -34,15 +34,29 @@ floating IPs and images of the project and checks that none carries a benchmark 
 (``hybrid:stack=<name>`` in metadata / description / key comment, ``hybrid_stack=<name>`` image tag); exit 1 if
 any does.
 
+Part 3, real compute (skipped, with the reason, when the fixture runs fake compute or the run is not root):
+- the fixture's bring-ups as ``minicloud.sh up`` recorded them (/var/lib/minicloud/bring-ups: seconds and what each
+  had to do: packages, base-image, databases); the first one that installed the packages is the first bring-up on a
+  clean machine;
+- the base image (devstack/base_image.sh): a cold build into a fresh cache folder (mmdebstrap from this machine's
+  Debian mirror, about 90 s; skipped with ``--quick``) and a cached ``build`` of the fixture's own cache;
+- a server booted from ``debian-12-base`` through the project's code (``build_openstack_stack``: key pair, security
+  group with SSH from the external range, m1.tiny, floating IP), ``VM_REPEATS`` times (2; 1 with ``--quick``): ``up``
+  (returns once the server is ACTIVE and its floating IP associated), SSH-ready (first successful paramiko login
+  through the floating IP, from the fixture's namespace via ``minicloud.sh exec``, tried every 2 s), cloud-init's
+  "finished" line in the console log, and ``down``. Per hypervisor: the one the fixture chose; the other is shown
+  with the reason it is not used (``minicloud.sh status``).
+
 Times are wall-clock seconds on a fixture that runs on this same machine, so they move with its load: the header
-shows the load average at the start and the end. The fixture's servers are fake (nova's FakeDriver: ACTIVE 2-3 s
-after create, no VM), so a real cloud's boot time is not in these numbers.
+shows the load average at the start and the end. Part 2's servers boot an empty 16 MiB disk (under fake compute
+they boot nothing), so its times are the API's; part 3 has the real boot.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import os
+import re
 import secrets
 import shutil
 import statistics
@@ -272,8 +286,7 @@ def fixture_table(status: list[Command], up: list[Command] | None, restart: tupl
     elif restart is None:
         text += "\n`down` and `up` after `down` not timed despite --restart: " + \
                 ("not root" if up is None else "a stack run failed")
-    return text + "\nnot measured: first bring-up on a clean machine (apt install + configure + bootstrap, " \
-                  "about 2.5-4 min; would need the packages purged)"
+    return text
 
 
 def stack_table(runs: list[StackRun]) -> str:
@@ -307,7 +320,125 @@ def header(args: argparse.Namespace) -> str:
     return (f"hybrid OpenStack benchmark -- {now}{' (' + flags + ')' if flags else ''}\n"
             f"{common.cpu_model()}, {os.cpu_count()} CPUs, load average {load_average()} (1/5/15 min); "
             f"python {sys.version.split()[0]}, openstacksdk {common.package_version('openstacksdk')}; "
-            f"cloud {CLOUD} (devstack/minicloud.sh, fake compute)")
+            f"cloud {CLOUD} (devstack/minicloud.sh)")
+
+
+# ---------------------------------------------------------------- part 3: real compute
+
+BASE_IMAGE = "debian-12-base"
+BRING_UPS = Path("/var/lib/minicloud/bring-ups")
+BASE_IMAGE_SCRIPT = ROOT / "devstack" / "base_image.sh"
+VM_REPEATS_FULL, VM_REPEATS_QUICK = 2, 1
+SSH_READY_TIMEOUT = 300.0
+CLOUD_INIT_TIMEOUT = 300.0
+
+
+@dataclass
+class VmRun:
+    name: str
+    up: float = 0.0
+    ssh_ready: float = 0.0
+    cloud_init: float = 0.0
+    down: float = 0.0
+
+
+def hypervisor_line(status_output: str) -> str:
+    """``compute: libvirt, virt_type qemu: <why>`` from ``minicloud.sh status``."""
+    return next((line for line in status_output.splitlines() if line.startswith("compute:")), "compute: unknown")
+
+
+def bring_ups() -> list[str]:
+    return BRING_UPS.read_text().splitlines() if BRING_UPS.exists() else []
+
+
+def time_base_image(cold: bool) -> list[list[str]]:
+    rows = []
+    if cold:
+        with tempfile.TemporaryDirectory(prefix="bench-base-image-") as cache:
+            for label in ("cold (fresh cache, mmdebstrap)", "cached (same cache)"):
+                start = time.perf_counter()
+                subprocess.run(["bash", str(BASE_IMAGE_SCRIPT), "build", "--cache", cache], check=True,
+                               capture_output=True, text=True)
+                rows.append([f"base image build, {label}", f"{time.perf_counter() - start:.1f}"])
+    start = time.perf_counter()
+    done = subprocess.run(["bash", str(BASE_IMAGE_SCRIPT), "build"], check=True, capture_output=True, text=True)
+    rows.append([f"base image build, cached (the fixture's: {Path(done.stdout.strip()).name})",
+                 f"{time.perf_counter() - start:.1f}"])
+    return rows
+
+
+def time_vm(name: str, state_dir: Path, external_range: str) -> VmRun:
+    """One server from the base image: up, SSH-ready, cloud-init finished, down (again in ``finally``)."""
+    from hybrid.core.settings import load
+    from hybrid.local import minicloud
+    from hybrid.openstack.stack import build_openstack_stack
+
+    settings = load(None, {}, {"stack": name, "state_dir": str(state_dir), "openstack.image_name": BASE_IMAGE,
+                               "openstack.flavor": "m1.tiny", "aws.operator_cidr": external_range})
+    run, done = VmRun(name), False
+    try:
+        start = time.perf_counter()
+        build_openstack_stack(settings).up(report=common.ignore)
+        run.up = time.perf_counter() - start
+        stack = build_openstack_stack(settings)
+        address, key = stack.find("floating_ip").properties["address"], stack.key_path()
+        while not (answer := minicloud.ssh(address, key, "true"))["ok"] or answer["code"] != 0:
+            if time.perf_counter() - start > SSH_READY_TIMEOUT:
+                raise RuntimeError(f"no SSH login at {address} within {SSH_READY_TIMEOUT:.0f} s: {answer}")
+            time.sleep(2)
+        run.ssh_ready = time.perf_counter() - start
+        server_id, conn = stack.find("server").id, raw_connection()
+        while not re.search(r"Cloud-init v\. \S+ finished at ",
+                            conn.compute.get_server_console_output(server_id)["output"]):
+            if time.perf_counter() - start > CLOUD_INIT_TIMEOUT:
+                raise RuntimeError(f"cloud-init did not finish within {CLOUD_INIT_TIMEOUT:.0f} s")
+            time.sleep(2)
+        run.cloud_init = time.perf_counter() - start
+        start = time.perf_counter()
+        build_openstack_stack(settings).down(report=common.ignore)
+        run.down, done = time.perf_counter() - start, True
+    finally:
+        if not done:
+            build_openstack_stack(settings).down(report=common.ignore)
+    return run
+
+
+def compute_part(quick: bool, status_output: str) -> tuple[str, list[str]]:
+    """Part 3's text and the stack names it used (for the leftover check)."""
+    from hybrid.local import minicloud
+
+    compute = hypervisor_line(status_output)
+    lines = [compute]
+    records = bring_ups()
+    first = next((r for r in records if "packages" in r), "")
+    lines.append("first bring-up on a clean machine (the `up` that installed the packages): "
+                 + (first or f"none recorded in {BRING_UPS}"))
+    if records:
+        lines.append(f"last bring-up: {records[-1]}")
+    if reason := minicloud.unavailable_reason():
+        return "\n".join(lines + [f"real compute not measured: {reason}"]), []
+    if raw_connection().image.find_image(BASE_IMAGE, ignore_missing=True) is None:
+        return "\n".join(lines + [f"real compute not measured: no image {BASE_IMAGE!r} in Glance"]), []
+    common.progress("base image builds" + ("" if quick else " (cold: about 90 s)"))
+    image_rows = time_base_image(cold=not quick)
+    external = raw_connection().network.find_subnet("public-subnet", ignore_missing=False).cidr
+    runs, names = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-vm-") as tmp:
+        for index in range(VM_REPEATS_QUICK if quick else VM_REPEATS_FULL):
+            names.append(f"bench-vm-{index}-{secrets.token_hex(3)}")
+            common.progress(f"server {index + 1}: boot from {BASE_IMAGE}, SSH, cloud-init, down")
+            runs.append(time_vm(names[-1], Path(tmp) / f"state-{index}", external))
+    virt = re.search(r"virt_type (\w+)", compute)
+    chosen = virt.group(1) if virt else "?"
+    rows = [seconds_row(f"[{chosen}] up (ACTIVE, floating IP)", [r.up for r in runs], 1),
+            seconds_row(f"[{chosen}] SSH-ready (from create)", [r.ssh_ready for r in runs], 1),
+            seconds_row(f"[{chosen}] cloud-init finished (from create)", [r.cloud_init for r in runs], 1),
+            seconds_row(f"[{chosen}] down", [r.down for r in runs], 1)]
+    other = "kvm" if chosen == "qemu" else "qemu"
+    text = common.table(["base image", "s"], image_rows) + "\n\n" + \
+        common.table([f"server from {BASE_IMAGE} (m1.tiny)", "median s", "min s", "each run, s"], rows) + \
+        f"\n[{other}] not measured: the fixture runs one hypervisor ({compute})"
+    return "\n".join(lines) + "\n\n" + text, names
 
 
 # ---------------------------------------------------------------- main
@@ -349,6 +480,13 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(time_stack(names[-1], image_path, Path(tmp) / f"state-{index}"))
         except Exception as exc:  # noqa: BLE001 - reported below, after the leftover check
             failure = exc
+    compute_text = ""
+    if failure is None:
+        try:
+            compute_text, vm_names = compute_part(args.quick, minicloud("status", timeout=120).output)
+            names += vm_names
+        except Exception as exc:  # noqa: BLE001 - reported below, after the leftover check
+            failure = exc
     common.progress("checking for leftovers")
     left = leftovers(raw_connection(), names)
 
@@ -377,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
         print(breakdown(f"first up of {runs[0].name}, step", runs[0].first_up_marks))
         print()
         print(breakdown(f"down of {runs[0].name}, step", runs[0].down_marks))
+    if compute_text:
+        print()
+        print(compute_text)
     print(f"\nleftovers of {len(names)} stack(s) (servers, keypairs, security groups, floating IPs, images): "
           + ("none" if not left else "; ".join(left)))
     print(f"load average at the end {load_average()} (1/5/15 min)")

@@ -41,6 +41,7 @@ PACKAGES="mariadb-server python3-pymysql rabbitmq-server memcached python3-memca
  genisoimage neutron-linuxbridge-agent neutron-dhcp-agent neutron-l3-agent dnsmasq-base iptables ebtables conntrack
  sudo mmdebstrap iputils-ping"
 T0=$(date +%s)
+DID=""                                                       # what this `up` had to do: packages base-image databases
 
 mkdir -p "$LOG" "$RUN" "$STATE"
 
@@ -51,6 +52,7 @@ ini()  { crudini --set "$@"; }                               # ini FILE SECTION 
 # ---------------------------------------------------------------------------------------------------- install
 install_packages() {
     if [ -f "$STATE/installed" ]; then return 0; fi
+    DID+=" packages"
     say "installing packages (apt-get update once, then ~290 MB download)"
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d
     local p sel=""
@@ -429,6 +431,7 @@ as() { local u=$1; shift; runuser -u "$u" -- "$@"; }
 
 init_databases() {
     [ -f "$STATE/db-done" ] && return 0
+    DID+=" databases"
     say "creating databases, RabbitMQ user, schemas (in parallel)"
     local sql="" d
     for d in keystone glance placement nova_api nova nova_cell0 neutron; do sql+="CREATE DATABASE IF NOT EXISTS $d;"; done
@@ -508,6 +511,7 @@ build_base_image() {
     [ "$COMPUTE" = fake ] && return 0
     local out
     if out=$(bash "$HERE/base_image.sh" path); then BASE_IMAGE=$out; return 0; fi
+    DID+=" base-image"
     say "building the base image (mmdebstrap: Debian packages only, about a minute)"
     BASE_IMAGE=$(bash "$HERE/base_image.sh" build 2>"$LOG/base-image.log") || die "base image" "$LOG/base-image.log"
     say "$(tail -n 1 "$LOG/base-image.log")"
@@ -721,6 +725,8 @@ cmd_up() {
         wait_for 120 "$LOG/neutron-l3.log" "router1's gateway to answer in $EXT_NS" router_answers
         say "router1 answers at $(cat "$RUN/router-gateway") from $EXT_NS"
     fi
+    echo "$(date -Is) seconds=$(( $(date +%s) - T0 )) compute=$COMPUTE virt_type=$(virt_type) did=${DID# }" \
+        >> "$STATE/bring-ups"                                    # benchmarks/bench_openstack.py reports these
     say "minicloud is up: clouds hybrid-local (member) and hybrid-local-admin; Horizon http://$HOST/ (admin / \$MINICLOUD_PASSWORD)"
 }
 

@@ -23,7 +23,8 @@ import pytest
 from hybrid.core.settings import load
 from hybrid.openstack.image import prepare_image
 from hybrid.openstack.stack import build_openstack_stack, stack_names
-from tests.integration import fixture_net, horizon
+from hybrid.local import minicloud
+from tests.integration import horizon
 
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "horizon-instances.png"
 FLOATING_IP_TIMEOUT = 30.0
@@ -48,7 +49,7 @@ def web_stack(member, local_cloud, stack_name, tmp_path):
     gets a 16 MiB empty qcow2 of its own."""
     overrides = {"stack": stack_name, "state_dir": str(tmp_path / "state")}
     source = None
-    if local_cloud.image.find_image(BASE_IMAGE, ignore_missing=True) is not None and not fixture_net.skip_reason():
+    if local_cloud.image.find_image(BASE_IMAGE, ignore_missing=True) is not None and not minicloud.unavailable_reason():
         overrides.update({"openstack.image_name": BASE_IMAGE, "openstack.flavor": "m1.tiny"})
     else:
         qcow2 = tmp_path / "web.qcow2"

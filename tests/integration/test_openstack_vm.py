@@ -9,8 +9,7 @@ with no listener is refused; the floating IP is refused locally in the root name
 route). After ``down`` nothing of the
 server is left: no libvirt domain, no QEMU, no tap, no bridge port, no iptables or ebtables rule.
 
-Probes that touch the floating IP run inside the namespace, through ``minicloud.sh exec`` (tests/integration/
-fixture_net.py). Skipped, with the reason, when the fixture is not up, runs fake compute, or the run is not root.
+Probes that touch the floating IP run inside the namespace, through ``minicloud.sh exec`` (``hybrid.local.minicloud``). Skipped, with the reason, when the fixture is not up, runs fake compute, or the run is not root.
 The tests share one server (booting one under software emulation takes one to two minutes) and run in file order.
 """
 from __future__ import annotations
@@ -25,7 +24,7 @@ import pytest
 from hybrid.core.settings import load
 from hybrid.openstack.compute import new_key_pair
 from hybrid.openstack.stack import build_openstack_stack, stack_names
-from tests.integration import fixture_net
+from hybrid.local import minicloud
 
 BASE_IMAGE = "debian-12-base"
 SSH_READY_TIMEOUT = 300.0
@@ -39,7 +38,7 @@ CLOUD_INIT_TIMEOUT = 180.0
 def admin(local_cloud):
     import openstack
 
-    if reason := fixture_net.skip_reason():
+    if reason := minicloud.unavailable_reason():
         pytest.skip(reason)
     if local_cloud.image.find_image(BASE_IMAGE, ignore_missing=True) is None:
         pytest.skip(f"image {BASE_IMAGE!r} is not in the fixture's Glance (minicloud.sh up registers it)")
@@ -77,7 +76,7 @@ def vm(admin, external_range, tmp_path_factory):
 def wait_for_ssh(address: str, key: Path) -> str:
     deadline, last = time.monotonic() + SSH_READY_TIMEOUT, {}
     while time.monotonic() < deadline:
-        last = fixture_net.ssh(address, key, "hostname")
+        last = minicloud.ssh(address, key, "hostname")
         if last["ok"] and last["code"] == 0:
             return last["output"]
         time.sleep(3)
@@ -120,7 +119,7 @@ def test_the_console_log_shows_cloud_init_finished(vm, admin):
 
 def test_paramiko_logs_in_through_the_floating_ip_with_the_stacks_key_only(vm, admin, tmp_path):
     address = vm.find("floating_ip").properties["address"]
-    answer = fixture_net.ssh(address, vm.key_path(), "hostname; ip -4 -o addr show scope global")
+    answer = minicloud.ssh(address, vm.key_path(), "hostname; ip -4 -o addr show scope global")
     assert answer["ok"] and answer["code"] == 0, answer
     hostname, addresses = answer["output"].split("\n", 1)
     assert hostname == stack_names(vm.settings).server
@@ -130,19 +129,19 @@ def test_paramiko_logs_in_through_the_floating_ip_with_the_stacks_key_only(vm, a
     stranger = tmp_path / "stranger.pem"
     stranger.write_text(new_key_pair("stranger@nowhere")[0])
     stranger.chmod(0o600)
-    refused = fixture_net.ssh(address, stranger, "hostname")
+    refused = minicloud.ssh(address, stranger, "hostname")
     assert not refused["ok"] and "CredentialsError" in refused["error"], refused
 
 
 def test_the_security_group_filters_and_the_floating_ip_lives_only_in_the_namespace(vm, external_range):
     address = vm.find("floating_ip").properties["address"]
-    assert fixture_net.tcp(address, BLOCKED_PORT) == "timeout", "a port the group does not allow gets no answer"
-    assert fixture_net.tcp(address, ALLOWED_IDLE_PORT) == "refused", "an allowed port with no listener: a reset"
-    assert fixture_net.tcp(address, 22) == "connected"
+    assert minicloud.tcp(address, BLOCKED_PORT) == "timeout", "a port the group does not allow gets no answer"
+    assert minicloud.tcp(address, ALLOWED_IDLE_PORT) == "refused", "an allowed port with no listener: a reset"
+    assert minicloud.tcp(address, 22) == "connected"
     # From the root namespace the floating range is `unreachable` (checked first: without that route a packet would
     # follow the default route off the machine), so the kernel refuses the attempt before any packet is sent.
     assert f"unreachable {external_range}" in sh("ip", "-4", "route", "show", "type", "unreachable")
-    assert fixture_net.tcp_from_here(address, 22, timeout=2.0) == "error: No route to host"
+    assert minicloud.tcp_from_here(address, 22, timeout=2.0) == "error: No route to host"
 
 
 def test_down_leaves_no_domain_tap_bridge_port_or_rule_of_the_server(vm, admin):

@@ -1,9 +1,12 @@
-"""Reaching the local OpenStack fixture's floating IPs, which exist only inside its namespace ``minicloud-ext``.
+"""Reaching the local OpenStack fixture's floating IPs (devstack/minicloud.sh), which exist only inside its network
+namespace ``minicloud-ext``.
 
 Every probe runs as a child process through the fixture's one entry, ``devstack/minicloud.sh exec -- CMD``: this
-module re-runs itself there (``python -m tests.integration.fixture_net REQUEST``) and prints one JSON answer. The
-SSH probe logs in with the project's own client (``hybrid.openstack.remote.open_ssh``: paramiko, the stack's key
-only). Nothing in the test process itself ever sends a packet to a floating IP.
+module re-runs itself there (``python -m hybrid.local.minicloud REQUEST``) and prints one JSON answer. The SSH probe
+logs in with the project's own client (``hybrid.openstack.remote.open_ssh``: paramiko, the stack's key only). The
+calling process itself never sends a packet to a floating IP (``tcp_from_here`` only where the fixture made the range
+``unreachable`` in the root namespace). Used by the tests and benchmarks; needs root (``ip netns exec``) and a
+checkout (the script lives in ``devstack/``).
 """
 from __future__ import annotations
 
@@ -19,8 +22,10 @@ MINICLOUD = ROOT / "devstack" / "minicloud.sh"
 NAMESPACE = "minicloud-ext"
 
 
-def skip_reason() -> str:
-    """Why the floating IPs cannot be reached from this test run (empty when they can)."""
+def unavailable_reason() -> str:
+    """Why the floating IPs cannot be reached from here (empty when they can)."""
+    if not MINICLOUD.exists():
+        return f"{MINICLOUD} not found: the fixture's script comes with a checkout of the project"
     if os.geteuid() != 0:
         return "entering the fixture's namespace needs root (devstack/minicloud.sh exec)"
     if not Path("/run/netns", NAMESPACE).exists():
@@ -31,7 +36,7 @@ def skip_reason() -> str:
 
 def in_namespace(request: dict, timeout: float = 60.0) -> dict:
     """Runs one probe inside the fixture's namespace; returns its JSON answer."""
-    done = subprocess.run(["bash", str(MINICLOUD), "exec", "--", sys.executable, "-m", "tests.integration.fixture_net",
+    done = subprocess.run(["bash", str(MINICLOUD), "exec", "--", sys.executable, "-m", "hybrid.local.minicloud",
                            json.dumps(request)], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     if done.returncode != 0:
@@ -50,7 +55,7 @@ def tcp(host: str, port: int, timeout: float = 3.0) -> str:
 
 
 def tcp_from_here(host: str, port: int, timeout: float = 3.0) -> str:
-    """The same attempt from the test's own (root) namespace."""
+    """The same attempt from this process's own (root) namespace: only where that range is ``unreachable`` there."""
     return _tcp({"host": host, "port": port, "timeout": timeout})["result"]
 
 
