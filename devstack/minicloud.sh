@@ -371,7 +371,7 @@ svc_start_args() {   # prints: USER CHDIR then the command
 }
 
 svc_pid() { local p; p=$(cat "$RUN/$1.pid" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null && echo "$p"; }
-listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+listening() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 http_ok() {     # http_ok URL -> 0 when it answers 2xx/3xx
     local c; c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$1" 2>/dev/null)
     [[ "$c" =~ ^[23] ]]
@@ -586,9 +586,9 @@ containment_problems() {        # prints one line per breach of the containment 
     ip -4 -o addr show | awk '{print $2, $4}' | grep -E " ${nets#^}" | sed 's/^/root namespace has address: /'
     ip -4 route show | grep -v '^unreachable ' | awk '{print $1}' | grep -E "$nets" \
         | sed 's/^/root namespace has route: /'
-    local range
+    local range unreachable; unreachable=$(ip -4 route show type unreachable)   # (grep -q on a pipe: SIGPIPE)
     for range in $FIXTURE_RANGES; do
-        ip -4 route show type unreachable | grep -q "^unreachable $range" \
+        grep -q "^unreachable $range" <<<"$unreachable" \
             || echo "root namespace lacks the unreachable route for $range (its packets would leave the machine)"
     done
     if [ -e "/run/netns/$EXT_NS" ]; then
@@ -615,7 +615,7 @@ remove_neutron_rules() {        # iptables and ebtables rules the agents wrote i
     local t cmd
     for cmd in iptables ip6tables; do
         for t in filter raw nat mangle; do
-            "$cmd-save" -t $t 2>/dev/null | grep -q neutron || continue
+            [[ "$("$cmd-save" -t $t 2>/dev/null)" == *neutron* ]] || continue
             "$cmd-save" -t $t | grep -v neutron | "$cmd-restore" -T $t 2>/dev/null \
                 || "$cmd-save" -t $t | grep -v neutron | "$cmd-restore"
         done

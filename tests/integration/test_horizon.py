@@ -1,13 +1,14 @@
 """Horizon, in headless Chromium, shows what ``build_openstack_stack(...).up()`` made on the local fixture.
 
 Logs into the fixture's Horizon (devstack/minicloud.sh, http://127.0.0.1/) as the member user of cloud
-``hybrid-local`` and finds the stack's web-tier server (Active, with the floating IP that Neutron reports), its key
-pair and its security group; saves a screenshot of the Instances page to the test's tmp_path (and, with HYBRID_UPDATE_SCREENSHOTS=1, to
-docs/horizon-instances.png for the README) (on a failure: tmp_path/horizon-failure.png, beside
-chromedriver.log and Chromium's network log). Skipped, with the reason, without /usr/bin/chromium and /usr/bin/chromedriver (Debian's
-``chromium`` and ``chromium-driver``), selenium, the cloud or Horizon. The browser only talks to Horizon on
-loopback (its network log is checked for anything else: no DNS query, no other address); nothing is ever sent to a
-floating IP.
+``hybrid-local`` and finds the stack's web-tier server (Active, with the floating IP that Neutron reports), its
+console log (the instance's Log tab, every line of it in the API's console output), its key pair and its security
+group. With real compute the server boots the fixture's base image, so the log is a real boot's. Saves a screenshot
+of the Instances page to the test's tmp_path (and, with HYBRID_UPDATE_SCREENSHOTS=1, to docs/horizon-instances.png
+for the README) (on a failure: tmp_path/horizon-failure.png, beside chromedriver.log and Chromium's network log).
+Skipped, with the reason, without /usr/bin/chromium and /usr/bin/chromedriver (Debian's ``chromium`` and
+``chromium-driver``), selenium, the cloud or Horizon. The browser only talks to Horizon on loopback (its network log
+is checked for anything else: no DNS query, no other address); nothing is ever sent to a floating IP.
 """
 from __future__ import annotations
 

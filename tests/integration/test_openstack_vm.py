@@ -2,15 +2,16 @@
 
 The stack's own code (``build_openstack_stack``) boots a server from the fixture's base image ``debian-12-base`` on
 the private network, with the stack's key pair and a security group that allows SSH from the fixture's external
-namespace (``aws.operator_cidr`` = the external network's range), and gives it a floating IP. Then: the server is ACTIVE and its
-libvirt domain runs; its console log shows cloud-init finished; paramiko logs in through the floating IP with the
-stack's private key (and not with another key); a port the group does not allow gets no answer while an allowed port
-with no listener is refused; the floating IP is refused locally in the root namespace (an `unreachable`
-route). After ``down`` nothing of the
-server is left: no libvirt domain, no QEMU, no tap, no bridge port, no iptables or ebtables rule.
+namespace (``aws.operator_cidr`` = the external network's range), and gives it a floating IP. Then: the server is
+ACTIVE and its libvirt domain runs; its console log shows cloud-init finished; paramiko logs in through the floating
+IP with the stack's private key (and not with another key); a port the group does not allow gets no answer while an
+allowed port with no listener is refused; the floating IP is refused locally in the root namespace (an
+``unreachable`` route). After ``down`` nothing of the server is left: no libvirt domain, no QEMU, no tap, no bridge
+port, no iptables or ebtables rule.
 
-Probes that touch the floating IP run inside the namespace, through ``minicloud.sh exec`` (``hybrid.local.minicloud``). Skipped, with the reason, when the fixture is not up, runs fake compute, or the run is not root.
-The tests share one server (booting one under software emulation takes one to two minutes) and run in file order.
+Probes that touch the floating IP run inside the namespace, through ``minicloud.sh exec`` (``hybrid.local.minicloud``).
+Skipped, with the reason, when the fixture is not up, runs fake compute, or the run is not root. The tests share one
+server (it boots in about a minute under software emulation) and run in file order.
 """
 from __future__ import annotations
 
