@@ -53,7 +53,7 @@ ini()  { crudini --set "$@"; }                               # ini FILE SECTION 
 install_packages() {
     if [ -f "$STATE/installed" ]; then return 0; fi
     DID+=" packages"
-    say "installing packages (apt-get update once, then ~290 MB download)"
+    say "installing packages (apt-get update once, then about 180-300 MB to download, 1 GB installed)"
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d
     local p sel=""
     for p in keystone glance-common glance-api nova-common nova-api placement-common placement-api \

@@ -15,6 +15,7 @@ server (it boots in about a minute under software emulation) and run in file ord
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -174,3 +175,16 @@ def test_down_leaves_no_domain_tap_bridge_port_or_rule_of_the_server(vm, admin):
         time.sleep(1)
     assert left == []
     assert admin.compute.find_server(server.id, ignore_missing=True) is None
+
+
+def test_exec_runs_the_command_in_the_namespace_and_returns_its_exit_code(admin, external_range):
+    script = ["bash", str(minicloud.MINICLOUD), "exec", "--"]
+    inside = subprocess.run([*script, "ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True)
+    gateway = admin.network.find_subnet("public-subnet", ignore_missing=False).gateway_ip
+    assert f"inet {gateway}/{external_range.split('/')[1]}" in inside.stdout
+    ours = set(re.findall(r"inet ([\d.]+)/", sh("ip", "-4", "-o", "addr", "show"))) - {"127.0.0.1"}
+    assert not ours & set(re.findall(r"inet ([\d.]+)/", inside.stdout)), "none of this machine's addresses in there"
+    assert subprocess.run([*script, "sh", "-c", "exit 7"], check=False).returncode == 7
+    env = subprocess.run([*script, "sh", "-c", 'echo "$HYBRID_PROBE"'], capture_output=True, text=True, check=True,
+                         env={**os.environ, "HYBRID_PROBE": "kept"})
+    assert env.stdout.strip() == "kept", "the command sees this environment"
