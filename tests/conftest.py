@@ -15,7 +15,8 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 for _name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
               "AWS_DEFAULT_REGION", "AWS_REGION"):
     os.environ.pop(_name, None)
-for _name in [n for n in os.environ if n.startswith("HYBRID_")]:
+# The operator's settings (HYBRID_*) stay out of the tests; HYBRID_UPDATE_SCREENSHOTS is the tests' own switch.
+for _name in [n for n in os.environ if n.startswith("HYBRID_") and n != "HYBRID_UPDATE_SCREENSHOTS"]:
     os.environ.pop(_name)
 
 
