@@ -520,8 +520,7 @@ build_base_image() {
 start_libvirt() {
     [ "$COMPUTE" = fake ] && return 0
     rm -f /etc/libvirt/qemu/networks/autostart/default.xml     # its bridge would take 192.168.122.1 in the root ns
-    crudini --set /etc/libvirt/libvirtd.conf '' log_outputs "\"3:file:$LOG/libvirtd.log\"" 2>/dev/null \
-        || sed -i "/^log_outputs/d; \$a log_outputs=\"3:file:$LOG/libvirtd.log\"" /etc/libvirt/libvirtd.conf
+    crudini --set /etc/libvirt/libvirtd.conf '' log_outputs "\"3:file:$LOG/libvirtd.log\""   # top-level key
     pgrep -x virtlogd >/dev/null || { virtlogd -d || die "virtlogd start"; }
     if ! pgrep -x libvirtd >/dev/null; then
         libvirtd -d || die "libvirtd start" "$LOG/libvirtd.log"
