@@ -383,14 +383,10 @@ def time_vm(name: str, state_dir: Path, external_range: str) -> VmRun:
         run.up = time.perf_counter() - start
         stack = build_openstack_stack(settings)
         address, key = stack.find("floating_ip").properties["address"], stack.key_path()
-        while not (answer := minicloud.ssh(address, key, "true"))["ok"] or answer["code"] != 0:
-            if time.perf_counter() - start > SSH_READY_TIMEOUT:
-                raise RuntimeError(f"no SSH login at {address} within {SSH_READY_TIMEOUT:.0f} s: {answer}")
-            time.sleep(2)
+        minicloud.wait_for_ssh(address, key, SSH_READY_TIMEOUT - (time.perf_counter() - start))
         run.ssh_ready = time.perf_counter() - start
         server_id, conn = stack.find("server").id, raw_connection()
-        while not re.search(r"Cloud-init v\. \S+ finished at ",
-                            conn.compute.get_server_console_output(server_id)["output"]):
+        while not minicloud.CLOUD_INIT_FINISHED.search(conn.compute.get_server_console_output(server_id)["output"]):
             if time.perf_counter() - start > CLOUD_INIT_TIMEOUT:
                 raise RuntimeError(f"cloud-init did not finish within {CLOUD_INIT_TIMEOUT:.0f} s")
             time.sleep(2)

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from hybrid.core.wait import Poll, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 MINICLOUD = ROOT / "devstack" / "minicloud.sh"
 NAMESPACE = "minicloud-ext"
+CLOUD_INIT_FINISHED = re.compile(r"Cloud-init v\. \S+ finished at ")
+"""cloud-init's last line on a server's console (its final stage is done)."""
 
 
 def unavailable_reason() -> str:
@@ -47,6 +52,17 @@ def in_namespace(request: dict, timeout: float = 60.0) -> dict:
 def ssh(host: str, key: Path, command: str, user: str = "debian") -> dict:
     """``{"ok": bool, "output": str, "code": int, "error": str}`` of ``command`` run over SSH as ``user``."""
     return in_namespace({"probe": "ssh", "host": host, "key": str(key), "command": command, "user": user})
+
+
+def wait_for_ssh(host: str, key: Path, timeout: float, interval: float = 2.0, user: str = "debian") -> str:
+    """Tries ``hostname`` over SSH every ``interval`` seconds until a login succeeds; returns its output. Raises
+    ``WaitTimeout`` with the last answer after ``timeout`` seconds."""
+    def probe() -> Poll[str]:
+        answer = ssh(host, key, "hostname", user)
+        ok = answer["ok"] and answer["code"] == 0
+        return Poll(answer["output"], ok, state=answer["error"] or f"exit {answer['code']}")
+
+    return wait_for(f"an SSH login at {host}", probe, timeout, interval)
 
 
 def tcp(host: str, port: int, timeout: float = 3.0) -> str:
