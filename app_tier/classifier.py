@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "efficientnet-lite0/imagenet"
 RUNTIMES = ("auto", "onnx", "torch")
-ONNX_PACKAGES = ("onnxruntime", "onnx", "onnxscript")
+# Running the ONNX export needs only onnxruntime (the app-tier image has nothing more); making it needs torch, onnx
+# and onnxscript (the [app] extra, on the operator's machine).
+ONNX_PACKAGES = ("onnxruntime",)
+EXPORT_PACKAGES = ("torch", "onnx", "onnxscript")
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "hybrid" / "models"
 ONNX_FILE = "model.onnx"
 TOP_K = 5
@@ -79,8 +82,9 @@ class Classifier:
 def load_classifier(runtime: str = "auto", threads: int = 1, cache_dir: Path | None = None) -> Classifier:
     """Load the classifier on `runtime` ("auto", "onnx" or "torch") with `threads` compute threads.
 
-    "auto" picks ONNX Runtime when onnxruntime, onnx and onnxscript are installed, else PyTorch. The ONNX export is
-    kept in `cache_dir` (default ``~/.cache/hybrid/models``). "torch" sets torch's process-wide thread count.
+    "auto" picks ONNX Runtime when onnxruntime is installed, else PyTorch. The ONNX export is kept in `cache_dir`
+    (default ``~/.cache/hybrid/models``); making it needs torch, onnx and onnxscript. "torch" sets torch's
+    process-wide thread count.
     """
     chosen = _resolve_runtime(runtime)
     weights = weights_path()
@@ -113,12 +117,16 @@ def _resolve_runtime(runtime: str) -> str:
         raise ConfigError(f"runtime = {runtime!r} is not valid: expected one of {', '.join(RUNTIMES)}")
     if runtime == "torch":
         return runtime
-    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    missing = _missing(ONNX_PACKAGES)
     if runtime == "auto":
         return "torch" if missing else "onnx"
     if missing:
-        raise ConfigError(f"runtime = 'onnx' needs {', '.join(missing)}: install the project's [app] extra")
+        raise ConfigError(f"runtime = 'onnx' needs {', '.join(missing)}: install the project's [worker] extra")
     return runtime
+
+
+def _missing(packages: Sequence[str]) -> list[str]:
+    return [name for name in packages if importlib.util.find_spec(name) is None]
 
 
 def _sha256(path: Path) -> str:
@@ -183,6 +191,11 @@ def _ensure_onnx_export(weights: Path, model_id: str, cache_dir: Path) -> Path:
     if (folder / ONNX_FILE).is_file():
         log.info("using cached ONNX export %s", folder)
         return folder / ONNX_FILE
+    missing = _missing(EXPORT_PACKAGES)
+    if missing:
+        raise ConfigError(f"the ONNX export of {model_id} is not in {cache_dir}, and making it needs "
+                          f"{', '.join(missing)} (the [app] extra): run `hybrid models prepare` where they are "
+                          "installed and copy the export into that folder")
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=cache_dir))
     try:

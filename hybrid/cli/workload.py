@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from hybrid.core.errors import ConfigError
-from hybrid.tools.workload import run_workload, workload_inputs
 
 
 class WorkloadUsageError(click.ClickException):
@@ -50,6 +49,8 @@ def workload(url: str, images_dir: Path, count: int | None, concurrency: int, ex
           --concurrency 100 --expected labels.csv --report run.json
     """
     try:
+        from hybrid.tools.workload import run_workload, workload_inputs  # requests: operator only
+
         images, expected = workload_inputs(images_dir, expected_csv, report_path)
         report = run_workload(url, images, count, concurrency, expected, field, timeout, retries, not quiet)
     except ConfigError as exc:

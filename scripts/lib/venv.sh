@@ -1,4 +1,6 @@
-# Sourced by scripts/*.sh: creates or reuses .venv (Python 3.11) and installs the project with every extra.
+# Sourced by scripts/*.sh: creates or reuses .venv (Python 3.11) and installs the project with every extra
+# (dev pulls in operator, app, worker and web: everything development and the tests use; an image installs only
+# its tier's extra, see images/README.md).
 # Reinstalls only when pyproject.toml changed since the last install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -27,7 +29,7 @@ ensure_venv() {
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "==> installing hybrid and its dependencies into $VENV (torch comes from local disk; about a minute)"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev,app]"
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev,operator,app,worker,web]"
     echo "$want" > "$stamp"
   fi
   export PATH="$VENV/bin:$PATH"
