@@ -39,7 +39,7 @@ PACKAGES="mariadb-server python3-pymysql rabbitmq-server memcached python3-memca
  openstack-dashboard-apache crudini qemu-utils python3-keystoneclient python3-openstackclient iproute2 curl
  python3-nova libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 python3-libvirt
  genisoimage neutron-linuxbridge-agent neutron-dhcp-agent neutron-l3-agent dnsmasq-base iptables ebtables conntrack
- sudo mmdebstrap iputils-ping"
+ sudo mmdebstrap iputils-ping socat"
 T0=$(date +%s)
 DID=""                                                       # what this `up` had to do: packages base-image databases
 

@@ -6,6 +6,7 @@ reads it to find the endpoint of ``aws.target = "emulator"``.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from hybrid.core import procs
 from hybrid.core.errors import EmulatorNotRunning
 
 SERVER_MODULE = "hybrid.local.awsserver.server"
+# The local AWS server as a VM of that server sees it: QEMU user networking with restrict=on forwards only this
+# address and port (guestfwd) to the server on 127.0.0.1. Settings and presigned URLs given to a VM use it.
+GUEST_AWS_ADDRESS = "10.0.2.100"
+GUEST_AWS_PORT = 80
+GUEST_AWS_ENDPOINT = f"http://{GUEST_AWS_ADDRESS}"
+IMAGE_CACHE_VARIABLE = "HYBRID_IMAGE_CACHE"
 
 
 @dataclass(frozen=True)
@@ -63,3 +70,15 @@ def endpoint_url(state_dir: Path) -> str:
         raise EmulatorNotRunning(f"the local AWS server is not running (no live emulator recorded in "
                                  f"{emulator_dir(state_dir)}): start it with `hybrid emulator start`")
     return info.url
+
+
+def image_store(state_dir: Path) -> Path:
+    """The local server's machine images with bytes: ``<state_dir>/emulator/images/<ami id>/``."""
+    return emulator_dir(state_dir) / "images"
+
+
+def image_cache_dir() -> Path:
+    """Baked disks by recipe digest, kept across local servers: ``$HYBRID_IMAGE_CACHE`` or
+    ``~/.cache/hybrid/images``."""
+    configured = os.environ.get(IMAGE_CACHE_VARIABLE, "")
+    return Path(configured) if configured else Path.home() / ".cache" / "hybrid" / "images"

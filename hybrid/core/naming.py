@@ -14,6 +14,12 @@ ROLE_DEAD_LETTERS = "dead-letters"
 ROLE_APP_TIER = "app-tier"
 ROLE_WEB_TIER = "web-tier"
 ROLE_EXPORTS = "exports"
+# Machine images: the digest of a bake's recipe and checkout (the image cache's key, on AWS and on the local server)
+RECIPE_DIGEST_TAG = "hybrid:recipe-digest"
+# On the local AWS server, an app-tier instance with this tag (value LOCAL_MACHINE_VM) boots its image as a VM
+# instead of running as a local worker process; bake builders always boot as VMs.
+LOCAL_MACHINE_TAG = "hybrid:local-machine"
+LOCAL_MACHINE_VM = "vm"
 
 
 @dataclass(frozen=True)

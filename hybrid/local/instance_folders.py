@@ -1,6 +1,9 @@
 """The local instance runner's folder per instance, ``<state_dir>/instances/<instance id>/``: the instance's user
 data, its worker's log, and while the worker lives its ``pid``.
 
+An instance that boots as a VM has its machine's files there instead (console, disk overlay, config drive, QMP
+socket, ``machine.json``, ``ended``: ``hybrid.local.machines``).
+
 The runner (``hybrid.local.instances``) writes them; the local server's supervisor prunes what an earlier server
 left (``hybrid.local.awsserver.process``), and the local stack lists the workers from them.
 """
