@@ -1,6 +1,7 @@
 """Entry point of the emulator subprocess: ``python -m hybrid.local.awsserver.server --port-file PATH``.
 
-Applies the SQS and server fixes, loads the services the toolkit calls, serves moto on 127.0.0.1 on a free port
+Applies the SQS and server fixes and the machine image actions (``image_fixes``: the state folder is the port
+file's folder's parent), loads the services the toolkit calls, serves moto on 127.0.0.1 on a free port
 (or ``--port``), writes the port to the port file once it is listening, and stops cleanly on SIGTERM or SIGINT.
 Once the port file exists, no first call of a service stalls the others (``server_fixes.preload_services``), and
 the loaded services are frozen out of the garbage collector (``server_fixes.freeze_heap``).
@@ -15,7 +16,7 @@ import threading
 from pathlib import Path
 
 from hybrid.core.files import write_atomically
-from hybrid.local.awsserver import server_fixes, sqs_fixes, wakeup
+from hybrid.local.awsserver import image_fixes, server_fixes, sqs_fixes, wakeup
 
 log = logging.getLogger("hybrid.local.awsserver")
 SERVICES = ("ec2", "s3", "sqs", "iam", "sts")  # what the toolkit calls
@@ -30,11 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
     sqs_fixes.apply()
     server_fixes.apply()
-    wakeup.apply(Path(args.port_file).resolve().parent)  # the emulator's folder: its instance runner listens
+    emulator_folder = Path(args.port_file).resolve().parent  # <state_dir>/emulator/
+    wakeup.apply(emulator_folder)  # its instance runner listens
+    image_fixes.apply(emulator_folder.parent)  # before serving: server fix 5 remembers the actions per class
     server = server_fixes.serve("127.0.0.1", args.port, preload=SERVICES)
     server_fixes.freeze_heap()  # the loaded services stay; no full collection walks them again
     threading.Thread(target=server.serve_forever, name="moto-server", daemon=True).start()
     port = server.server_address[1]
+    image_fixes.listening(port)
     write_atomically(Path(args.port_file), str(port).encode())
     log.info("moto %s with SQS and server fixes listening on 127.0.0.1:%s (pid %s)", _moto_version(), port,
              os.getpid())
