@@ -5,7 +5,13 @@ import logging
 from functools import lru_cache
 
 from app_tier.classifier import load_classifier
-from app_tier.termination import SelfTerminator, instance_id_from_metadata, no_instance, shutdown_now
+from app_tier.termination import (
+    SelfTerminator,
+    instance_id_from_cloud_init,
+    instance_id_from_metadata,
+    no_instance,
+    shutdown_now,
+)
 from app_tier.worker import Worker, WorkerConfig
 from hybrid.aws.channels import S3Store, SqsQueue
 from hybrid.aws.compute import Ec2Fleet
@@ -21,6 +27,7 @@ def run_worker(settings: Settings, instance_id: str, classifier: ImageClassifier
     """Works until idle (then terminates the instance) or stopped; returns why it ended. Loads the classifier
     unless given one (a forked local worker inherits its runner's)."""
     classifier = classifier or load_classifier(settings.worker.runtime, settings.worker.threads)
+    instance_id = own_instance_id(instance_id, runs_on_aws(settings))
     worker = build_worker(settings, instance_id, classifier)
     name = instance_id or "(no instance)"
     log.info("worker %s: model %s on %s, stack %s", name, classifier.model_id, classifier.runtime, settings.stack)
@@ -42,11 +49,26 @@ def build_worker(settings: Settings, instance_id: str, classifier: ImageClassifi
 
 
 def terminator(settings: Settings, clients: AwsClients, instance_id: str):
-    """Local instances end through the API only; on AWS the id comes from IMDSv2 and the OS is the fallback."""
-    on_aws = settings.aws.use_instance_metadata
-    if on_aws and not instance_id:
-        instance_id = instance_id_from_metadata()
+    """How this worker ends its instance: through the API, with an OS shutdown as the fallback on AWS."""
+    on_aws = runs_on_aws(settings)
+    instance_id = own_instance_id(instance_id, on_aws)
     if not instance_id:
         return no_instance
     fleet = Ec2Fleet(clients.ec2, settings.stack)
     return SelfTerminator(fleet.terminate, instance_id, shutdown_now if on_aws else None)
+
+
+def runs_on_aws(settings: Settings) -> bool:
+    """True on an EC2 instance of a real AWS stack: only there is the instance metadata service asked."""
+    return settings.aws.target == "aws" and settings.aws.use_instance_metadata
+
+
+def own_instance_id(given: str, on_aws: bool, read_cloud_init=instance_id_from_cloud_init,
+                    read_metadata=instance_id_from_metadata) -> str:
+    """The given id, else cloud-init's for this machine, else (on AWS only) the metadata service's; "" if none."""
+    if given:
+        return given
+    recorded = read_cloud_init()
+    if recorded or not on_aws:
+        return recorded
+    return read_metadata()

@@ -1,20 +1,33 @@
 """How a worker ends its own instance: through the EC2 API, with an OS shutdown as the fallback on AWS.
 
-On AWS the instance id comes from the instance metadata service (IMDSv2: a session token, then the id), and
-instances are launched with ``InstanceInitiatedShutdownBehavior=terminate`` so the OS shutdown also ends billing.
-Off AWS (the local server) the id comes from the local instance runner and there is no OS fallback.
+Which instance: the one given (``--instance-id``: the local instance runner gives its process workers theirs), else
+the one cloud-init recorded for this machine (``/var/lib/cloud/data/instance-id``: on EC2 from the metadata service,
+on the local server's VMs from the config drive), else, on AWS only, the instance metadata service (IMDSv2: a
+session token, then the id). On an image the worker's unit powers the machine off once the worker exits 0
+(``SuccessAction=poweroff``), and app-tier instances are launched with ``InstanceInitiatedShutdownBehavior=terminate``,
+so a power-off also ends the instance (and its billing) if the API call failed.
 """
 from __future__ import annotations
 
 import logging
 import subprocess
 import urllib.request
+from pathlib import Path
 from typing import Callable
 
 from hybrid.core.errors import HybridError
 
 log = logging.getLogger(__name__)
 IMDS_URL = "http://169.254.169.254"
+CLOUD_INIT_INSTANCE_ID = Path("/var/lib/cloud/data/instance-id")
+
+
+def instance_id_from_cloud_init(path: Path = CLOUD_INIT_INSTANCE_ID) -> str:
+    """The id cloud-init recorded for this machine's current instance, or "" where cloud-init has not run."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def instance_id_from_metadata(base_url: str = IMDS_URL, timeout: float = 2.0) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import resource
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -79,6 +80,12 @@ class WorkerStats:
     malformed: int = 0
     errors: int = 0
     extensions: int = 0
+    peak_rss_mb: float = 0.0  # the process's peak resident memory, recorded when run() ends
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB (Linux reports ``ru_maxrss`` in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 @dataclass
@@ -97,6 +104,12 @@ class Worker:
 
     def run(self) -> str:
         """Works until idle for ``idle_timeout`` (then terminates its instance) or until ``stop`` is set."""
+        try:
+            return self._work()
+        finally:
+            self.stats.peak_rss_mb = peak_rss_mb()
+
+    def _work(self) -> str:
         idle_since = self.clock.now()
         while not self.stop.is_set():
             wait = poll_wait(idle_since, self.clock.now(), self.config.idle_timeout, self.config.max_wait)

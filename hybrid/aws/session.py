@@ -91,6 +91,16 @@ class AwsClients:
         return self.client("s3")
 
     @cached_property
+    def s3_presigner(self) -> MappedClient:
+        """An S3 client for presigned URLs: SigV4 (botocore presigns with SigV2 unless told, which S3 refuses for
+        buckets created since June 2020) on the bucket's regional host (a new bucket outside us-east-1 answers its
+        global name with a redirect to a host the signature does not cover); path style on an IP endpoint."""
+        config = CLIENT_CONFIG.merge(botocore.config.Config(signature_version="s3v4",
+                                                           s3={"addressing_style": "virtual"}))
+        raw = self._session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        return MappedClient(raw, self.settings.aws.target)
+
+    @cached_property
     def sqs(self) -> MappedClient:
         return self.client("sqs")
 

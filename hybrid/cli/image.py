@@ -21,28 +21,35 @@ def image() -> None:
     hybrid image bake --role app-tier          # <stack>-app-tier, which `hybrid aws up` then finds
     hybrid image bake --role web-tier
     hybrid image export --role web-tier        # AMI -> VMDK in S3 -> qcow2 -> Glance (openstack.cloud)
-    hybrid image user-data --role app-tier     # the cloud-config a builder gets
+    hybrid image user-data --role app-tier     # the cloud-config a builder gets (URL left empty)
     """
 
 
 @image.command("bake")
 @click.option("--role", type=ROLE_CHOICE, required=True, help="which image to bake")
-@click.option("--base-ami", default="", help="base Ubuntu/Debian AMI with cloud-init (default: aws.ami_id)")
-@click.option("--instance-type", default="", help="builder instance type (default: aws.instance_type)")
-@click.option("--source", default="", help="what the builder pip-installs: a wheel URL, a pip requirement, or "
-                                           "empty for hybrid==<this version> from the package index")
+@click.option("--base-ami", default="", help="base Debian/Ubuntu AMI with cloud-init and python3 3.11 (default: "
+                                             "aws.ami_id; on the local server its first stock image)")
+@click.option("--instance-type", default="", help="builder instance type (default: aws.instance_type; t3.micro on "
+                                                  "the local server)")
 @click.option("--replace", is_flag=True, help="replace an existing image of the same name")
 @pass_context
-def bake_command(ctx: Context, role: str, base_ami: str, instance_type: str, source: str, replace: bool) -> None:
-    """Launch a builder with the role's recipe, wait until it reports ready, create the image <stack>-<role>
-    (tagged hybrid:stack, hybrid:role, hybrid:origin=baked) and terminate the builder, whatever happens."""
+def bake_command(ctx: Context, role: str, base_ami: str, instance_type: str, replace: bool) -> None:
+    """Build the role's wheelhouse from this checkout (its wheel, its dependencies pinned to the versions installed
+    here for CPython 3.11, pip, and on the app tier the ONNX model), upload it to <stack>-exports, launch a builder
+    that installs from it by a presigned URL (no package index, no apt), wait until its console reports ready,
+    create the image <stack>-<role> (tagged hybrid:stack, hybrid:role, hybrid:origin=baked, hybrid:recipe-digest),
+    and terminate the builder and delete the upload, whatever happens.
+
+    On AWS an available image of the stack with the same role and recipe digest is reused: nothing is baked.
+    """
     from hybrid.machine_images.bake import BakeRequest, bake_image
 
     started = time.monotonic()
     with progress(f"baking {role}") as on_poll:
-        result = bake_image(ctx.settings, BakeRequest(role, base_ami, instance_type, source, replace),
+        result = bake_image(ctx.settings, BakeRequest(role, base_ami, instance_type, replace),
                             report=click.echo, on_poll=on_poll)
-    click.echo(f"image {result.name}: {result.image_id} in {time.monotonic() - started:.0f} s")
+    how = "reused (same recipe digest)" if result.reused else f"baked in {time.monotonic() - started:.0f} s"
+    click.echo(f"image {result.name}: {result.image_id}, {how}, recipe digest {result.digest[:16]}")
 
 
 @image.command("export")
@@ -67,10 +74,12 @@ def export_command(ctx: Context, role: str, image_id: str, out_dir: Path | None,
 @image.command("user-data")
 @click.option("--role", type=ROLE_CHOICE, required=True)
 @click.option("--boot", is_flag=True, help="the boot user data (this stack's settings) instead of the bake recipe")
-@click.option("--source", default="", help="as for `bake`")
+@click.option("--wheelhouse-url", default="", help="the wheelhouse's presigned URL (`bake` fills it in)")
+@click.option("--wheelhouse-sha256", default="", help="the wheelhouse tar's SHA-256 (`bake` fills it in)")
 @pass_context
-def user_data_command(ctx: Context, role: str, boot: bool, source: str) -> None:
+def user_data_command(ctx: Context, role: str, boot: bool, wheelhouse_url: str, wheelhouse_sha256: str) -> None:
     """Print a role's cloud-config: the bake recipe, or with --boot the settings an instance boots with."""
     from hybrid.machine_images.recipes import bake_user_data, boot_user_data
 
-    click.echo(boot_user_data(ctx.settings) if boot else bake_user_data(role, source), nl=False)
+    text = boot_user_data(ctx.settings) if boot else bake_user_data(role, wheelhouse_url, wheelhouse_sha256)
+    click.echo(text, nl=False)

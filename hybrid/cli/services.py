@@ -18,12 +18,14 @@ def models() -> None:
 
 
 @models.command("prepare")
-def models_prepare() -> None:
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="the model cache to fill (default ~/.cache/hybrid/models, where workers look)")
+def models_prepare(cache_dir: Path | None) -> None:
     """Export the ONNX model into the cache once (workers then start without importing torch)."""
     from app_tier.classifier import load_classifier
 
     started = time.monotonic()
-    classifier = load_classifier("auto", 1)
+    classifier = load_classifier("auto", 1, cache_dir)
     click.echo(f"{classifier.model_id} ready on {classifier.runtime} in {time.monotonic() - started:.1f} s")
 
 

@@ -33,7 +33,7 @@ from hybrid.core.errors import NameTakenError, NotFoundError
 from hybrid.core.naming import ROLE_TAG, ROLE_WEB_TIER, STACK_TAG
 from hybrid.core.settings import Settings
 from hybrid.core.wait import Poll, wait_for
-from hybrid.machine_images.bake import image_name
+from hybrid.machine_images.recipes import image_name
 from hybrid.openstack.glance import connect_checked, upload_qcow2
 from hybrid.openstack.image import convert_to_qcow2
 

@@ -2,14 +2,17 @@
 
 Two kinds of user data, both ``#cloud-config``:
 
-- **bake** user data (``bake_user_data``) turns a base Ubuntu/Debian instance into a role's image: it installs the
-  units and ``images/common/bake.sh``, which installs the ``hybrid`` package into ``/opt/hybrid/.venv``, prepares the
-  ONNX model (app tier), enables the units and reports ``HYBRID-BAKE-READY <role>`` on the serial console. It holds
-  no settings and no credentials.
+- **bake** user data (``bake_user_data``) turns a base Debian/Ubuntu instance into a role's image: it installs the
+  units, ``images/common/bake.sh`` and a root-only file with the wheelhouse's presigned URL and SHA-256. bake.sh
+  fetches the wheelhouse (``hybrid.machine_images.wheelhouse``), installs ``hybrid[<extra>]`` from it into
+  ``/opt/hybrid/.venv`` with no package index and no apt, puts the app tier's ONNX model in the worker's cache,
+  enables the units, removes what one machine must not share, and reports ``HYBRID-BAKE-READY <role>`` on the serial
+  console. It holds no settings and no credentials.
 - **boot** user data (``boot_user_data``) gives one instance its settings: ``/etc/hybrid/settings.json`` (mode 0644,
   ``Settings.to_json``: never credentials). The autoscaler launches workers with the raw settings JSON instead; the
   ``hybrid-settings`` unit (``python -m hybrid.machine_images.recipes install-settings``) accepts both and renders
-  ``/etc/hybrid/hybrid.toml`` for commands that read a config file.
+  ``/etc/hybrid/hybrid.toml`` for commands that read a config file. That step needs only the standard library: the
+  images have no PyYAML (rendering happens on the operator's machine).
 
 The unit files live in ``images/<role>/`` and ``images/common/`` of the source tree.
 """
@@ -20,15 +23,13 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
+from functools import cache
 from typing import Any
-
-import yaml
 
 from hybrid.core.errors import ConfigError, HybridError
 from hybrid.core.files import write_atomically
-from hybrid.core.naming import ROLE_APP_TIER, ROLE_WEB_TIER
+from hybrid.core.naming import ROLE_APP_TIER, ROLE_WEB_TIER, StackNames
 from hybrid.core.settings import SECTIONS, Settings
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "images"
@@ -40,6 +41,8 @@ TOML_PATH = Path("/etc/hybrid/hybrid.toml")
 CREDENTIALS_PATH = Path("/etc/hybrid/aws-credentials")
 CLOUD_INIT_USER_DATA = Path("/var/lib/cloud/instance/user-data.txt")
 BAKE_SCRIPT = "/opt/hybrid/bake.sh"
+# Where bake.sh finds the wheelhouse's URL and checksum (root only; it deletes the file once read).
+WHEELHOUSE_SOURCE = "/root/hybrid-wheelhouse.json"
 USER_DATA_LIMIT = 16 * 1024
 READY_MARKER = "HYBRID-BAKE-READY"
 FAILED_MARKER = "HYBRID-BAKE-FAILED"
@@ -58,7 +61,7 @@ class ImageFile:
 
 @dataclass(frozen=True)
 class Recipe:
-    """What one role's image holds: units to enable, extra files, and the pip extra it installs."""
+    """What one role's image holds: units to enable, extra files, and the pip extra it installs (pyproject.toml)."""
 
     role: str
     units: tuple[str, ...]
@@ -77,13 +80,11 @@ def unit_source(unit: str) -> str:
 _UNIT_ROLE = {"hybrid-worker.service": ROLE_APP_TIER, "hybrid-web.service": ROLE_WEB_TIER,
               "hybrid-autoscaler.service": ROLE_WEB_TIER}
 _RECIPES = {
-    ROLE_APP_TIER: Recipe(ROLE_APP_TIER, ("hybrid-settings.service", "hybrid-worker.service"),
-                          (ImageFile("/etc/polkit-1/rules.d/50-hybrid-poweroff.rules",
-                                     "app-tier/50-hybrid-poweroff.rules"),), "[app]"),
+    ROLE_APP_TIER: Recipe(ROLE_APP_TIER, ("hybrid-settings.service", "hybrid-worker.service"), (), "worker"),
     ROLE_WEB_TIER: Recipe(ROLE_WEB_TIER, ("hybrid-settings.service", "hybrid-web.service",
                                           "hybrid-autoscaler.service"),
                           (ImageFile("/etc/cloud/cloud.cfg.d/99-hybrid-datasources.cfg",
-                                     "web-tier/99-hybrid-datasources.cfg"),), ""),
+                                     "web-tier/99-hybrid-datasources.cfg"),), "web"),
 }
 
 
@@ -94,6 +95,15 @@ def recipe(role: str) -> Recipe:
     return _RECIPES[role]
 
 
+def image_name(settings: Settings, role: str) -> str:
+    """The name of ``role``'s baked image, ``<stack>-<role>``; the app tier follows aws.ami_name, the name
+    ``hybrid aws up`` looks for."""
+    recipe(role)
+    if role == ROLE_APP_TIER:
+        return StackNames(settings.stack, settings.aws.ami_name).app_image
+    return f"{settings.stack}-{role}"
+
+
 def read_recipe_file(relative: str) -> str:
     path = RECIPES_DIR / relative
     try:
@@ -102,28 +112,19 @@ def read_recipe_file(relative: str) -> str:
         raise HybridError(f"image recipe file {path} is missing ({exc}): run from a source checkout") from None
 
 
-def requirement(role: str, source: str = "") -> str:
-    """What pip installs on the builder: ``source`` as given, a URL as ``hybrid[extra] @ URL``, or by default
-    this version from the configured package index."""
-    extra = recipe(role).extra
-    if not source:
-        return f"hybrid{extra}=={metadata.version('hybrid')}"
-    if "://" in source or source.startswith("git+"):
-        return f"hybrid{extra} @ {source}"
-    return source
-
-
-def bake_user_data(role: str, source: str = "") -> str:
-    """The ``#cloud-config`` that turns a base instance into ``role``'s image (no settings, no credentials)."""
+def bake_user_data(role: str, wheelhouse_url: str, wheelhouse_sha256: str) -> str:
+    """The ``#cloud-config`` that turns a base instance into ``role``'s image from the wheelhouse at
+    ``wheelhouse_url`` (a presigned GET) with that SHA-256. No settings, no credentials, no package index."""
     chosen = recipe(role)
     files = [_write_file(f"/etc/systemd/system/{unit}", chosen.unit_text(unit)) for unit in chosen.units]
     files += [_write_file(f.path, read_recipe_file(f.source), f.permissions) for f in chosen.files]
     files.append(_write_file(BAKE_SCRIPT, read_recipe_file("common/bake.sh"), "0755"))
-    command = ["env", f"HYBRID_ROLE={role}", f"HYBRID_REQUIREMENT={requirement(role, source)}",
-               f"HYBRID_UNITS={' '.join(chosen.units)}", "bash", BAKE_SCRIPT]
-    config = {"package_update": True, "packages": ["python3", "python3-venv", "python3-pip"],
-              "write_files": files, "runcmd": [command]}
-    return render_cloud_config(config, f"hybrid {role} image: bake recipe")
+    source = json.dumps({"url": wheelhouse_url, "sha256": wheelhouse_sha256})
+    files.append(_write_file(WHEELHOUSE_SOURCE, source + "\n", "0600"))
+    command = ["env", f"HYBRID_ROLE={role}", f"HYBRID_EXTRA={chosen.extra}", f"HYBRID_UNITS={' '.join(chosen.units)}",
+               "bash", BAKE_SCRIPT]
+    config = {"write_files": files, "runcmd": [command]}
+    return render_cloud_config(config, f"hybrid {role} image: bake recipe", presigned=(wheelhouse_url,))
 
 
 def boot_user_data(settings: Settings) -> str:
@@ -136,10 +137,20 @@ def _write_file(path: str, content: str, permissions: str = "0644") -> dict[str,
     return {"path": path, "content": content, "owner": "root:root", "permissions": permissions}
 
 
-def render_cloud_config(config: dict[str, Any], title: str) -> str:
-    """``config`` as cloud-config YAML with its header; refuses credentials and user data over EC2's 16 KB."""
-    text = f"#cloud-config\n# {title}\n" + yaml.dump(config, Dumper=_BlockDumper, sort_keys=False, width=120)
-    check_no_credentials(text)
+def render_cloud_config(config: dict[str, Any], title: str, presigned: Sequence[str] = ()) -> str:
+    """``config`` as cloud-config YAML with its header; refuses credentials and user data over EC2's 16 KB.
+
+    ``presigned``: presigned URLs in ``config``, left out of the credentials check. On AWS such a URL names the
+    signer's access key id (never the secret); it allows one GET of one object until it expires, and bake.sh
+    deletes it and cloud-init's copy of the user data before the image is taken.
+    """
+    import yaml  # the operator's machine renders; an image only installs settings (no PyYAML there)
+
+    text = f"#cloud-config\n# {title}\n" + yaml.dump(config, Dumper=_block_dumper(), sort_keys=False, width=120)
+    checked = text
+    for url in filter(None, presigned):
+        checked = checked.replace(url, "<presigned URL>")
+    check_no_credentials(checked)
     if len(text.encode()) > USER_DATA_LIMIT:
         raise HybridError(f"user data is {len(text.encode())} bytes, over EC2's limit of {USER_DATA_LIMIT}")
     return text
@@ -152,16 +163,20 @@ def check_no_credentials(text: str) -> None:
             raise HybridError(f"refusing to put credentials into an image or user data (matched {pattern.pattern})")
 
 
-class _BlockDumper(yaml.SafeDumper):
-    """Writes multi-line strings (unit files, scripts) as readable ``|`` blocks."""
+@cache
+def _block_dumper() -> type:
+    """A YAML dumper that writes multi-line strings (unit files, scripts) as readable ``|`` blocks."""
+    import yaml
 
+    class BlockDumper(yaml.SafeDumper):
+        pass
 
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+    def represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
-
-_BlockDumper.add_representer(str, _str_representer)
+    BlockDumper.add_representer(str, represent_str)
+    return BlockDumper
 
 
 # ---------------------------------------------------------------- on the instance: the hybrid-settings unit

@@ -1,4 +1,8 @@
-"""`hybrid image bake` on the local AWS server: the baked image is what `hybrid aws up` then finds and keeps."""
+"""`hybrid image bake` on the local AWS server: the baked image is what `hybrid aws up` then finds and keeps.
+
+The builder is a real VM (``hybrid.local.machines``); the first bake of a checkout boots it (a few minutes under
+TCG), later ones restore the disk from the image cache by recipe digest. Skipped, with the reason, where no VM can
+start."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +10,12 @@ import pytest
 from hybrid.aws.stack import build_aws_stack
 from hybrid.core.contracts import ACTION_CREATE, ACTION_KEEP
 from hybrid.core.errors import HybridError
+from hybrid.local.machines import missing_tools
 from hybrid.machine_images.bake import BakeRequest, bake_image
+
+pytestmark = [pytest.mark.timeout(1800),
+              pytest.mark.skipif(bool(missing_tools()), reason=f"no VM can start here: {', '.join(missing_tools())} "
+                                 "missing (devstack/minicloud.sh install installs them)")]
 
 
 def instance(raw_client, instance_id: str) -> dict:

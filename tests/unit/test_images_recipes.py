@@ -1,11 +1,17 @@
 """Image recipes: systemd units (systemd-analyze when present, a Python parse always), cloud-config user data
-(YAML, header, a schema of the keys used; cloud-init's own schema check when installed), and the boot-time
-settings step."""
+(YAML, header, a schema of the keys used; cloud-init's own schema check when installed; no apt, no package index, the
+wheelhouse URL in a root-only file), bake.sh's download step run for real against a local HTTP server, and the
+boot-time settings step."""
 from __future__ import annotations
 
+import hashlib
+import http.server
 import json
+import re
 import shutil
 import subprocess
+import sys
+import threading
 import tomllib
 from pathlib import Path
 
@@ -29,6 +35,13 @@ from hybrid.machine_images.recipes import (
 )
 
 ALL_UNITS = sorted({unit for role in ROLES for unit in recipe(role).units})
+LONG_RUNNING = ["hybrid-worker.service", "hybrid-web.service", "hybrid-autoscaler.service"]
+SHA = "ab" * 32
+# What an AWS presigned GET with a session token looks like (the longest kind): about 1.4 KB.
+PRESIGNED = ("https://shop-exports.s3.us-east-1.amazonaws.com/bake/" + "d" * 64 + "/wheelhouse.tar?"
+             "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20260101%2Fus-east-1%2Fs3%2F"
+             "aws4_request&X-Amz-Date=20260101T000000Z&X-Amz-Expires=10800&X-Amz-SignedHeaders=host&"
+             "X-Amz-Security-Token=" + "Q" * 1000 + "&X-Amz-Signature=" + "f" * 64)
 # The cloud-config keys these recipes use, with the shapes cloud-init's schema gives them.
 CLOUD_CONFIG_SCHEMA = {
     "type": "object",
@@ -79,10 +92,23 @@ def test_every_unit_has_its_sections_and_absolute_commands(name):
     for key in ("ExecStart", "ExecStartPre", "ExecStartPost"):
         for command in service.get(key, []):
             assert command.lstrip("-+!@:").startswith("/"), f"{name}: {key}={command} is not an absolute path"
-    assert service["StandardOutput"] == ["journal"] and service["StandardError"] == ["journal"]
+    assert service["StandardOutput"][0].startswith("journal") and service["StandardError"][0].startswith("journal")
 
 
-@pytest.mark.parametrize("name", ["hybrid-worker.service", "hybrid-web.service", "hybrid-autoscaler.service"])
+@pytest.mark.parametrize("name", LONG_RUNNING)
+def test_long_running_services_log_to_the_journal_and_the_serial_console(name):
+    service = unit(name)["Service"]
+    assert service["StandardOutput"] == ["journal+console"] and service["StandardError"] == ["journal+console"]
+
+
+def test_the_worker_powers_its_machine_off_when_it_exits_0_and_needs_no_polkit():
+    parsed = unit("hybrid-worker.service")
+    assert parsed["Unit"]["SuccessAction"] == ["poweroff"] and parsed["Service"]["Restart"] == ["on-failure"]
+    assert not list(RECIPES_DIR.rglob("*.rules"))
+    assert not any("polkit" in f.path for f in recipe("app-tier").files)
+
+
+@pytest.mark.parametrize("name", LONG_RUNNING)
 def test_long_running_services_restart_and_read_settings_from_etc_hybrid(name):
     parsed = unit(name)
     service = parsed["Service"]
@@ -135,7 +161,7 @@ def test_bake_script_is_valid_bash():
 
 @pytest.mark.parametrize("role", ROLES)
 def test_bake_user_data_is_cloud_config_with_units_and_no_settings(role):
-    text = bake_user_data(role, "https://example.invalid/hybrid-0.1.0-py3-none-any.whl")
+    text = bake_user_data(role, PRESIGNED, SHA)
     assert text.startswith("#cloud-config\n") and len(text.encode()) <= recipes.USER_DATA_LIMIT
     config = yaml.safe_load(text)
     jsonschema.validate(config, CLOUD_CONFIG_SCHEMA)
@@ -145,14 +171,110 @@ def test_bake_user_data_is_cloud_config_with_units_and_no_settings(role):
     assert paths[recipes.BAKE_SCRIPT]["permissions"] == "0755"
     assert "/etc/hybrid/settings.json" not in paths
     command = config["runcmd"][0]
-    extra = "[app]" if role == "app-tier" else ""
-    assert f"HYBRID_REQUIREMENT=hybrid{extra} @ https://example.invalid/hybrid-0.1.0-py3-none-any.whl" in command
-    assert f"HYBRID_ROLE={role}" in command and command[-2:] == ["bash", recipes.BAKE_SCRIPT]
+    extra = "worker" if role == "app-tier" else "web"
+    assert f"HYBRID_EXTRA={extra}" in command and f"HYBRID_ROLE={role}" in command
+    assert command[-2:] == ["bash", recipes.BAKE_SCRIPT]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_bake_installs_nothing_by_name_and_keeps_the_url_in_a_root_only_file(role):
+    config = yaml.safe_load(bake_user_data(role, PRESIGNED, SHA))
+    assert "packages" not in config and "package_update" not in config and "apt" not in config
+    [source] = [f for f in config["write_files"] if PRESIGNED in f["content"]]
+    assert source["path"] == recipes.WHEELHOUSE_SOURCE and source["permissions"] == "0600"
+    assert json.loads(source["content"]) == {"url": PRESIGNED, "sha256": SHA}
+    assert not any(PRESIGNED in " ".join(command) for command in config["runcmd"])
+
+
+def test_bake_script_installs_offline_from_the_wheelhouse_and_cleans_up_before_ready():
+    script = (RECIPES_DIR / "common/bake.sh").read_text()
+    code = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in code if re.search(r"\b(apt|apt-get|curl|wget)\b|set -x|pypi", line)]
+    assert "venv --without-pip" in script and "--no-index --find-links" in script
+    ready = script.index('report "HYBRID-BAKE-READY')
+    for step in ("rm -f /etc/ssh/ssh_host_*", "cloud-init clean --logs", "truncate -s 0 /etc/machine-id",
+                 'rm -rf "$WORK"', "fstrim -av"):
+        assert script.index(step) < ready, step
+    zero_fill = script.index("dd if=/dev/zero")  # free space zeroed after the deletions, before the unmap
+    assert script.index("cloud-init clean --logs") < zero_fill < script.index("fstrim -av")
+
+
+def test_user_data_over_16_kb_is_refused():
+    with pytest.raises(HybridError, match="over EC2's limit"):
+        bake_user_data("app-tier", "https://example.invalid/" + "x" * recipes.USER_DATA_LIMIT, SHA)
+
+
+def test_only_the_presigned_url_is_spared_the_credentials_check():
+    with pytest.raises(HybridError, match="credentials"):
+        render_cloud_config({"write_files": [{"path": "/x", "content": PRESIGNED}]}, "test")
+    with pytest.raises(HybridError, match="credentials"):
+        render_cloud_config({"write_files": [{"path": "/x", "content": PRESIGNED + " AKIAABCDEFGHIJKLMNOP"}]},
+                            "test", presigned=(PRESIGNED,))
+
+
+# ---------------------------------------------------------------- bake.sh's download, run for real
+
+def download_step() -> str:
+    """The Python that bake.sh runs to fetch and check the wheelhouse (its heredoc)."""
+    script = (RECIPES_DIR / "common/bake.sh").read_text()
+    return script.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A local HTTP server with one file, /bake/wheelhouse.tar; anything else answers 403, as S3 does."""
+    body = b"wheelhouse bytes " * 4096
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = self.path.startswith("/bake/wheelhouse.tar")
+            self.send_response(200 if ok else 403)
+            self.send_header("Content-Length", str(len(body) if ok else 0))
+            self.end_headers()
+            if ok:
+                self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", body
+    server.shutdown()
+
+
+def run_download(tmp_path, url: str, sha256: str) -> subprocess.CompletedProcess:
+    source = tmp_path / "source.json"
+    source.write_text(json.dumps({"url": url, "sha256": sha256}))
+    return subprocess.run([sys.executable, "-", str(source), str(tmp_path / "wheelhouse.tar")], input=download_step(),
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_bake_download_checks_the_checksum_and_never_prints_the_url(tmp_path, served):
+    base, body = served
+    url = f"{base}/bake/wheelhouse.tar?X-Amz-Signature=secret-signature"
+    done = run_download(tmp_path, url, hashlib.sha256(body).hexdigest())
+    assert done.returncode == 0 and (tmp_path / "wheelhouse.tar").read_bytes() == body
+    assert "verified" in done.stdout and "secret-signature" not in done.stdout + done.stderr
+
+    wrong = run_download(tmp_path, url, SHA)
+    assert wrong.returncode != 0 and "checksum mismatch" in wrong.stderr
+    assert "secret-signature" not in wrong.stdout + wrong.stderr
+
+
+@pytest.mark.parametrize("path, reason", [("/expired?X-Amz-Signature=secret-signature", "HTTP 403"),
+                                          ("/bake/wheelhouse.tar?X-Amz-Signature=secret-signature", "refused")])
+def test_a_failed_bake_download_says_why_without_the_url(tmp_path, served, path, reason):
+    base, _ = served
+    url = base + path if reason == "HTTP 403" else "http://127.0.0.1:9" + path
+    done = run_download(tmp_path, url, SHA)
+    assert done.returncode != 0 and "wheelhouse download failed" in done.stderr
+    assert reason in done.stderr and "secret-signature" not in done.stdout + done.stderr
 
 
 def test_app_tier_bake_prepares_the_model_before_enabling_units():
     script = (RECIPES_DIR / "common/bake.sh").read_text()
-    assert script.index("hybrid models prepare") < script.index("systemctl enable")
+    assert script.index("/bin/hybrid\" models prepare") < script.index("systemctl enable")
     assert "HYBRID-BAKE-READY" in script.splitlines()[-1]
 
 
@@ -169,7 +291,8 @@ def test_cloud_init_own_schema_check_when_installed(tmp_path):
     if not shutil.which("cloud-init"):
         pytest.skip("cloud-init is not installed here (it is not on PyPI; Debian package cloud-init); "
                     "the jsonschema check of the keys used ran instead")
-    for index, text in enumerate([bake_user_data(role) for role in ROLES] + [boot_user_data(Settings())]):
+    texts = [bake_user_data(role, PRESIGNED, SHA) for role in ROLES] + [boot_user_data(Settings())]
+    for index, text in enumerate(texts):
         path = tmp_path / f"user-data-{index}.yaml"
         path.write_text(text)
         done = subprocess.run(["cloud-init", "schema", "--config-file", str(path)], capture_output=True,

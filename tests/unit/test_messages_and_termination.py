@@ -3,7 +3,8 @@ import threading
 
 import pytest
 
-from app_tier.termination import SelfTerminator, instance_id_from_metadata
+from app_tier.service import own_instance_id
+from app_tier.termination import SelfTerminator, instance_id_from_cloud_init, instance_id_from_metadata
 from hybrid.core.clock import FakeClock
 from hybrid.core.errors import CloudError, HybridError
 from hybrid.core.errors import NotFoundError
@@ -91,3 +92,22 @@ def test_instance_id_comes_from_imdsv2_with_a_session_token():
         server.shutdown()
     with pytest.raises(HybridError, match="instance metadata service"):
         instance_id_from_metadata("http://127.0.0.1:9", timeout=0.5)
+
+
+def test_cloud_init_records_the_machine_s_instance_id(tmp_path):
+    recorded = tmp_path / "instance-id"
+    recorded.write_text("i-0123456789abcdef0\n")
+    assert instance_id_from_cloud_init(recorded) == "i-0123456789abcdef0"
+    assert instance_id_from_cloud_init(tmp_path / "absent") == ""
+
+
+def metadata_must_not_be_asked() -> str:
+    raise AssertionError("the instance metadata service was asked")
+
+
+def test_the_given_id_wins_then_cloud_init_then_the_metadata_service_on_aws_only():
+    assert own_instance_id("i-given", True, lambda: "i-cloud", metadata_must_not_be_asked) == "i-given"
+    assert own_instance_id("", True, lambda: "i-cloud", metadata_must_not_be_asked) == "i-cloud"
+    assert own_instance_id("", False, lambda: "i-cloud", metadata_must_not_be_asked) == "i-cloud"
+    assert own_instance_id("", True, lambda: "", lambda: "i-imds") == "i-imds"
+    assert own_instance_id("", False, lambda: "", metadata_must_not_be_asked) == ""
