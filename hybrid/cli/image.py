@@ -41,6 +41,8 @@ def bake_command(ctx: Context, role: str, base_ami: str, instance_type: str, rep
     and terminate the builder and delete the upload, whatever happens.
 
     On AWS an available image of the stack with the same role and recipe digest is reused: nothing is baked.
+    On the local AWS server the builder is a real VM (QEMU; about 2.5 minutes per tier under software emulation),
+    and a checkout baked before is restored from the image cache (~/.cache/hybrid/images, HYBRID_IMAGE_CACHE).
     """
     from hybrid.machine_images.bake import BakeRequest, bake_image
 
