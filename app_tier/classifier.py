@@ -6,7 +6,6 @@ the export in place never imports torch (about 80 MB of memory instead of about 
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -20,6 +19,7 @@ import numpy as np
 
 from hybrid.core.decoding import CROP_SIZE, BadImageError, decode_image
 from hybrid.core.errors import ConfigError
+from hybrid.core.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def load_classifier(runtime: str = "auto", threads: int = 1, cache_dir: Path | N
     """
     chosen = _resolve_runtime(runtime)
     weights = weights_path()
-    model_id = f"{MODEL_NAME}@{_sha256(weights)[:12]}"
+    model_id = f"{MODEL_NAME}@{file_sha256(weights)[:12]}"
     if chosen == "torch":
         infer = _torch_infer(weights, threads)
     else:
@@ -127,14 +127,6 @@ def _resolve_runtime(runtime: str) -> str:
 
 def _missing(packages: Sequence[str]) -> list[str]:
     return [name for name in packages if importlib.util.find_spec(name) is None]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _decode_or_error(data: bytes) -> np.ndarray | BadImageError:

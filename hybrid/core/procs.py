@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -173,3 +174,10 @@ def _stopped(pid: int, running: Callable[[], bool]) -> Poll[None]:
         return Poll(None, done=True)
     reap(pid)
     return Poll(None, done=False, state="running")
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

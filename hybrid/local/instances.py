@@ -303,7 +303,7 @@ def boot_instance(ec2: MappedClient, state_dir: Path, instance: Instance) -> sub
     machines.require_tools()
     machine = machines.Machine(instance_id, image_id, image_to_boot(state_dir, instance),
                                machines.memory_for(instance.get("InstanceType", "")), server_port(state_dir),
-                               machines.free_port(), machines.choose_accel())
+                               procs.free_port(), machines.choose_accel())
     return machines.boot(folder, machine, raw_user_data(ec2, instance_id), public_keys_of(ec2, instance))
 
 

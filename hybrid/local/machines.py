@@ -242,13 +242,6 @@ def append_console(folder: Path, line: str) -> None:
 
 # ---------------------------------------------------------------- booting
 
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def network_options(server_port: int, ssh_port: int) -> str:
     """User-mode networking that forwards only the local AWS server (to the guest) and SSH (from the host)."""
     to_server = f"guestfwd=tcp:{GUEST_AWS_ADDRESS}:{GUEST_AWS_PORT}-cmd:socat STDIO TCP:127.0.0.1:{server_port}"

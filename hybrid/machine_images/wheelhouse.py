@@ -44,6 +44,7 @@ from pathlib import Path
 
 from hybrid.core import procs
 from hybrid.core.errors import HybridError
+from hybrid.core.files import file_sha256
 from hybrid.core.naming import ROLE_APP_TIER
 from hybrid.machine_images.recipes import bake_user_data, recipe
 
@@ -159,14 +160,6 @@ def pinned_requirements(project_wheel: Path, extra: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- the digest
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def source_files(root: Path) -> Iterator[Path]:
     """The checkout's package files that make an image, in a stable order (caches and build output left out)."""

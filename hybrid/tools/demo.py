@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from hybrid.autoscale.loop import read_timeline
 from hybrid.autoscale.plot import plot_timeline
 from hybrid.aws.compute import Ec2Fleet
 from hybrid.aws.session import AwsClients
+from hybrid.core import procs
 from hybrid.core.settings import Settings, load
 from hybrid.local import stack as local
 from hybrid.tools.samples import build_samples
@@ -46,16 +46,10 @@ class DemoResult:
     passed: bool = False
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def demo_settings(state_dir: Path, stack: str, assignments: list[str]) -> tuple[Settings, list[str]]:
     """Settings for the demo stack and the flags that give child processes the same ones."""
     sets = {key: value for key, _, value in (a.partition("=") for a in assignments)}
-    sets.setdefault("web.bind", f"127.0.0.1:{free_port()}")
+    sets.setdefault("web.bind", f"127.0.0.1:{procs.free_port()}")
     sets.setdefault("scaling.max_workers", str(local.local_fleet_size()))
     sets.setdefault("scaling.poll_interval", DEMO_TICK)
     args = ["--state-dir", str(state_dir.resolve()), "--stack", stack]
