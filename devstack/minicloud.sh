@@ -222,7 +222,12 @@ ENV
     else
         ini $f DEFAULT compute_driver libvirt.LibvirtDriver
         ini $f libvirt virt_type "$(virt_type)"
-        ini $f libvirt cpu_mode "$( [ "$(virt_type)" = kvm ] && echo host-passthrough || echo none )"
+        if [ "$(virt_type)" = kvm ]; then
+            ini $f libvirt cpu_mode host-passthrough
+        else   # TCG's default CPU is qemu64 (x86-64 v1): NumPy's wheels need v2 (SSE4.2, POPCNT) and die on it
+            ini $f libvirt cpu_mode custom
+            ini $f libvirt cpu_models Nehalem
+        fi
         ini $f DEFAULT force_config_drive true              # metadata by config drive: no metadata service
         ini $f DEFAULT config_drive_format iso9660
         ini $f DEFAULT reserved_host_memory_mb 2048
