@@ -13,6 +13,17 @@ from typing import Any
 import openstack.exceptions as osx
 
 
+BOOT_PROPERTIES = ("kernel_id", "ramdisk_id", "os_command_line")
+
+
+def with_base_image(cloud: "FakeCloud") -> "FakeCloud":
+    """``cloud`` with the local fixture's base image ``debian-12-base``, whose kernel boots locally baked disks."""
+    cloud.images["base"] = Record(id="base", name="debian-12-base", status="active", checksum="b", tags=[],
+                                  properties={"kernel_id": "kernel-1", "ramdisk_id": "ramdisk-1",
+                                              "os_command_line": "root=/dev/vda console=ttyS0"})
+    return cloud
+
+
 class Record(dict):
     """A resource: readable as attributes and as items, like openstacksdk's resources."""
 
@@ -202,7 +213,7 @@ class FakeImage(_View):
     def create_image(self, name: str, *, filename: str, disk_format: str, md5: str = "", tags: Any = (),
                      **properties: Any) -> Record:
         self._log(f"create_image {name}")
-        extra = {k: v for k, v in properties.items() if k.startswith("hybrid_")}
+        extra = {k: v for k, v in properties.items() if k.startswith("hybrid_") or k in BOOT_PROPERTIES}
         image = Record(id=self.cloud.new_id("image"), name=name, status="active", checksum=md5, hash_value=None,
                        disk_format=disk_format, tags=list(tags), properties=extra, filename=filename)
         self.cloud.images[image.id] = image

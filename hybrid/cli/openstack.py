@@ -80,8 +80,11 @@ def openstack_status(ctx: Context, as_json: bool) -> None:
 @ssh_user_option
 @pass_context
 def openstack_check(ctx: Context, ssh_user: str) -> None:
-    """SSH into the server: is the web tier's service active and answering /healthz? Exit 3 if not. Skipped
-    (exit 0) where the cloud's floating IPs are not reachable from here (openstack.routable = false)."""
+    """SSH into the server (paramiko, the stack's key) and check the web tier there: its systemd unit is active,
+    /healthz answers from inside, the server's clock is within 2 s of this machine's, and show the unit's last log
+    lines. Exit 3 if any check fails. Skipped (exit 0) where the cloud's floating IPs are not reachable from here:
+    neither openstack.routable nor a network namespace (openstack.namespace; on the local fixture its own, which
+    needs root)."""
     stack = _stack(ctx)
     skipped = stack.ssh_skip_reason()
     if skipped:
@@ -89,6 +92,10 @@ def openstack_check(ctx: Context, ssh_user: str) -> None:
         return
     result = stack.check(ssh_user)
     click.echo(f"check: {'ok' if result.ok else 'failing'}: {result.detail}")
+    click.echo(f"check: {result.clock_detail}")
+    click.echo("last log lines:")
+    for line in result.log_lines or ("(none)",):
+        click.echo(f"  {line}")
     if not result.ok:
         sys.exit(EXIT_NOT_RUNNING)
 

@@ -76,14 +76,35 @@ class AwsSettings:
     retention_seconds: int = _opt(345600, "how long queues keep unprocessed messages", min=60, max=1209600)
 
 
+FIXTURE_CLOUD = "hybrid-local"
+FIXTURE_NAMESPACE = "minicloud-ext"
+FIXTURE_KERNEL_IMAGE = "debian-12-base"
+FIXTURE_GATEWAY = "172.24.4.1"
+"""The local OpenStack fixture (devstack/minicloud.sh): its clouds.yaml entry, the network namespace its floating
+IPs live in, the base image whose kernel boots disks baked on the local AWS server, and the namespace's own address
+on the external network (where the operator's connections to a floating IP come from)."""
+
+
 @dataclass(frozen=True)
 class OpenStackSettings:
-    cloud: str = _opt("hybrid-local", "name of the cloud in clouds.yaml")
+    cloud: str = _opt(FIXTURE_CLOUD, "name of the cloud in clouds.yaml")
     image_name: str = _opt("", "Glance image of the web tier; empty means '<stack>-web-tier'")
     flavor: str = _opt("m1.small", "flavor of the web-tier server")
     network: str = _opt("private", "private network the server boots on")
     external_network: str = _opt("public", "external network floating IPs come from")
     routable: bool = _opt(False, "the cloud's floating IPs are reachable from this machine (enables SSH steps)")
+    namespace: str = _opt("auto", "network namespace that reaches the floating IPs (SSH steps, workload): auto "
+                          f"means {FIXTURE_NAMESPACE!r}, the local fixture's, when cloud is {FIXTURE_CLOUD!r}; "
+                          "empty means this machine's own")
+    kernel_image: str = _opt("auto", "Glance image whose kernel and ramdisk boot the web-tier image (images baked "
+                             "on the local AWS server have no boot loader); auto means "
+                             f"{FIXTURE_KERNEL_IMAGE!r} when aws.target is emulator; empty: the disk boots itself")
+
+    def reach_namespace(self) -> str:
+        """The namespace in which floating IPs are reached, or "" for this machine's own."""
+        if self.namespace == "auto":
+            return FIXTURE_NAMESPACE if self.cloud == FIXTURE_CLOUD else ""
+        return self.namespace
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hybrid.core.settings import FIXTURE_NAMESPACE
 from hybrid.core.wait import Poll, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MINICLOUD = ROOT / "devstack" / "minicloud.sh"
-NAMESPACE = "minicloud-ext"
+NAMESPACE = FIXTURE_NAMESPACE
 CLOUD_INIT_FINISHED = re.compile(r"Cloud-init v\. \S+ finished at ")
 """cloud-init's last line on a server's console (its final stage is done)."""
 

@@ -35,7 +35,8 @@ from hybrid.core.settings import Settings
 from hybrid.core.wait import Poll, wait_for
 from hybrid.machine_images.recipes import image_name
 from hybrid.openstack.glance import connect_checked, upload_qcow2
-from hybrid.openstack.image import convert_to_qcow2
+from hybrid.openstack.image import boot_properties, convert_to_qcow2
+from hybrid.openstack.stack import kernel_image
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]
@@ -44,6 +45,8 @@ DISK_FORMAT = "VMDK"
 EXPORT_PREFIX = "exports/"
 EXPORT_TIMEOUT = 4 * 3600.0
 EXPORT_INTERVAL = 30.0
+LOCAL_EXPORT_INTERVAL = 2.0
+"""The local AWS server exports in about half a minute: polling it is free, AWS's tasks take an hour or more."""
 EXPORT_FAILED_STATES = ("deleting", "deleted")
 DEFAULT_ROLE_NAME = "vmimport"
 
@@ -105,8 +108,9 @@ class Exporter:
 
     def wait(self, task: ExportTask, timeout: float = EXPORT_TIMEOUT) -> ExportTask:
         """Waits until the task completes; raises with AWS's StatusMessage if it is deleted (failed)."""
+        interval = EXPORT_INTERVAL if self.settings.aws.target == "aws" else LOCAL_EXPORT_INTERVAL
         wait_for(f"export {task.task_id} of {task.image_id}", lambda: self.export_state(task.task_id), timeout,
-                 interval=EXPORT_INTERVAL, clock=self.clock, on_poll=self.on_poll)
+                 interval=interval, clock=self.clock, on_poll=self.on_poll)
         self.report(f"export {task.task_id} completed: s3://{task.bucket}/{task.key}")
         return task
 
@@ -160,8 +164,9 @@ class ExportResult:
 
 
 def export_image(exporter: Exporter, s3: MappedClient, options: ExportOptions,
-                 upload: Callable[[str, Path], str]) -> ExportResult:
-    """AMI -> S3 VMDK -> local VMDK (checked) -> qcow2 -> ``upload(name, path)``; then cleans up unless kept."""
+                 upload: Callable[[str, Path], str] | None) -> ExportResult:
+    """AMI -> S3 VMDK -> local VMDK (checked) -> qcow2 -> ``upload(name, path)``; then cleans up unless kept.
+    Without ``upload`` the qcow2 file is the result (the caller uploads it; ``glance_image_id`` is empty)."""
     settings = exporter.settings
     out_dir = options.out_dir or settings.state_path / "images"
     image_id = exporter.find_image(options.role, options.image_id)
@@ -171,12 +176,25 @@ def export_image(exporter: Exporter, s3: MappedClient, options: ExportOptions,
     sha256 = exporter.download(task, vmdk)
     qcow2 = convert_to_qcow2(vmdk, out_dir / f"{image_name(settings, options.role)}.qcow2")
     name = glance_image_name(settings) if options.role == ROLE_WEB_TIER else image_name(settings, options.role)
-    glance_id = upload(name, qcow2)
-    exporter.report(f"Glance image {name} ({glance_id}) from {qcow2}")
+    glance_id = upload(name, qcow2) if upload else ""
+    if upload:
+        exporter.report(f"Glance image {name} ({glance_id}) from {qcow2}")
     if not options.keep:
         exporter.delete_export(task)
         vmdk.unlink(missing_ok=True)
     return ExportResult(task.task_id, qcow2, sha256, glance_id, name)
+
+
+def stack_exporter(settings: Settings, clients: AwsClients, clock: Clock | None = None, report: Report = log.info,
+                   on_poll: OnPoll | None = None) -> Exporter:
+    return Exporter(AmiDriver(clients.ec2, settings.stack), S3Objects(clients.s3), settings, clock, report, on_poll)
+
+
+def export_to_file(settings: Settings, options: ExportOptions, report: Report = log.info,
+                   on_poll: OnPoll | None = None) -> ExportResult:
+    """The export down to the local qcow2 file, for a caller that uploads it itself (``hybrid up``)."""
+    clients = AwsClients(settings)
+    return export_image(stack_exporter(settings, clients, None, report, on_poll), clients.s3, options, None)
 
 
 def export_to_openstack(settings: Settings, options: ExportOptions, clock: Clock | None = None,
@@ -184,11 +202,11 @@ def export_to_openstack(settings: Settings, options: ExportOptions, clock: Clock
     """The export wired to the stack's AWS clients and the ``openstack.cloud`` connection."""
     conn = connect_checked(settings.openstack.cloud)  # before hours of export, not after
     clients = AwsClients(settings)
-    exporter = Exporter(AmiDriver(clients.ec2, settings.stack), S3Objects(clients.s3), settings, clock, report,
-                        on_poll)
+    exporter = stack_exporter(settings, clients, clock, report, on_poll)
     tags = [f"{STACK_TAG}={settings.stack}", f"{ROLE_TAG}={options.role}"]
+    booted_by = boot_properties(conn, kernel_image(settings)) if options.role == ROLE_WEB_TIER else {}
 
     def upload(name: str, path: Path) -> str:
-        return upload_qcow2(conn, name, path, tags)
+        return upload_qcow2(conn, name, path, tags, booted_by)
 
     return export_image(exporter, clients.s3, options, upload)

@@ -75,10 +75,13 @@ def _comment(public_key: str | None) -> str:
     return parts[2] if len(parts) == 3 else ""
 
 
-def server_settings_json(settings: Settings) -> str:
-    """The settings the server's web tier runs with: the operator's, listening on all interfaces of its port."""
+def server_settings_json(settings: Settings, aws_endpoint: str = "") -> str:
+    """The settings the server's web tier runs with: the operator's, listening on all interfaces of its port, and
+    with ``aws_endpoint`` (when given) as the AWS endpoint: the address under which the server reaches it."""
     port = settings.web.bind.rpartition(":")[2]
     served = dataclasses.replace(settings, web=dataclasses.replace(settings.web, bind=f"0.0.0.0:{port}"))
+    if aws_endpoint:
+        served = dataclasses.replace(served, aws=dataclasses.replace(served.aws, endpoint_url=aws_endpoint))
     return served.to_json()
 
 

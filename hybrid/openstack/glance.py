@@ -31,15 +31,16 @@ def find_active_upload(conn: Any, name: str, md5: str) -> str | None:
     return None
 
 
-def upload_qcow2(conn: Any, name: str, path: Path, tags: list[str] | None = None) -> str:
-    """Uploads a qcow2 file as a bare image ``name`` and returns its id; an active image of that name with the
-    file's checksum is returned instead of uploading again."""
+def upload_qcow2(conn: Any, name: str, path: Path, tags: list[str] | None = None,
+                 properties: dict[str, str] | None = None) -> str:
+    """Uploads a qcow2 file as a bare image ``name`` (with ``properties``) and returns its id; an active image of
+    that name with the file's checksum is returned instead of uploading again."""
     [md5] = file_digests(path, "md5")
     found = find_active_upload(conn, name, md5)
     if found:
         log.info("Glance image %s (%s) already holds %s", name, found, path)
         return found
     image = conn.image.create_image(name=name, filename=str(path), disk_format="qcow2", container_format="bare",
-                                    allow_duplicates=False, tags=tags or [], wait=True)
+                                    allow_duplicates=False, tags=tags or [], wait=True, **(properties or {}))
     return str(image.id)
 

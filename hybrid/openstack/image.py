@@ -109,13 +109,35 @@ def file_digests(path: Path, *algorithms: str) -> list[str]:
     return [digest.hexdigest() for digest in digests]
 
 
+BOOT_PROPERTIES = ("kernel_id", "ramdisk_id", "os_command_line")
+"""What a disk without a boot loader borrows from the image whose kernel boots it (Nova boots it directly)."""
+
+
+def boot_properties(conn: Any, kernel_image: str) -> dict[str, str]:
+    """``kernel_id``, ``ramdisk_id`` and ``os_command_line`` of the Glance image ``kernel_image`` ({} for "")."""
+    if not kernel_image:
+        return {}
+    found = [i for i in conn.image.images(name=kernel_image) if i.name == kernel_image and i.status == "active"]
+    if not found:
+        raise NotFoundError(f"image {kernel_image!r}, whose kernel boots the web-tier image, is not in Glance: set "
+                            "openstack.kernel_image (empty when the disk has its own boot loader)")
+    image = found[0]
+    properties = {**(getattr(image, "properties", None) or {}),
+                  **{key: getattr(image, key, None) for key in BOOT_PROPERTIES if getattr(image, key, None)}}
+    missing = [key for key in ("kernel_id", "ramdisk_id") if not properties.get(key)]
+    if missing:
+        raise NotFoundError(f"image {kernel_image!r} has no {' or '.join(missing)}: it cannot lend a kernel")
+    return {key: str(properties[key]) for key in BOOT_PROPERTIES if properties.get(key)}
+
+
 class ImageDriver:
-    """Glance images of one name. Property ``checksum``: the md5 of the local file (when one is given)."""
+    """Glance images of one name. Property ``checksum``: the md5 of the local file (when one is given). An upload
+    borrows the boot properties of ``kernel_image`` when that is set (see ``boot_properties``)."""
 
     kind = "image"
 
-    def __init__(self, conn: Any, stack: str, source: ImageSource | None) -> None:
-        self.conn, self.stack, self.source = conn, stack, source
+    def __init__(self, conn: Any, stack: str, source: ImageSource | None, kernel_image: str = "") -> None:
+        self.conn, self.stack, self.source, self.kernel_image = conn, stack, source, kernel_image
 
     def owned(self, image: Any) -> bool:
         properties = getattr(image, "properties", None) or {}
@@ -151,11 +173,12 @@ class ImageDriver:
         if self.source is None:
             raise NotFoundError(f"image {resource.name} is not in Glance: pass --image PATH (qcow2 or vmdk)")
         source = self.source
+        booted_by = boot_properties(self.conn, self.kernel_image)
         log.info("uploading %s (%s) as image %s", source.path, source.disk_format, resource.name)
         image = self.conn.image.create_image(
             resource.name, filename=str(source.path), disk_format=source.disk_format, container_format="bare",
             md5=source.md5, tags=[f"{IMAGE_STACK_KEY}={self.stack}"], allow_duplicates=True, wait=True,
-            **{IMAGE_STACK_KEY: self.stack, IMAGE_ORIGIN_KEY: ORIGIN_UPLOADED})
+            **{IMAGE_STACK_KEY: self.stack, IMAGE_ORIGIN_KEY: ORIGIN_UPLOADED}, **booted_by)
         return Observed(self.kind, resource.name, image.id, True, {"checksum": source.md5})
 
     def update(self, resource: Resource, observed: Observed) -> None:

@@ -1,20 +1,24 @@
 """SSH steps on the web-tier server (paramiko): deliver credential files, check the service.
 
-They run only where the cloud's floating IPs are reachable from this machine (``openstack.routable``); paramiko's
-exceptions stop here and come out as the project's errors. Host keys are trusted on first use and remembered in a
-known_hosts file of the stack, so a changed host key is refused.
+They run only where the cloud's floating IPs are reachable: from this machine (``openstack.routable``), or from
+inside a network namespace (``openstack.namespace``; the local fixture's floating IPs exist only in its own), where
+the connection is made. paramiko's exceptions stop here and come out as the project's errors. Host keys are trusted
+on first use and remembered in a known_hosts file of the stack, so a changed host key is refused.
 """
 from __future__ import annotations
 
 import logging
 import posixpath
+import shlex
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 
+from hybrid.core import netns
 from hybrid.core.errors import CloudError, CredentialsError, HybridError
 from hybrid.openstack.compute import WEB_SERVICE
 
@@ -22,30 +26,52 @@ log = logging.getLogger(__name__)
 DEFAULT_USER = "debian"
 CONNECT_TIMEOUT = 15.0
 COMMAND_TIMEOUT = 30.0
-HEALTH_URL = "localhost:8000/healthz"
+HEALTH_URL = "http://localhost:8000/healthz"
+# The image has Python (the web tier's own) but maybe no curl: the health request is made with the standard library.
+FETCH = ("python3 -c 'import sys, urllib.request; "
+         "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' ")
+SKEW_LIMIT = 2.0
+"""Seconds of clock difference between the server and this machine that ``check`` flags."""
+LOG_LINES = 10
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where to SSH: address, port, login user, and the stack's known_hosts file (None: remember nothing)."""
+    """Where to SSH: address, port, login user, the stack's known_hosts file (None: remember nothing) and the
+    network namespace the connection is made in (empty: this machine's own)."""
 
     host: str
     port: int = 22
     user: str = DEFAULT_USER
     known_hosts: Path | None = None
+    namespace: str = ""
 
 
 @dataclass(frozen=True)
 class ServiceCheck:
-    """What ``check`` found on the server."""
+    """What ``check`` found on the server: the unit's state, ``/healthz`` from inside, the clock's offset from this
+    machine's (seconds, server minus here) and the unit's last log lines."""
 
     active: bool
     answering: bool
     detail: str
+    skew: float | None = None
+    log_lines: tuple[str, ...] = ()
+
+    @property
+    def clock_ok(self) -> bool:
+        return self.skew is not None and abs(self.skew) <= SKEW_LIMIT
 
     @property
     def ok(self) -> bool:
-        return self.active and self.answering
+        return self.active and self.answering and self.clock_ok
+
+    @property
+    def clock_detail(self) -> str:
+        if self.skew is None:
+            return "clock: not read"
+        verdict = "ok" if self.clock_ok else f"DRIFTED (over {SKEW_LIMIT:g} s: fix the server's time source)"
+        return f"clock: {self.skew:+.2f} s against this machine, {verdict}"
 
 
 def as_target(host: str | Target) -> Target:
@@ -61,8 +87,9 @@ def open_ssh(host: str | Target, key: Path | paramiko.PKey) -> paramiko.SSHClien
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     pkey = key if isinstance(key, paramiko.PKey) else paramiko.PKey.from_path(key)
     try:
+        sock = netns.connect(target.host, target.port, CONNECT_TIMEOUT, target.namespace)
         client.connect(target.host, port=target.port, username=target.user, pkey=pkey, timeout=CONNECT_TIMEOUT,
-                       allow_agent=False, look_for_keys=False, banner_timeout=CONNECT_TIMEOUT)
+                       allow_agent=False, look_for_keys=False, banner_timeout=CONNECT_TIMEOUT, sock=sock)
     except paramiko.AuthenticationException as exc:
         raise CredentialsError(f"{target.user}@{target.host} refused the stack's key: {exc}") from exc
     except paramiko.BadHostKeyException as exc:
@@ -134,16 +161,34 @@ def _make_parents(sftp: paramiko.SFTPClient, folder: str) -> None:
 
 def check(host: str | Target, key: Path | paramiko.PKey, service: str = WEB_SERVICE,
           health_url: str = HEALTH_URL) -> ServiceCheck:
-    """SSHes in and asks systemd whether the web tier's service is active, then curls its health endpoint."""
+    """SSHes in and asks systemd whether the web tier's service is active, requests its health endpoint from
+    inside, reads the server's clock against this machine's, and takes the unit's last log lines. systemctl and
+    journalctl run with sudo: the login user is not in the journal's group, and without D-Bus only root reaches
+    systemd."""
     client = open_ssh(host, key)
     try:
-        state, _ = run(client, f"systemctl is-active {service}")
-        body, code = run(client, f"curl -s --max-time 5 {health_url}")
+        state, _ = run(client, f"sudo systemctl is-active {shlex.quote(service)}")
+        body, code = run(client, FETCH + shlex.quote(health_url))
+        skew = clock_skew(client)
+        lines, _ = run(client, f"sudo journalctl -u {shlex.quote(service)} -n {LOG_LINES} --no-pager -o short-iso")
     finally:
         client.close()
     active, answering = state == "active", code == 0 and bool(body)
-    detail = f"{service}: {state or 'unknown'}; {health_url}: " + (body if answering else f"no answer (curl exit {code})")
-    return ServiceCheck(active, answering, detail)
+    detail = (f"{service}: {state or 'unknown'}; {health_url}: "
+              + (body if answering else f"no answer (exit {code}: {body[-200:]})"))
+    return ServiceCheck(active, answering, detail, skew, tuple(lines.splitlines()))
+
+
+def clock_skew(client: paramiko.SSHClient) -> float | None:
+    """The server's clock minus this machine's, in seconds: its ``date +%s.%N`` against the middle of the round
+    trip here (so the SSH delay counts only half, and at most by half the round trip)."""
+    before = time.time()
+    output, code = run(client, "date +%s.%N")
+    after = time.time()
+    try:
+        return float(output) - (before + after) / 2 if code == 0 else None
+    except ValueError:
+        return None
 
 
 def run(client: paramiko.SSHClient, command: str) -> tuple[str, int]:

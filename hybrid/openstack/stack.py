@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hybrid.core import stack_engine
+from hybrid.core import netns, stack_engine
 from hybrid.core.clock import Clock, SystemClock
 from hybrid.core.contracts import Change, Observed, Resource, ResourceDriver
 from hybrid.core.errors import NotFoundError
 from hybrid.core.naming import ROLE_WEB_TIER
-from hybrid.core.settings import Settings
+from hybrid.core.settings import FIXTURE_GATEWAY, FIXTURE_KERNEL_IMAGE, FIXTURE_NAMESPACE, Settings
 from hybrid.core.stack_engine import STATE_MISSING, Report, StackEngine
 from hybrid.core.wait import Poll
 from hybrid.openstack.compute import server_settings_json, user_data
@@ -40,13 +40,24 @@ def stack_names(settings: Settings) -> OpenStackNames:
     return OpenStackNames(settings.stack, settings.openstack.image_name)
 
 
+def ssh_source(settings: Settings) -> str:
+    """Where SSH to the server may come from: ``aws.operator_cidr``, else, on the local fixture, its namespace's
+    own address (the operator's connections to a floating IP are made there); else nowhere."""
+    if settings.aws.operator_cidr:
+        return settings.aws.operator_cidr
+    if settings.openstack.reach_namespace() == FIXTURE_NAMESPACE:
+        return f"{FIXTURE_GATEWAY}/32"
+    return ""
+
+
 def web_port(settings: Settings) -> int:
     return int(settings.web.bind.rpartition(":")[2])
 
 
-def desired_resources(settings: Settings, image: ImageSource | None = None) -> list[Resource]:
+def desired_resources(settings: Settings, image: ImageSource | None = None, aws_endpoint: str = "") -> list[Resource]:
     """Every resource of the stack's OpenStack side, in creation order. Without a local image file the image is
-    only referred to by name: it must exist, and is never changed."""
+    only referred to by name: it must exist, and is never changed. ``aws_endpoint``: where the server's AWS calls go,
+    when it reaches AWS under another address than this machine does."""
     names, cloud, tags = stack_names(settings), settings.openstack, stack_names(settings).tags()
     description = names.description()
     return [
@@ -54,11 +65,11 @@ def desired_resources(settings: Settings, image: ImageSource | None = None) -> l
                  managed=image is not None, hint=IMAGE_HINT),
         Resource("keypair", names.key_pair, ROLE_WEB_TIER, {}, tags),
         Resource("security_group", names.security_group, ROLE_WEB_TIER,
-                 {"ingress": describe_rules(web_tier_rules(settings.aws.operator_cidr, web_port(settings)))}, tags,
+                 {"ingress": describe_rules(web_tier_rules(ssh_source(settings), web_port(settings)))}, tags,
                  inputs={"description": description}),
         Resource("server", names.server, ROLE_WEB_TIER, {"status": "ACTIVE"}, tags,
                  inputs={"flavor": cloud.flavor, "network": cloud.network,
-                         "user_data": user_data(server_settings_json(settings))}),
+                         "user_data": user_data(server_settings_json(settings, aws_endpoint))}),
         Resource("floating_ip", names.floating_ip, ROLE_WEB_TIER, {"server": names.server}, tags,
                  inputs={"external_network": cloud.external_network, "server": names.server,
                          "description": description}),
@@ -133,17 +144,16 @@ class OpenStackStack:
                                 "`hybrid openstack up` first")
         keys = self.settings.state_path / "keys"
         return Target(ip.properties["address"], user=user,
-                      known_hosts=keys / f"{stack_names(self.settings).key_pair}.known_hosts")
+                      known_hosts=keys / f"{stack_names(self.settings).key_pair}.known_hosts",
+                      namespace=self.settings.openstack.reach_namespace())
 
     def key_path(self) -> Path:
         return self.settings.state_path / "keys" / f"{stack_names(self.settings).key_pair}.pem"
 
     def ssh_skip_reason(self) -> str:
-        """Why the SSH steps are skipped (empty when they run): the local fixture's floating IPs lead nowhere."""
-        if self.settings.openstack.routable:
-            return ""
-        return (f"skipped: the floating IPs of cloud {self.settings.openstack.cloud!r} are not reachable from this "
-                "machine (openstack.routable = false)")
+        """Why the SSH steps are skipped (empty when they run): the floating IPs are reachable neither from this
+        machine (``openstack.routable``) nor from a namespace that exists here (``openstack.namespace``)."""
+        return floating_ips_unreachable(self.settings)
 
     def deliver_credentials(self, content: bytes, user: str) -> str:
         """Installs the web tier's AWS credentials on the server over SSH; returns where."""
@@ -154,7 +164,7 @@ class OpenStackStack:
     def check(self, user: str) -> ServiceCheck:
         from hybrid.openstack.remote import check  # paramiko: SSH steps only
 
-        return check(self.ssh_target(user), self.key_path())
+        return check(self.ssh_target(user), self.key_path(), health_url=f"http://localhost:{web_port(self.settings)}/healthz")
 
     def down(self, report: Report = log.info, delete_image: bool = False) -> list[str]:
         """Deletes the stack's floating IP, server, security group and key pair (and, with ``delete_image``, an
@@ -176,6 +186,21 @@ class OpenStackStack:
         return rows
 
 
+def floating_ips_unreachable(settings: Settings) -> str:
+    """Why this machine cannot reach the cloud's floating IPs, or "" when it can."""
+    cloud = settings.openstack
+    namespace = cloud.reach_namespace()
+    if namespace:
+        if netns.exists(namespace):
+            return ""
+        return (f"skipped: the floating IPs of cloud {cloud.cloud!r} are reached from network namespace "
+                f"{namespace!r}, which does not exist here (the local fixture without real compute, or down)")
+    if cloud.routable:
+        return ""
+    return (f"skipped: the floating IPs of cloud {cloud.cloud!r} are not reachable from this machine "
+            "(openstack.routable = false, openstack.namespace empty)")
+
+
 def status_row(resource: Resource, found: Observed | None) -> dict[str, Any]:
     row = stack_engine.status_row(resource, found, stack_engine.notes_of(resource, found))
     if found is not None and resource.kind == "floating_ip":
@@ -183,8 +208,16 @@ def status_row(resource: Resource, found: Observed | None) -> dict[str, Any]:
     return row
 
 
+def kernel_image(settings: Settings) -> str:
+    """The Glance image whose kernel boots the web-tier image ("" when its disk boots itself)."""
+    name = settings.openstack.kernel_image
+    if name == "auto":
+        return FIXTURE_KERNEL_IMAGE if settings.aws.target == "emulator" else ""
+    return name
+
+
 def build_openstack_stack(settings: Settings, image: ImageSource | None = None, conn: Any = None,
-                          clock: Clock | None = None) -> OpenStackStack:
+                          clock: Clock | None = None, aws_endpoint: str = "") -> OpenStackStack:
     """The stack wired to openstacksdk drivers on the cloud named by ``openstack.cloud`` (or on ``conn``)."""
     # lazy for start-up cost: these load openstacksdk, which the plan, the names and the tests' fakes do not need
     from hybrid.openstack.compute import KeyPairDriver, ServerDriver
@@ -194,10 +227,10 @@ def build_openstack_stack(settings: Settings, image: ImageSource | None = None, 
 
     conn = conn if conn is not None else connect(settings.openstack.cloud)
     clock = clock or SystemClock()
-    stack = OpenStackStack(settings, conn, {}, desired_resources(settings, image), clock)
+    stack = OpenStackStack(settings, conn, {}, desired_resources(settings, image, aws_endpoint), clock)
     name = settings.stack
     stack.drivers = {d.kind: d for d in (
-        ImageDriver(conn, name, image), KeyPairDriver(conn, name, settings.state_path / "keys"),
+        ImageDriver(conn, name, image, kernel_image(settings)), KeyPairDriver(conn, name, settings.state_path / "keys"),
         SecurityGroupDriver(conn, name), ServerDriver(conn, name, stack.find, clock),
         FloatingIpDriver(conn, name, stack.find))}
     return stack

@@ -10,6 +10,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from pathlib import Path
 
 import paramiko
@@ -17,12 +18,19 @@ import pytest
 
 from hybrid.core.errors import CredentialsError
 from hybrid.openstack.compute import new_key_pair
-from hybrid.openstack.remote import (CREDENTIALS_FILE, CREDENTIALS_STAGING, INSTALL_CREDENTIALS, Target, check,
-                                     deliver_credentials, install_credentials)
+from hybrid.openstack.remote import (CREDENTIALS_FILE, CREDENTIALS_STAGING, FETCH, HEALTH_URL, INSTALL_CREDENTIALS,
+                                     Target, check, deliver_credentials, install_credentials)
 
-ANSWERS = {"systemctl is-active hybrid-web.service": (b"active\n", 0),
+IS_ACTIVE = "sudo systemctl is-active hybrid-web.service"
+HEALTH = FETCH + HEALTH_URL
+JOURNAL = "sudo journalctl -u hybrid-web.service -n 10 --no-pager -o short-iso"
+ANSWERS = {IS_ACTIVE: (b"active\n", 0),
            INSTALL_CREDENTIALS: (b"", 0),
-           "curl -s --max-time 5 localhost:8000/healthz": (b"ok", 0)}
+           HEALTH: (b"ok", 0),
+           JOURNAL: (b"Dec 07 web[1]: hybrid web tier ready: stack s on http://0.0.0.0:8000/\n"
+                     b"Dec 07 web[1]: POST / 200\n", 0)}
+CLOCK_OFFSET = {"seconds": 0.0}
+"""How far the server's clock is ahead of this machine's (its answer to ``date +%s.%N``)."""
 
 
 class Handle(paramiko.SFTPHandle):
@@ -87,7 +95,10 @@ class Server(paramiko.ServerInterface):
 
     def check_channel_exec_request(self, channel, command):
         self.commands.append(command.decode())
-        output, status = ANSWERS.get(command.decode(), (b"", 127))
+        if command == b"date +%s.%N":
+            output, status = f"{time.time() + CLOCK_OFFSET['seconds']:.9f}\n".encode(), 0
+        else:
+            output, status = ANSWERS.get(command.decode(), (b"", 127))
 
         def answer():  # EOF, not close: a close can overtake the reply to the exec request
             channel.sendall(output)
@@ -156,21 +167,32 @@ def test_credentials_are_staged_0600_then_installed_for_the_service(ssh_server):
     assert interface.commands == [INSTALL_CREDENTIALS]
 
 
-def test_check_reports_the_service_active_and_answering(ssh_server):
+def test_check_reports_the_service_active_answering_on_time_and_its_last_log_lines(ssh_server):
     target, key, _, interface = ssh_server
     result = check(target, key)
-    assert result.ok and result.active and result.answering
-    assert result.detail == "hybrid-web.service: active; localhost:8000/healthz: ok"
-    assert interface.commands == ["systemctl is-active hybrid-web.service", "curl -s --max-time 5 localhost:8000/healthz"]
+    assert result.ok and result.active and result.answering and result.clock_ok
+    assert result.detail == f"hybrid-web.service: active; {HEALTH_URL}: ok"
+    assert abs(result.skew) < 0.5, result.skew
+    assert result.log_lines[0].endswith("hybrid web tier ready: stack s on http://0.0.0.0:8000/")
+    assert interface.commands == [IS_ACTIVE, HEALTH, "date +%s.%N", JOURNAL]
+
+
+def test_check_flags_a_clock_more_than_two_seconds_off(ssh_server, monkeypatch):
+    target, key, _, _ = ssh_server
+    monkeypatch.setitem(CLOCK_OFFSET, "seconds", -5.0)
+    result = check(target, key)
+    assert result.active and result.answering and not result.clock_ok and not result.ok
+    assert -5.5 < result.skew < -4.5
+    assert "DRIFTED (over 2 s" in result.clock_detail
 
 
 def test_check_reports_a_service_that_does_not_answer(ssh_server, monkeypatch):
     target, key, _, _ = ssh_server
-    monkeypatch.setitem(ANSWERS, "systemctl is-active hybrid-web.service", (b"failed\n", 3))
-    monkeypatch.setitem(ANSWERS, "curl -s --max-time 5 localhost:8000/healthz", (b"", 7))
+    monkeypatch.setitem(ANSWERS, IS_ACTIVE, (b"failed\n", 3))
+    monkeypatch.setitem(ANSWERS, HEALTH, (b"", 1))
     result = check(target, key)
     assert not result.ok
-    assert result.detail == "hybrid-web.service: failed; localhost:8000/healthz: no answer (curl exit 7)"
+    assert result.detail == f"hybrid-web.service: failed; {HEALTH_URL}: no answer (exit 1: )"
 
 
 def test_another_key_is_refused(ssh_server, tmp_path):

@@ -1,8 +1,10 @@
 """The OpenStack stack and its drivers against an in-memory cloud, through the same error-mapping connection."""
+import base64
 import json
 import stat
 
 import pytest
+import yaml
 
 from hybrid.core.clock import FakeClock
 from hybrid.core.contracts import ACTION_CREATE, ACTION_UPDATE
@@ -11,8 +13,8 @@ from hybrid.core.settings import load
 from hybrid.openstack.compute import new_key_pair, server_settings_json, user_data
 from hybrid.openstack.image import ImageSource, checksums
 from hybrid.openstack.session import MappedConnection
-from hybrid.openstack.stack import build_openstack_stack, desired_resources
-from tests.openstack_fakes import FakeCloud, Record
+from hybrid.openstack.stack import build_openstack_stack, desired_resources, kernel_image, ssh_source
+from tests.openstack_fakes import FakeCloud, Record, with_base_image
 
 
 def quiet(line):
@@ -27,7 +29,9 @@ def cloud():
 @pytest.fixture
 def make(cloud, tmp_path):
     def build(image=None, stack="unit", **overrides):
-        settings = load(None, {}, {"stack": stack, "state_dir": str(tmp_path / "state"), **overrides})
+        # The local fixture's base image (which lends its kernel) and namespace come in only where a test asks.
+        settings = load(None, {}, {"stack": stack, "state_dir": str(tmp_path / "state"), "openstack.namespace": "",
+                                   "openstack.kernel_image": "", **overrides})
         return build_openstack_stack(settings, image, MappedConnection(cloud, "hybrid-local"), FakeClock())
     return build
 
@@ -240,8 +244,58 @@ def test_desired_resources_carry_the_stack_marker():
     assert by_kind["security_group"].inputs["description"] == "hybrid:stack=shop hybrid:role=web-tier"
     assert by_kind["floating_ip"].properties == {"server": "shop-web-tier"}
     assert not by_kind["image"].managed
+    # On the local fixture SSH may come only from its namespace's own address, where the operator's connections are made
     assert by_kind["security_group"].properties == {
-        "ingress": "icmp from 0.0.0.0/0, tcp/80 from 0.0.0.0/0, tcp/8000 from 0.0.0.0/0"}
+        "ingress": "icmp from 0.0.0.0/0, tcp/22 from 172.24.4.1/32, tcp/80 from 0.0.0.0/0, tcp/8000 from 0.0.0.0/0"}
+
+
+@pytest.mark.parametrize(("overrides", "ssh"), [
+    ({"openstack.cloud": "devstack"}, ""),
+    ({"openstack.namespace": ""}, ""),
+    ({"openstack.cloud": "devstack", "aws.operator_cidr": "198.51.100.7/32"}, "198.51.100.7/32"),
+    ({"aws.operator_cidr": "198.51.100.7/32"}, "198.51.100.7/32"),
+    ({}, "172.24.4.1/32"),
+])
+def test_ssh_is_open_to_the_operator_cidr_else_on_the_fixture_to_its_namespace_else_to_no_one(overrides, ssh):
+    assert ssh_source(load(None, {}, overrides)) == ssh
+
+
+def test_an_upload_borrows_the_kernel_of_the_fixture_base_image_when_baked_on_the_local_server(cloud, tmp_path,
+                                                                                             image_file):
+    with_base_image(cloud)
+    settings = load(None, {}, {"stack": "unit", "state_dir": str(tmp_path / "state"), "openstack.namespace": ""})
+    stack = build_openstack_stack(settings, image_file, MappedConnection(
+        cloud, "hybrid-local"), FakeClock())
+    stack.up(report=quiet)
+    [uploaded] = [i for i in cloud.images.values() if i.name == "unit-web-tier"]
+    assert uploaded.properties["kernel_id"] == "kernel-1" and uploaded.properties["ramdisk_id"] == "ramdisk-1"
+    assert uploaded.properties["os_command_line"] == "root=/dev/vda console=ttyS0"
+
+
+def test_without_the_kernel_image_an_upload_fails_before_anything_is_created(cloud, tmp_path, image_file):
+    settings = load(None, {}, {"stack": "unit", "state_dir": str(tmp_path / "state"), "openstack.namespace": ""})
+    stack = build_openstack_stack(settings, image_file, MappedConnection(
+        cloud, "hybrid-local"), FakeClock())
+    with pytest.raises(NotFoundError, match="debian-12-base.*openstack.kernel_image"):
+        stack.up(report=quiet)
+    assert not cloud.images and not cloud.servers
+
+
+@pytest.mark.parametrize(("overrides", "kernel"), [
+    ({}, "debian-12-base"), ({"aws.target": "aws"}, ""), ({"openstack.kernel_image": ""}, ""),
+    ({"aws.target": "aws", "openstack.kernel_image": "my-kernel"}, "my-kernel")])
+def test_the_kernel_image_is_the_fixture_base_image_only_for_images_baked_on_the_local_server(overrides, kernel):
+    assert kernel_image(load(None, {}, overrides)) == kernel
+
+
+def test_the_server_user_data_names_the_aws_endpoint_it_reaches_and_no_credentials():
+    settings = load(None, {}, {"stack": "shop"})
+    [server] = [r for r in desired_resources(settings, aws_endpoint="http://172.24.4.1:4566") if r.kind == "server"]
+    text = server.inputs["user_data"]
+    written = yaml.safe_load(text)["write_files"][0]
+    served = json.loads(base64.b64decode(written["content"]))
+    assert served["aws"]["endpoint_url"] == "http://172.24.4.1:4566" and served["web"]["bind"] == "0.0.0.0:8000"
+    assert "secret" not in text.lower() and "aws_access_key_id" not in text
 
 
 def test_new_key_pair_is_an_openssh_pair_with_the_comment():
