@@ -12,6 +12,7 @@ from hybrid.core.settings import Settings
 from web_tier.app import create_app
 
 log = logging.getLogger(__name__)
+READY_LINE = "hybrid web tier ready"
 
 
 class WebServer(BaseApplication):
@@ -33,6 +34,8 @@ class WebServer(BaseApplication):
         # collector's reach, a full collection no longer walks them (one took 60-100 ms here, stalling every request).
         gc.collect()
         gc.freeze()
+        # The line an operator (and the OpenStack console log) looks for: this process answers from now on.
+        print(f"{READY_LINE}: stack {self.settings.stack} on http://{self.settings.web.bind}/", flush=True)
         return app
 
 

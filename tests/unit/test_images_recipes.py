@@ -96,9 +96,12 @@ def test_every_unit_has_its_sections_and_absolute_commands(name):
 
 
 @pytest.mark.parametrize("name", LONG_RUNNING)
-def test_long_running_services_log_to_the_journal_and_the_serial_console(name):
+def test_long_running_services_log_to_the_journal_and_print_to_the_serial_console(name):
     service = unit(name)["Service"]
-    assert service["StandardOutput"] == ["journal+console"] and service["StandardError"] == ["journal+console"]
+    assert service["StandardOutput"] == ["journal+console"]
+    # The web tier's and the autoscaler's logs (a line per request, per tick) would flood the console log that Nova
+    # and Horizon show: there only their stdout (the ready line); the worker logs little and keeps it all there.
+    assert service["StandardError"] == ["journal+console" if name == "hybrid-worker.service" else "journal"]
 
 
 def test_the_worker_powers_its_machine_off_when_it_exits_0_and_needs_no_polkit():
