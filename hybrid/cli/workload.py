@@ -32,9 +32,12 @@ class WorkloadUsageError(click.ClickException):
               help="seconds to wait for each answer")
 @click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True,
               help="retries after a connection error, 502 or 503 (backoff 0.2 s doubling)")
+@click.option("--namespace", default="", metavar="NETNS",
+              help="send from inside this network namespace (needs root): minicloud-ext reaches the local "
+                   "OpenStack fixture's floating IPs, which exist nowhere else")
 @click.option("--quiet", is_flag=True, help="no progress bar (it is drawn only on a terminal anyway)")
 def workload(url: str, images_dir: Path, count: int | None, concurrency: int, expected_csv: Path | None,
-             field: str, report_path: Path | None, timeout: float, retries: int, quiet: bool) -> None:
+             field: str, report_path: Path | None, timeout: float, retries: int, namespace: str, quiet: bool) -> None:
     """Send many concurrent image uploads to the web tier and check every "name:label" answer.
 
     \b
@@ -47,12 +50,14 @@ def workload(url: str, images_dir: Path, count: int | None, concurrency: int, ex
     Example:
       hybrid workload --url http://127.0.0.1:8000/ --images photos/ --requests 1000 \\
           --concurrency 100 --expected labels.csv --report run.json
+      sudo hybrid workload --url http://172.24.4.57:8000/ --namespace minicloud-ext --images photos/
     """
     try:
         from hybrid.tools.workload import run_workload, workload_inputs  # requests: operator only
 
         images, expected = workload_inputs(images_dir, expected_csv, report_path)
-        report = run_workload(url, images, count, concurrency, expected, field, timeout, retries, not quiet)
+        report = run_workload(url, images, count, concurrency, expected, field, timeout, retries, not quiet,
+                              namespace)
     except ConfigError as exc:
         raise WorkloadUsageError(str(exc)) from None
     click.echo(report.format_summary())

@@ -431,7 +431,7 @@ def fork_worker(instance_id: str, user_data: Path, log_path: Path, state_dir: Pa
         _become_worker_process(log_path)
         from app_tier.service import run_worker  # preloaded in fork mode; see preload_worker_code for why it is lazy
 
-        settings = load(None, {}, {"state_dir": str(state_dir)}, user_data=user_data)
+        settings = load(None, {}, own_server(state_dir), user_data=user_data)
         run_worker(settings, instance_id, inherited_classifier(settings))
         code = 0
     except BaseException:  # noqa: BLE001 - the child must never return into the runner's loop
@@ -458,10 +458,18 @@ def prepare_model() -> None:
     prepare_model_cache(check=False)
 
 
+def own_server(state_dir: Path) -> dict[str, str]:
+    """What a local worker process's settings take from its runner, over its user data: the runner's state folder,
+    and so this local server as its AWS endpoint. The launcher may have reached the server under another address (a
+    web-tier server on the local OpenStack reaches it through the fixture's relay), which this process may not."""
+    return {"state_dir": str(state_dir), "aws.endpoint_url": ""}
+
+
 def spawn_worker(instance_id: str, user_data: Path, log_path: Path, state_dir: Path) -> subprocess.Popen:
-    """``hybrid worker`` for one instance: its user data as settings, this emulator's state folder, one thread."""
-    command = procs.module_command("hybrid", "--state-dir", str(state_dir), "worker", "--instance-id", instance_id,
-                                   "--user-data", str(user_data))
+    """``hybrid worker`` for one instance: its user data as settings, this emulator's state folder and endpoint
+    (``own_server``), one thread."""
+    command = procs.module_command("hybrid", "--state-dir", str(state_dir), "--set", "aws.endpoint_url=", "worker",
+                                   "--instance-id", instance_id, "--user-data", str(user_data))
     return procs.spawn_logged(command, log_path, {"OMP_NUM_THREADS": "1"})
 
 

@@ -69,14 +69,7 @@ def is_running(record: ServiceRecord) -> bool:
 
 def up(settings: Settings, child_args: Sequence[str], report: Report = log.info) -> str:
     """Starts every part that is not running; returns the web tier's URL."""
-    info = start_emulator(settings.state_path)
-    report(f"local AWS server: {info.url} (pid {info.pid}), instance runner pid {info.runner_pid}")
-    changes = build_aws_stack(settings).up(report=lambda line: None)
-    report(f"stack {settings.stack}: {len(changes)} change(s)" if changes else f"stack {settings.stack}: ready")
-    crowding = fleet_crowding(settings.scaling.max_workers, os.cpu_count() or 1)
-    if crowding:
-        report(crowding)
-    _prepare_model(report)
+    start_aws_side(settings, report)
     records = read_records(settings)
     for name, command in (("autoscaler", "autoscale"), ("web", "web")):
         if name in records and is_running(records[name]):
@@ -87,6 +80,18 @@ def up(settings: Settings, child_args: Sequence[str], report: Report = log.info)
         report(f"{name}: started (pid {records[name].pid}, log {records[name].log_path})")
     wait_for("the web tier to answer", lambda: _health(settings, records["web"]), timeout=60, interval=0.25)
     return web_url(settings)
+
+
+def start_aws_side(settings: Settings, report: Report = log.info) -> None:
+    """The local AWS server and its instance runner, the stack's AWS side, and the model cache its workers load."""
+    info = start_emulator(settings.state_path)
+    report(f"local AWS server: {info.url} (pid {info.pid}), instance runner pid {info.runner_pid}")
+    changes = build_aws_stack(settings).up(report=lambda line: None)
+    report(f"stack {settings.stack}: {len(changes)} change(s)" if changes else f"stack {settings.stack}: ready")
+    crowding = fleet_crowding(settings.scaling.max_workers, os.cpu_count() or 1)
+    if crowding:
+        report(crowding)
+    _prepare_model(report)
 
 
 def local_fleet_size(cores: int | None = None) -> int:

@@ -44,6 +44,9 @@ class DemoResult:
     time_to_zero: float | None = None
     max_fleet: int = 0
     passed: bool = False
+    stages: dict[str, float] = field(default_factory=dict)
+    first_answer_s: float | None = None
+    check: dict[str, Any] = field(default_factory=dict)
 
 
 def demo_settings(state_dir: Path, stack: str, assignments: list[str]) -> tuple[Settings, list[str]]:
@@ -70,11 +73,13 @@ def run_demo(settings: Settings, child_args: list[str], report_dir: Path, count:
              concurrency: int = 100, report: Report = log.info) -> DemoResult:
     result = DemoResult(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
+    began = time.time()
     try:
         url = local.up(settings, child_args, report=report)
         images, expected = _sample_images(report_dir / "images", count, report)
         started = time.time()
         result.summaries["cold"] = _workload("cold", url, images, expected, concurrency, report_dir, report)
+        result.first_answer_s = _seconds_since(began, result.summaries["cold"])
         result.time_to_zero = _wait_for_zero(settings, result.summaries["cold"], report)
         result.summaries["warm"] = _workload("warm", url, images, expected, concurrency, report_dir, report)
         rows = _timeline(settings, started, report_dir, report)
@@ -86,6 +91,82 @@ def run_demo(settings: Settings, child_args: list[str], report_dir: Path, count:
     return result
 
 
+def run_openstack_demo(settings: Settings, report_dir: Path, count: int = 100, concurrency: int = 100,
+                       report: Report = log.info, before_down: Callable[[OpenStackDemo], None] | None = None
+                       ) -> DemoResult:
+    """The same job with the web tier as a VM on the local OpenStack, reached through its floating IP from inside
+    the fixture's namespace (``hybrid.local.web_vm``); ``before_down`` sees the running service (the tests look
+    at Horizon then). Passes only if both runs were all right, the fleet came back to 0 and nothing is left."""
+    from hybrid.local import web_vm
+
+    result = DemoResult(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    leftovers: list[str] = []
+    try:
+        service = web_vm.up(settings, report=report)
+        result.stages = dict(service.stages)
+        images, expected = _sample_images(report_dir / "images", count, report)
+        runs_started = time.time()
+        result.summaries["cold"] = _workload("cold", service.url, images, expected, concurrency, report_dir, report,
+                                             service.namespace)
+        result.first_answer_s = _seconds_since(started, result.summaries["cold"])
+        result.time_to_zero = _wait_for_zero(settings, result.summaries["cold"], report)
+        result.summaries["warm"] = _workload("warm", service.url, images, expected, concurrency, report_dir, report,
+                                             service.namespace)
+        stack = web_vm.openstack_stack(settings)
+        result.check = _check_server(stack, report)
+        rows = _timeline(settings, runs_started, report_dir, report, _server_timeline(stack, settings))
+        result.max_fleet = max((r["pending"] + r["running"] for r in rows), default=0)
+        if before_down is not None:
+            before_down(OpenStackDemo(settings, stack, service.url, report_dir))
+    finally:
+        down_started = time.monotonic()
+        leftovers = web_vm.down(settings, report=report)
+        result.stages["down"] = round(time.monotonic() - down_started, 1)
+    result.passed = _passed(result) and not leftovers and bool(result.check.get("ok"))
+    _write_report(settings, result)
+    return result
+
+
+def _seconds_since(began: float, run: dict[str, Any]) -> float | None:
+    """Seconds from ``began`` to the run's first right answer."""
+    first = run.get("first_answer_at")
+    return round(first - began, 1) if first else None
+
+
+@dataclass(frozen=True)
+class OpenStackDemo:
+    """The running OpenStack demo, as ``before_down`` sees it."""
+
+    settings: Settings
+    stack: Any
+    url: str
+    report_dir: Path
+
+
+def _check_server(stack: Any, report: Report) -> dict[str, Any]:
+    """``hybrid openstack check`` on the demo's server: unit, /healthz from inside, clock, last log lines."""
+    found = stack.check("debian")
+    report(f"check: {'ok' if found.ok else 'failing'}: {found.detail}; {found.clock_detail}")
+    for line in found.log_lines[-3:]:
+        report(f"  {line}")
+    return {"ok": found.ok, "detail": found.detail, "skew_s": found.skew, "log_lines": list(found.log_lines)}
+
+
+def _server_timeline(stack: Any, settings: Settings) -> list[dict[str, Any]]:
+    """The autoscaler's timeline, read from the web-tier server over SSH (the autoscaler runs there)."""
+    from hybrid.openstack.remote import open_ssh, run
+
+    path = f"/var/lib/hybrid/autoscale/{settings.timeline_path.name}"
+    client = open_ssh(stack.ssh_target("debian"), stack.key_path())
+    try:
+        text, code = run(client, f"sudo cat {path}")
+    finally:
+        client.close()
+    return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")] if code == 0 else []
+
+
 def _sample_images(folder: Path, count: int, report: Report) -> tuple[list[Path], dict[str, str]]:
     started = time.monotonic()
     samples = build_samples(folder, count, force=True)
@@ -94,12 +175,14 @@ def _sample_images(folder: Path, count: int, report: Report) -> tuple[list[Path]
 
 
 def _workload(run: str, url: str, images: list[Path], expected: dict[str, str], concurrency: int,
-              report_dir: Path, report: Report) -> dict[str, Any]:
-    report(f"== {run} run: {len(images)} requests, {concurrency} at a time")
-    outcome = run_workload(url, images, len(images), concurrency, expected)
+              report_dir: Path, report: Report, namespace: str = "") -> dict[str, Any]:
+    where = f" (from network namespace {namespace})" if namespace else ""
+    report(f"== {run} run: {len(images)} requests, {concurrency} at a time, to {url}{where}")
+    outcome = run_workload(url, images, len(images), concurrency, expected, namespace=namespace)
     outcome.write_json(report_dir / f"workload-{run}.json")
     report(outcome.format_summary())
-    return outcome.summary()
+    answered = [r.finished_at for r in outcome.records if r.outcome == "correct"]
+    return {**outcome.summary(), "first_answer_at": min(answered, default=None)}
 
 
 def _wait_for_zero(settings: Settings, cold: dict[str, Any], report: Report) -> float | None:
@@ -118,8 +201,10 @@ def _wait_for_zero(settings: Settings, cold: dict[str, Any], report: Report) -> 
     return None
 
 
-def _timeline(settings: Settings, since: float, report_dir: Path, report: Report) -> list[dict[str, Any]]:
-    rows = [r for r in read_timeline(settings.timeline_path) if r["t"] >= since - 2]
+def _timeline(settings: Settings, since: float, report_dir: Path, report: Report,
+              rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The autoscaler's rows since ``since`` (from its local file unless given), saved and drawn."""
+    rows = [r for r in (read_timeline(settings.timeline_path) if rows is None else rows) if r["t"] >= since - 2]
     (report_dir / "timeline.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     picture = plot_timeline(rows, report_dir / "timeline.png", f"hybrid demo: stack {settings.stack}",
                             answered=_answered_times(report_dir))
@@ -145,6 +230,7 @@ def _passed(result: DemoResult) -> bool:
 def _write_report(settings: Settings, result: DemoResult) -> None:
     (result.report_dir / "report.json").write_text(json.dumps({
         "stack": settings.stack, "passed": result.passed, "time_to_zero_s": result.time_to_zero,
-        "max_fleet": result.max_fleet,
+        "max_fleet": result.max_fleet, "stages_s": result.stages, "first_answer_s": result.first_answer_s,
+        "check": result.check,
         "idle_timeout_s": settings.worker.idle_timeout, "max_workers": settings.scaling.max_workers,
         "runs": result.summaries}, indent=2, default=str))

@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from hybrid.core import netns
 from hybrid.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -409,10 +410,11 @@ def make_record(index: int, image: Path, reply: Reply, expected: dict[str, str] 
 
 def run_workload(url: str, images: Sequence[Path], requests: int | None = None, concurrency: int = 100,
                  expected: dict[str, str] | None = None, field: str = "inputFile", timeout: float = 120.0,
-                 retries: int = 3, progress: bool = False) -> WorkloadReport:
+                 retries: int = 3, progress: bool = False, namespace: str = "") -> WorkloadReport:
     """Sends ``requests`` uploads (default one per image, cycling when more) to ``url`` from ``concurrency``
     threads (fewer when there are fewer requests) and returns every request's record. ``progress`` draws a bar
-    on stderr when it is a terminal.
+    on stderr when it is a terminal. With ``namespace`` every sending thread lives in that network namespace (the
+    local fixture's floating IPs exist only in its own); this needs root.
 
     Raises ConfigError for a bad URL, no images, counts below 1, or expected labels missing an image's name."""
     _check_run(url, images, requests, concurrency, expected)
@@ -421,7 +423,11 @@ def run_workload(url: str, images: Sequence[Path], requests: int | None = None, 
     target = Target(url, field, timeout, retries, expected, sessions)
     threads = min(concurrency, len(plan))
     report = WorkloadReport(url, threads, expected is not None)
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="workload")
+    if namespace:
+        netns.check_can_enter(namespace)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="workload",
+                              initializer=netns.enter_for_good if namespace else None,
+                              initargs=(namespace,) if namespace else ())
     gc.freeze()  # see the module's notes
     try:
         futures = [pool.submit(send_image, target, i, image) for i, image in enumerate(plan)]
