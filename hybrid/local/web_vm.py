@@ -95,7 +95,6 @@ def up(settings: Settings, image: Path | None = None, report: Report = log.info,
     url = stack.url()
     with _stage(stages, "ready", report):
         wait_until_answering(url, namespace, on_poll=on_poll)
-    report(f"web tier: {url} (from network namespace {namespace})")
     return WebVm(url, namespace, stages)
 
 
@@ -105,7 +104,9 @@ def web_tier_disk(settings: Settings, stages: dict[str, float], report: Report, 
     from hybrid.machine_images.export import ExportOptions, export_to_file
 
     with _stage(stages, "bake", report):
-        baked = bake_image(settings, BakeRequest(ROLE_WEB_TIER), report=report, on_poll=on_poll)
+        # The local server keeps no image of a stack across its restarts, and a second `up` finds this stack's
+        # image of the last `up`: replacing it costs a restore from the image cache (seconds).
+        baked = bake_image(settings, BakeRequest(ROLE_WEB_TIER, replace=True), report=report, on_poll=on_poll)
     disk = settings.state_path.resolve() / "images" / f"{ROLE_WEB_TIER}-{baked.digest[:16]}.qcow2"
     with _stage(stages, "export", report):
         if disk.exists():
