@@ -30,9 +30,10 @@ OPENSTACK_SETTINGS = ["web.bind=127.0.0.1:8000", "scaling.poll_interval=1.0"]  #
 
 def web_tier_memory(demo) -> str:
     """The web tier's memory in its VM (MB), from systemd over SSH."""
+    from hybrid.core.naming import IMAGE_LOGIN_USER
     from hybrid.openstack.remote import open_ssh, run
 
-    client = open_ssh(demo.stack.ssh_target("debian"), demo.stack.key_path())
+    client = open_ssh(demo.stack.ssh_target(IMAGE_LOGIN_USER), demo.stack.key_path())
     try:
         output, code = run(client, "sudo systemctl show hybrid-web.service -p MemoryCurrent --value")
     finally:

@@ -10,9 +10,8 @@ import click
 
 from hybrid.cli.context import EXIT_NOT_RUNNING, Context, pass_context
 from hybrid.cli.output import echo_applied, echo_plan, echo_status, progress
-# hybrid.openstack.remote.DEFAULT_USER (tests/unit/test_tier_imports.py checks they agree): that module imports
-# paramiko, which only the operator's machine has, so it loads when a command runs, not with the command line.
-DEFAULT_USER = "debian"
+from hybrid.core.naming import IMAGE_LOGIN_USER
+DEFAULT_USER = IMAGE_LOGIN_USER
 
 ssh_user_option = click.option("--ssh-user", default=DEFAULT_USER, show_default=True,
                                help="login user of the web-tier image")

@@ -20,6 +20,8 @@ RECIPE_DIGEST_TAG = "hybrid:recipe-digest"
 # instead of running as a local worker process; bake builders always boot as VMs.
 LOCAL_MACHINE_TAG = "hybrid:local-machine"
 LOCAL_MACHINE_VM = "vm"
+IMAGE_LOGIN_USER = "debian"
+"""The login user of the images (Debian's cloud images and the local fixture's base): SSH steps log in as it."""
 
 
 @dataclass(frozen=True)

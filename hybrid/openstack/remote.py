@@ -20,10 +20,11 @@ import paramiko
 
 from hybrid.core import netns
 from hybrid.core.errors import CloudError, CredentialsError, HybridError
+from hybrid.core.naming import IMAGE_LOGIN_USER
 from hybrid.openstack.compute import WEB_SERVICE
 
 log = logging.getLogger(__name__)
-DEFAULT_USER = "debian"
+DEFAULT_USER = IMAGE_LOGIN_USER
 CONNECT_TIMEOUT = 15.0
 COMMAND_TIMEOUT = 30.0
 HEALTH_URL = "http://localhost:8000/healthz"

@@ -23,8 +23,10 @@ from hybrid.autoscale.plot import plot_timeline
 from hybrid.aws.compute import Ec2Fleet
 from hybrid.aws.session import AwsClients
 from hybrid.core import procs
+from hybrid.core.naming import IMAGE_LOGIN_USER
 from hybrid.core.settings import Settings, load
 from hybrid.local import stack as local
+from hybrid.local.machines import GUEST_STATE_DIR
 from hybrid.tools.samples import build_samples
 from hybrid.tools.workload import run_workload
 
@@ -147,7 +149,7 @@ class OpenStackDemo:
 
 def _check_server(stack: Any, report: Report) -> dict[str, Any]:
     """``hybrid openstack check`` on the demo's server: unit, /healthz from inside, clock, last log lines."""
-    found = stack.check("debian")
+    found = stack.check(IMAGE_LOGIN_USER)
     report(f"check: {'ok' if found.ok else 'failing'}: {found.detail}; {found.clock_detail}")
     for line in found.log_lines[-3:]:
         report(f"  {line}")
@@ -158,8 +160,8 @@ def _server_timeline(stack: Any, settings: Settings) -> list[dict[str, Any]]:
     """The autoscaler's timeline, read from the web-tier server over SSH (the autoscaler runs there)."""
     from hybrid.openstack.remote import open_ssh, run
 
-    path = f"/var/lib/hybrid/autoscale/{settings.timeline_path.name}"
-    client = open_ssh(stack.ssh_target("debian"), stack.key_path())
+    path = f"{GUEST_STATE_DIR}/autoscale/{settings.timeline_path.name}"
+    client = open_ssh(stack.ssh_target(IMAGE_LOGIN_USER), stack.key_path())
     try:
         text, code = run(client, f"sudo cat {path}")
     finally:

@@ -52,10 +52,3 @@ def test_the_boot_time_settings_step_needs_only_the_standard_library_and_hybrid(
     """``python -m hybrid.machine_images.recipes install-settings`` runs on both images before any service."""
     imported = imported_packages("", "hybrid.machine_images.recipes")
     assert not imported & {"yaml", "boto3", "botocore", "click", "numpy", "PIL"}, sorted(imported)
-
-
-def test_the_ssh_user_default_of_the_command_line_is_the_one_of_the_ssh_steps():
-    from hybrid.cli.openstack import DEFAULT_USER
-    from hybrid.openstack.remote import DEFAULT_USER as REMOTE_DEFAULT_USER
-
-    assert DEFAULT_USER == REMOTE_DEFAULT_USER
