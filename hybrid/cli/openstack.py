@@ -22,7 +22,8 @@ convert_option = click.option("--convert", is_flag=True,
 credentials_option = click.option(
     "--credentials", "credentials", type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="AWS credentials file (a key scoped to this stack) to install on the server over SSH as "
-         "/etc/hybrid/aws-credentials, mode 0600 (routable clouds only)")
+         "/etc/hybrid/aws-credentials, mode 0600 (where the floating IPs are reachable: openstack.routable, or "
+         "openstack.namespace as on the local fixture)")
 
 
 @click.group()

@@ -36,7 +36,8 @@ Size = tuple[int, int]
 @click.option("--concurrency", type=click.IntRange(1, 500), default=100, show_default=True)
 @click.option("--openstack", "on_openstack", is_flag=True,
               help="the web tier as a VM on the local OpenStack fixture, from the baked and exported web-tier AMI, "
-                   "reached through its floating IP (needs root and `devstack/minicloud.sh up`; ~10 minutes)")
+                   "reached through its floating IP (needs root and `devstack/minicloud.sh up`; about 3 minutes "
+                   "with the image cache, 5 with a bake)")
 @pass_context
 def demo(ctx: Context, report_dir: Path | None, count: int, concurrency: int, on_openstack: bool) -> None:
     """The main job on this machine: local stack up, 100 concurrent requests from 0 workers, the same again from
