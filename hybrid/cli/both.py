@@ -37,12 +37,9 @@ def both_up(ctx: Context, image: Path | None, convert: bool, credentials: Path |
 
 def _embedded_up(ctx: Context, image: Path | None, convert: bool) -> None:
     from hybrid.local import web_vm
-    from hybrid.openstack.image import prepare_image
 
-    if image is not None and convert:
-        image = prepare_image(image, convert, ctx.settings.state_path / "images").path
     with progress("setting up") as on_poll:
-        service = web_vm.up(ctx.settings, image, report=click.echo, on_poll=on_poll)
+        service = web_vm.up(ctx.settings, image, report=click.echo, on_poll=on_poll, convert=convert)
     click.echo("stages: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in service.stages.items()))
     click.echo(f"web tier: {service.url} (reach it from network namespace {service.namespace}, e.g. "
                f"`sudo hybrid workload --namespace {service.namespace} --url {service.url} ...`)")

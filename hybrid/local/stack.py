@@ -27,7 +27,6 @@ from hybrid.local.model_cache import prepare_model_cache
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]
-SERVICES = ("autoscaler", "web")
 STOP_TIMEOUT = 20.0
 
 
@@ -56,7 +55,7 @@ def read_records(settings: Settings) -> dict[str, ServiceRecord]:
         return {}
 
 
-def _write_records(settings: Settings, records: dict[str, ServiceRecord]) -> None:
+def write_records(settings: Settings, records: dict[str, ServiceRecord]) -> None:
     path = local_dir(settings) / "services.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({name: asdict(r) for name, r in records.items()}, indent=2))
@@ -71,12 +70,12 @@ def up(settings: Settings, child_args: Sequence[str], report: Report = log.info)
     """Starts every part that is not running; returns the web tier's URL."""
     start_aws_side(settings, report)
     records = read_records(settings)
-    for name, command in (("autoscaler", "autoscale"), ("web", "web")):
+    for name, command in (("autoscaler", "autoscale"), ("web", "web")):  # down stops them in reverse
         if name in records and is_running(records[name]):
             report(f"{name}: already running (pid {records[name].pid})")
             continue
-        records[name] = _start_service(settings, name, [*child_args, command])
-        _write_records(settings, records)
+        records[name] = start_service(settings, name, procs.module_command("hybrid", *child_args, command))
+        write_records(settings, records)
         report(f"{name}: started (pid {records[name].pid}, log {records[name].log_path})")
     wait_for("the web tier to answer", lambda: _health(settings, records["web"]), timeout=60, interval=0.25)
     return web_url(settings)
@@ -119,16 +118,17 @@ def _prepare_model(report: Report) -> None:
     report(f"model: ready ({time.monotonic() - started:.1f} s)")
 
 
-def _start_service(settings: Settings, name: str, args: list[str]) -> ServiceRecord:
+def start_service(settings: Settings, name: str, command: list[str]) -> ServiceRecord:
+    """Starts ``command`` in the background, logging to ``<state_dir>/local/<name>.log``; returns its record (the
+    caller keeps it with ``write_records``, and ``down`` stops it)."""
     log_path = local_dir(settings) / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = procs.module_command("hybrid", *args)
     process = procs.spawn_logged(command, log_path)
     return ServiceRecord(name, process.pid, command, str(log_path), time.time())
 
 
 def _health(settings: Settings, record: ServiceRecord) -> Poll[bool]:
-    if not _alive(record.pid):
+    if not alive(record.pid):
         return Poll(False, done=False, failed=f"the web tier exited; see {record.log_path}:\n"
                                               + procs.log_tail(Path(record.log_path)))
     try:
@@ -141,10 +141,9 @@ def _health(settings: Settings, record: ServiceRecord) -> Poll[bool]:
 def down(settings: Settings, report: Report = log.info) -> list[str]:
     """Stops the services, removes the stack's AWS side, stops the local server; returns what is left (none)."""
     records = read_records(settings)
-    for name in reversed(SERVICES):
-        if name in records:
-            report(f"{name}: {_stop(records[name])}")
-    _write_records(settings, {})
+    for name in reversed(list(records)):  # the last started first: the web tier before the autoscaler
+        report(f"{name}: {stop_service(records[name])}")
+    write_records(settings, {})
     if emulator_status(settings.state_path):
         build_aws_stack(settings).down(report=report)
     stopped = stop_emulator(settings.state_path)
@@ -170,7 +169,7 @@ def remove_stack_files(settings: Settings) -> list[str]:
     return removed
 
 
-def _stop(record: ServiceRecord) -> str:
+def stop_service(record: ServiceRecord) -> str:
     if not is_running(record):
         return "was not running"
     procs.terminate(record.pid, lambda: is_running(record), what=f"{record.name} (pid {record.pid})",
@@ -178,7 +177,7 @@ def _stop(record: ServiceRecord) -> str:
     return f"stopped (pid {record.pid})"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """The process exists and is not a zombie (its command line may not be final yet right after the fork)."""
     procs.reap(pid)
     return procs.is_alive(pid)

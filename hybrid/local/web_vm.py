@@ -17,7 +17,7 @@ side is the local AWS server and the OpenStack side is the local fixture with re
 
 The web tier and the autoscaler run in the VM under their systemd units; the autoscaler launches app-tier instances
 on the local AWS server, which runs them as local worker processes. ``down`` deletes the OpenStack side (the image it
-uploaded included), stops the relay, and then does what ``hybrid local down`` does.
+uploaded included), and then does what ``hybrid local down`` does, which stops the relay with the other services.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ OnPoll = Callable[[Poll[Any]], None]
 READY_TIMEOUT = 900.0
 """Boot, cloud-init and gunicorn's start of a server under software emulation: about 2-4 minutes here."""
 RELAY_TIMEOUT = 15.0
+RELAY = "relay"
 STAGES = ("aws", "bake", "export", "relay", "openstack", "ready", "down")
 """The stages of ``up`` in order, and ``down`` (which ``hybrid demo --openstack`` times too)."""
 
@@ -75,8 +76,9 @@ def unavailable_reason(settings: Settings) -> str:
 
 
 def up(settings: Settings, image: Path | None = None, report: Report = log.info,
-       on_poll: OnPoll | None = None) -> WebVm:
-    """Sets up both sides (idempotent: what exists is kept) and waits until the web tier answers."""
+       on_poll: OnPoll | None = None, convert: bool = False) -> WebVm:
+    """Sets up both sides (idempotent: what exists is kept) and waits until the web tier answers. ``image``: a
+    web-tier disk to upload instead of baking and exporting one (a VMDK converted first with ``convert``)."""
     reason = unavailable_reason(settings)
     if reason:
         raise ConfigError(f"the web tier cannot run as a VM here: {reason}")
@@ -90,7 +92,7 @@ def up(settings: Settings, image: Path | None = None, report: Report = log.info,
         endpoint = start_relay(settings, namespace)
         report(f"relay: the local AWS server is {endpoint} for servers on the fixture")
     with _stage(stages, "openstack", report):
-        stack = openstack_stack(settings, image, endpoint)
+        stack = openstack_stack(settings, image, endpoint, convert)
         stack.up(report=report, on_poll=on_poll)
     url = stack.url()
     with _stage(stages, "ready", report):
@@ -118,37 +120,33 @@ def web_tier_disk(settings: Settings, stages: dict[str, float], report: Report, 
     return disk
 
 
-def openstack_stack(settings: Settings, image: Path | None = None, aws_endpoint: str = "") -> OpenStackStack:
+def openstack_stack(settings: Settings, image: Path | None = None, aws_endpoint: str = "",
+                    convert: bool = False) -> OpenStackStack:
     from hybrid.openstack.image import prepare_image
 
-    source = prepare_image(image, False, settings.state_path / "images") if image else None
+    source = prepare_image(image, convert, settings.state_path / "images") if image else None
     return build_openstack_stack(settings, source, aws_endpoint=aws_endpoint)
 
 
 # ---------------------------------------------------------------- the relay
 
-def relay_path(settings: Settings) -> Path:
-    return local.local_dir(settings) / "relay.json"
-
-
 def start_relay(settings: Settings, namespace: str) -> str:
-    """Starts the relay unless it runs; returns the local AWS server's URL for servers on the fixture."""
+    """Starts the relay unless it runs (a service of the state folder, which ``hybrid local down`` stops); returns
+    the local AWS server's URL for servers on the fixture."""
     server = read_record(settings.state_path)
     if server is None:
         raise HybridError("the local AWS server is not running: the relay has nothing to offer")
-    record = _read_relay(settings)
+    records = local.read_records(settings)
+    record = records.get(RELAY)
     if record and local.is_running(record) and record.command[-1] == f"127.0.0.1:{server.port}":
         return _relay_url(record)
-    stop_relay(settings)
+    if record:
+        local.stop_service(record)
     address = namespace_address(namespace)
-    log_path = local.local_dir(settings) / "relay.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = procs.module_command("hybrid.local.relay", "--namespace", namespace, "--listen",
-                                   f"{address}:{server.port}", "--state-dir", str(settings.state_path.resolve()),
-                                   "--to", f"127.0.0.1:{server.port}")
-    process = procs.spawn_logged(command, log_path)
-    record = local.ServiceRecord("relay", process.pid, command, str(log_path), time.time())
-    relay_path(settings).write_text(json.dumps(asdict(record)))
+    records[RELAY] = record = local.start_service(settings, RELAY, procs.module_command(
+        "hybrid.local.relay", "--namespace", namespace, "--listen", f"{address}:{server.port}",
+        "--state-dir", str(settings.state_path.resolve()), "--to", f"127.0.0.1:{server.port}"))
+    local.write_records(settings, records)
     wait_for("the relay to listen", lambda: _relay_listens(record, address, server.port, namespace),
              RELAY_TIMEOUT, interval=0.2)
     return _relay_url(record)
@@ -160,8 +158,7 @@ def _relay_url(record: local.ServiceRecord) -> str:
 
 
 def _relay_listens(record: local.ServiceRecord, address: str, port: int, namespace: str) -> Poll[bool]:
-    procs.reap(record.pid)
-    if not procs.is_alive(record.pid):  # not is_running: right after the fork its command line may not be final
+    if not local.alive(record.pid):
         return Poll(False, done=False, failed=f"the relay exited; see {record.log_path}:\n"
                                               + procs.log_tail(Path(record.log_path)))
     try:
@@ -169,23 +166,6 @@ def _relay_listens(record: local.ServiceRecord, address: str, port: int, namespa
         return Poll(True, done=True)
     except OSError as exc:
         return Poll(False, done=False, state=str(exc))
-
-
-def _read_relay(settings: Settings) -> local.ServiceRecord | None:
-    try:
-        return local.ServiceRecord(**json.loads(relay_path(settings).read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def stop_relay(settings: Settings) -> str:
-    record = _read_relay(settings)
-    relay_path(settings).unlink(missing_ok=True)
-    if record is None or not local.is_running(record):
-        return "was not running"
-    procs.terminate(record.pid, lambda: local.is_running(record), what=f"relay (pid {record.pid})",
-                    patience=local.STOP_TIMEOUT, group=True)
-    return f"stopped (pid {record.pid})"
 
 
 def namespace_address(namespace: str) -> str:
@@ -219,10 +199,9 @@ def _health(url: str, namespace: str) -> Poll[bool]:
 
 
 def down(settings: Settings, report: Report = log.info) -> list[str]:
-    """Deletes the stack's OpenStack side (its uploaded image included), stops the relay, then tears the AWS side
-    and the local AWS server down; returns what is left over (nothing)."""
+    """Deletes the stack's OpenStack side (its uploaded image included), then stops the relay and tears the AWS
+    side and the local AWS server down (``hybrid.local.stack.down``); returns what is left over (nothing)."""
     openstack_stack(settings).down(report=report, delete_image=True)
-    report(f"relay: {stop_relay(settings)}")
     return local.down(settings, report)
 
 

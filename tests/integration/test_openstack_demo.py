@@ -252,6 +252,6 @@ def test_down_cleans_up_after_an_up_killed_while_the_server_boots(fixture_ready,
     assert down.returncode == 0, down.stderr
     assert stack_leftovers(local_cloud, settings) == []
     assert set(libvirt_domains()) - domains_before == set()
-    from hybrid.local.stack import processes_of
+    from hybrid.local.stack import processes_of, read_records
     assert processes_of(state.resolve()) == []
-    assert not web_vm.relay_path(settings).exists()
+    assert web_vm.RELAY not in read_records(settings)
