@@ -43,8 +43,9 @@ class Rule:
 
 
 def web_tier_rules(operator_cidr: str, web_port: int) -> list[Rule]:
-    """SSH from the operator's CIDR (none when unset), HTTP 80, the web tier's port, and ICMP."""
-    rules = [Rule("tcp", 80, ANYWHERE), Rule("tcp", web_port, ANYWHERE), Rule("icmp", None, ANYWHERE)]
+    """SSH from the operator's CIDR (none when unset), the web tier's port (where its front listens), and ICMP:
+    the ports that something on the server listens on, and no others."""
+    rules = [Rule("tcp", web_port, ANYWHERE), Rule("icmp", None, ANYWHERE)]
     if operator_cidr:
         rules.append(Rule("tcp", 22, operator_cidr))
     return sorted(set(rules), key=Rule.sort_key)

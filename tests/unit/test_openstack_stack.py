@@ -181,16 +181,14 @@ def test_security_group_rules_are_converged(make, cloud, image_file):
     [group] = cloud.groups.values()
     ingress = sorted((r.protocol, r.port_range_min, r.remote_ip_prefix) for r in cloud.rules.values()
                      if r.direction == "ingress")
-    assert ingress == [("icmp", None, "0.0.0.0/0"), ("tcp", 22, "198.51.100.7/32"), ("tcp", 80, "0.0.0.0/0"),
-                       ("tcp", 8000, "0.0.0.0/0")]
+    assert ingress == [("icmp", None, "0.0.0.0/0"), ("tcp", 22, "198.51.100.7/32"), ("tcp", 8000, "0.0.0.0/0")]
     cloud.network.create_security_group_rule(security_group_id=group.id, direction="ingress", ethertype="IPv4",
                                              protocol="tcp", port_range_min=3306, port_range_max=3306,
                                              remote_ip_prefix="0.0.0.0/0")
     changes = make(image_file).up(report=quiet)
     assert [c.describe() for c in changes] == [(
         "update security_group unit-web-tier: ingress: icmp from 0.0.0.0/0, tcp/22 from 198.51.100.7/32, "
-        "tcp/80 from 0.0.0.0/0, tcp/3306 from 0.0.0.0/0, tcp/8000 from 0.0.0.0/0 -> icmp from 0.0.0.0/0, "
-        "tcp/80 from 0.0.0.0/0, tcp/8000 from 0.0.0.0/0")]
+        "tcp/3306 from 0.0.0.0/0, tcp/8000 from 0.0.0.0/0 -> icmp from 0.0.0.0/0, tcp/8000 from 0.0.0.0/0")]
     assert sum(r.direction == "egress" for r in cloud.rules.values()) == 2
     assert make(image_file).up(report=quiet) == []
 
@@ -246,7 +244,7 @@ def test_desired_resources_carry_the_stack_marker():
     assert not by_kind["image"].managed
     # On the local fixture SSH may come only from its namespace's own address, where the operator's connections are made
     assert by_kind["security_group"].properties == {
-        "ingress": "icmp from 0.0.0.0/0, tcp/22 from 172.24.4.1/32, tcp/80 from 0.0.0.0/0, tcp/8000 from 0.0.0.0/0"}
+        "ingress": "icmp from 0.0.0.0/0, tcp/22 from 172.24.4.1/32, tcp/8000 from 0.0.0.0/0"}
 
 
 @pytest.mark.parametrize(("overrides", "ssh"), [
