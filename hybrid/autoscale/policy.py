@@ -15,8 +15,10 @@ The rules, and why:
 - Capacity is running + pending instances. A pending instance is a worker that will be serving in a minute;
   not counting it would launch again on every tick of that minute and overshoot.
 - ``to_launch = max(0, desired - capacity)``, so capacity never exceeds ``max_workers`` through a launch, and no
-  more than new workers could take: while workers run, in-flight messages are theirs (a new worker cannot receive
-  them), so only visible messages (or ``min_workers``) justify a launch.
+  more than new workers could take: in-flight messages are invisible to a new worker, so only visible messages (or
+  ``min_workers``) justify a launch, whether workers run or not. A message in flight with no worker running
+  belongs to a worker that is gone, or loops (a reply that cannot be sent, a poison message): it is counted once it
+  is visible again, never while it is merely in flight. Counting it then launched workers that found nothing.
 - Scale-in is left to the workers' idle self-termination: the policy never terminates a running worker because
   the backlog shrank. It cannot see which worker holds a message, so terminating one could abandon work until the
   visibility timeout; a worker that finds no work for ``worker.idle_timeout`` knows it is idle and leaves by
@@ -154,12 +156,13 @@ def launch_count(desired: int, capacity: int, max_workers: int) -> int:
 
 
 def takeable_launches(observation: Observation, fleet: FleetView, scaling: ScalingSettings) -> int:
-    """How many new workers could get work. In-flight messages are held by running workers and invisible to a new
-    one, so while any worker runs only visible messages (or the minimum fleet) justify a launch; with no worker
-    running, in-flight messages belong to workers that are gone and will come back, so they count too. Without this,
-    workers that idle out while others finish their batches would be replaced by workers that find nothing to do."""
-    claimable = observation.visible if fleet.running else observation.backlog
-    return max(math.ceil(max(0, claimable) / scaling.messages_per_worker), scaling.min_workers - fleet.capacity, 0)
+    """How many new workers could get work: in-flight messages are invisible to a new worker, so only visible
+    messages (or the minimum fleet) justify a launch. With workers running, in-flight messages are theirs; with none
+    running, they belong to workers that are gone (or are looping: a reply that cannot be sent, a poison message)
+    and are counted once they are visible again. Counting them sooner replaced workers that idled out while others
+    finished their batches, and launched workers by the score for messages that no new worker could receive."""
+    return max(math.ceil(max(0, observation.visible) / scaling.messages_per_worker),
+               scaling.min_workers - fleet.capacity, 0)
 
 
 def launch_token(now: float, to_launch: int) -> str:
@@ -270,7 +273,8 @@ def watch_notes(plan: Plan, scaling: ScalingSettings) -> list[str]:
 def held_notes(plan: Plan) -> list[str]:
     short = plan.desired - plan.fleet.capacity
     if short > plan.to_launch and plan.to_launch == plan.takeable:
-        return [f"{short - plan.to_launch} short, but in-flight work is held by running workers: no launch for it"]
+        holder = "running workers" if plan.fleet.running else "no worker now: launched for once visible again"
+        return [f"{short - plan.to_launch} short, but in-flight work is held by {holder}: no launch for it"]
     return []
 
 

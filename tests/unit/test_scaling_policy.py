@@ -85,7 +85,7 @@ def run_ticks(sim: SimulatedFleet, backlogs: list[int], settings: ScalingSetting
     pytest.param({"messages_per_worker": 5}, observe(7), 2, 2, id="five-per-worker-rounds-up"),
     pytest.param({"messages_per_worker": 5}, observe(10), 2, 2, id="five-per-worker-exact"),
     pytest.param({"messages_per_worker": 5}, observe(1), 1, 1, id="five-per-worker-one-message"),
-    pytest.param({}, observe(3, in_flight=4), 7, 7, id="in-flight-counts-as-backlog"),
+    pytest.param({}, observe(3, in_flight=4), 7, 3, id="in-flight-counts-as-backlog-but-launches-nothing"),
     pytest.param({}, observe(5, instances=fleet(pending=3)), 5, 2, id="pending-counts-as-capacity"),
     pytest.param({}, observe(5, instances=fleet(running=2, pending=3)), 5, 0, id="running-plus-pending-enough"),
     pytest.param({}, observe(0, instances=fleet(running=5)), 0, 0, id="backlog-gone-no-scale-in"),
@@ -308,10 +308,24 @@ def test_the_policy_module_imports_no_clock_randomness_io_or_logging():
 @pytest.mark.parametrize("observation, desired, to_launch", [
     pytest.param(observe(0, 16, fleet(running=13)), 16, 0, id="in-flight-held-by-running-workers-launches-nothing"),
     pytest.param(observe(2, 16, fleet(running=13)), 18, 2, id="only-visible-messages-justify-launches"),
-    pytest.param(observe(0, 4), 4, 4, id="in-flight-of-vanished-workers-will-return-so-launch"),
+    pytest.param(observe(0, 4), 4, 0, id="in-flight-with-no-worker-waits-until-visible-again"),
+    pytest.param(observe(4, 0), 4, 4, id="the-same-messages-visible-again-launch"),
 ])
 def test_launches_only_for_work_a_new_worker_could_take(observation, desired, to_launch):
     decision = decide(observation, scaling(), PolicyState())
     assert (decision.desired, decision.to_launch, decision.to_terminate) == (desired, to_launch, ())
     if desired - 13 > to_launch and observation.instances:
         assert "held by running workers" in decision.reason
+
+
+def test_messages_looping_in_flight_with_no_worker_never_launch():
+    """The web-process crash of the hardening issue: 46 requests whose replies could not be sent were received and
+    released over and over, in flight on every tick, with no worker left; the policy launched 20 every 7 s."""
+    sim = SimulatedFleet(FakeClock(T0))
+    settings, state, launched = scaling(max_workers=20), PolicyState(), 0
+    for _ in range(30):
+        decision = decide(Observation(sim.clock.now(), visible=0, in_flight=46), settings, state)
+        state, launched = decision.state, launched + decision.to_launch
+        assert "no worker now" in decision.reason
+        sim.clock.advance(1.0)
+    assert launched == 0
