@@ -1,6 +1,8 @@
 """The control loop around the pure policy: observe, decide, act, log one line, record, sleep (injected clock).
 
-Cloud errors are logged and the loop goes on; a failed tick changes nothing and the next one sees the truth again.
+Any error of a tick is logged and counted (``failed_ticks``), and the loop goes on: a failed tick changes nothing and
+the next one sees the truth again. Cloud errors (the project's ``HybridError``) are expected (the local AWS server
+restarting, a throttled call) and logged as one warning line; anything else also gets its traceback.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ class Autoscaler:
     timeline: Timeline | None = None
     state: PolicyState = field(default_factory=PolicyState)
     ticks: int = 0
+    failed_ticks: int = 0
 
     def tick(self) -> Decision | None:
         """One round; returns the decision, or None when observing failed."""
@@ -61,6 +64,7 @@ class Autoscaler:
         try:
             observation = self.observe()
         except HybridError as exc:
+            self.failed_ticks += 1
             log.warning("tick %d: cannot observe (%s); trying again next tick", self.ticks, exc)
             return None
         decision = decide(observation, self.scaling, self.state)
@@ -92,9 +96,21 @@ class Autoscaler:
             return f"{what}: {exc}"
         return ""
 
+    def survive_tick(self) -> Decision | None:
+        """``tick``, with any error it raises logged and counted instead of ending the loop."""
+        try:
+            return self.tick()
+        except HybridError as exc:
+            self.failed_ticks += 1
+            log.warning("tick %d failed (%s); %d failed so far, going on", self.ticks, exc, self.failed_ticks)
+        except Exception:  # noqa: BLE001 - the loop must outlive any one tick
+            self.failed_ticks += 1
+            log.exception("tick %d failed; %d failed so far, going on", self.ticks, self.failed_ticks)
+        return None
+
     def run(self, stop: threading.Event, max_ticks: int | None = None) -> None:
         """Ticks every ``poll_interval`` until ``stop`` is set (or ``max_ticks`` ran)."""
         while not stop.is_set() and (max_ticks is None or self.ticks < max_ticks):
             started = self.clock.now()
-            self.tick()
+            self.survive_tick()
             self.clock.sleep(self.scaling.poll_interval - (self.clock.now() - started))

@@ -1,13 +1,14 @@
 """boto3 clients for a stack: the same code for AWS and the local server, only the endpoint differs.
 
-Every client is wrapped so that any botocore exception a call raises comes out as the project's own error.
+Every client is wrapped so that any botocore exception a call raises comes out as the project's own error, and so
+are its paginators: a page fetched while iterating raises the project's error too.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Iterator
 
 import boto3
 import botocore.config
@@ -53,6 +54,26 @@ class MappedClient:
                 raise translate(exc, operation, self._target) from exc
 
         return call
+
+    def get_paginator(self, operation_name: str) -> "MappedPaginator":
+        """The client's paginator, whose pages raise the project's errors (botocore fetches them while iterating,
+        outside any client call this class wraps)."""
+        service = self._client.meta.service_model.service_name
+        paginator = self.__getattr__("get_paginator")(operation_name)
+        return MappedPaginator(paginator, f"{service}.{operation_name}", self._target)
+
+
+class MappedPaginator:
+    """A botocore paginator whose ``paginate`` yields pages and raises the project's errors."""
+
+    def __init__(self, paginator: Any, operation: str, target: str) -> None:
+        self._paginator, self._operation, self._target = paginator, operation, target
+
+    def paginate(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        try:
+            yield from self._paginator.paginate(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - translate re-raises what it does not know
+            raise translate(exc, self._operation, self._target) from exc
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The control loop around the policy, against fakes of the queue and fleet contracts and a fake clock."""
 import json
 import logging
+import threading
 
 from hybrid.autoscale.loop import Autoscaler, Timeline, read_timeline
 from hybrid.core.clock import FakeClock
@@ -62,3 +63,23 @@ def test_run_ticks_on_the_injected_clock(tmp_path):
     scaler.run(threading.Event(), max_ticks=5)
     assert scaler.ticks == 5
     assert clock.sleeps == [1.0] * 5
+
+
+def test_the_loop_survives_any_error_of_a_tick_counts_it_and_goes_on(tmp_path, caplog):
+    scaler, queue, fleet, clock = make(tmp_path)
+    queue.send(["a"])
+    failures = iter([RuntimeError("an unmapped error from deep inside a tick"), CloudError("server gone", "")])
+    real_instances = fleet.instances
+
+    def flaky_instances():
+        error = next(failures, None)
+        if error:
+            raise error
+        return real_instances()
+
+    fleet.instances = flaky_instances
+    with caplog.at_level(logging.INFO, logger="hybrid.autoscale"):
+        scaler.run(threading.Event(), max_ticks=3)
+    assert (scaler.ticks, scaler.failed_ticks) == (3, 2)
+    assert len(fleet.live) == 1, "the third tick scaled as usual"
+    assert any("tick 1 failed" in r.message and r.exc_info for r in caplog.records)
