@@ -24,6 +24,11 @@ Replies to one queue go out at once when no send to that queue is in flight; tho
 go together in the next call (up to 10): natural batching, with no waiting window. The batch's visibility is extended
 until it is deleted. A bad image (not an image, truncated, a decompression bomb, too large) gets an error reply and
 is deleted.
+
+A reply whose queue is gone (its web process ended, or the stack's reply queues were removed) is dropped and
+counted (``dropped_replies``): no one is left to read it, and a request that kept its message for it would come back
+until it reached the dead-letter queue. Its result is stored as usual, and the message is deleted only once that
+is done, so a client that asks again is answered from the output bucket's result or by a fresh request.
 """
 from __future__ import annotations
 
@@ -78,6 +83,7 @@ class WorkerStats:
     answered: int = 0
     bad_images: int = 0
     malformed: int = 0
+    dropped_replies: int = 0
     errors: int = 0
     extensions: int = 0
     peak_rss_mb: float = 0.0  # the process's peak resident memory, recorded when run() ends
@@ -235,7 +241,13 @@ class Worker:
                                        "application/json"), f"storing result {job.digest}", clock=self.clock)
 
     def _send_replies(self, queue_name: str, bodies: list[str]) -> None:
-        retry(lambda: self.replies_to(queue_name).send(bodies), f"replying to {queue_name}", clock=self.clock)
+        """Sends replies to one queue; drops them if that queue is gone (see the module docstring)."""
+        try:
+            retry(lambda: self.replies_to(queue_name).send(bodies), f"replying to {queue_name}", clock=self.clock)
+        except NotFoundError as exc:
+            self.stats.dropped_replies += len(bodies)
+            log.warning("reply queue %s is gone (%s): dropped %d replies, their results are stored", queue_name,
+                        exc, len(bodies))
 
     def _delete_answered(self, messages: list[QueueMessage]) -> None:
         """Deletes the answered messages of a batch in one call (the queue splits it at SQS's limit of 10); if that

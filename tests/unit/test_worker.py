@@ -10,7 +10,7 @@ from app_tier.idle import poll_wait, should_terminate
 from app_tier.outbox import Outbox
 from app_tier.worker import RESULTS_PREFIX, Worker, WorkerConfig
 from hybrid.core.clock import FakeClock
-from hybrid.core.errors import CloudError
+from hybrid.core.errors import CloudError, NotFoundError
 from hybrid.core.messages import ClassifyReply, ClassifyRequest
 from tests.fakes import (BrokenKeysStore, FakeClassifier, GatedClassifier, HoldableQueue, InMemoryQueue, InMemoryStore,
                          Journaled, eventually)
@@ -342,3 +342,28 @@ def test_a_delete_that_keeps_failing_leaves_the_answered_batch_to_come_back():
     assert sorted(r.id for r in rig.replies_sent()) == ["a", "b"], "answered all the same"
     assert len(rig.requests.messages) == 2, "not deleted: both come back after their visibility timeout"
     assert (rig.worker.stats.answered, rig.worker.stats.errors) == (2, 1)
+
+
+class GoneQueue(InMemoryQueue):
+    """A reply queue that was deleted (its web process died and a replacement removed it): every call fails as
+    SQS fails it."""
+
+    def send(self, bodies):
+        raise NotFoundError("sqs.send_message_batch: The specified queue does not exist. "
+                            "[AWS.SimpleQueueService.NonExistentQueue].", "AWS.SimpleQueueService.NonExistentQueue")
+
+
+def test_a_reply_to_a_queue_that_is_gone_is_dropped_once_the_result_is_stored_and_never_loops():
+    rig = Rig(replies=GoneQueue("replies", FakeClock(0.0)))
+    rig.submit("a", b"cat-1")
+    rig.drain()
+    assert rig.requests.messages == {} and rig.dlq.messages == {}, "deleted at once: nothing comes back"
+    assert rig.outputs.objects["a"] == b"cat", "the result is stored for a client that asks again"
+    assert (rig.worker.stats.dropped_replies, rig.worker.stats.answered, rig.worker.stats.errors) == (1, 1, 0)
+
+
+def test_a_dropped_reply_whose_result_cannot_be_stored_keeps_its_request():
+    rig = Rig(replies=GoneQueue("replies", FakeClock(0.0)), outputs=BrokenKeysStore("out", broken={"a"}))
+    rig.submit("a", b"cat-1")
+    rig.drain()
+    assert len(rig.requests.messages) == 1 and rig.worker.stats.dropped_replies == 1
