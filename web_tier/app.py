@@ -2,7 +2,11 @@
 
     POST / or /upload   one image (multipart field inputFile, myfile, or any single file field)
                         -> 200 text/plain "name:label"; JSON (label, top-5, cached, timings) with Accept: application/json
-    GET /healthz        200 "ok" while the reply dispatcher and the request sender run; else 503 saying which
+    GET /healthz        liveness: 200 "ok" while the reply dispatcher and the request sender run; else 503 saying
+                        which (restart the process). It does not look at the cloud.
+    GET /readyz         readiness: 200 "ready" when, besides that, the request and reply queues and the input and
+                        output buckets answer; else 503 naming the thread stopped or the first of them that fails
+                        (the local AWS server is down, the stack is not set up: send no traffic here, no restart)
     GET /status         JSON: queue depths, fleet size, cache entries and hit rate, requests in flight
     GET /metrics        Prometheus text
 """
@@ -49,6 +53,7 @@ def _register_routes(app: Flask) -> None:
     app.add_url_rule("/upload", "upload_alias", _upload, methods=["POST"])
     app.add_url_rule("/", "form", lambda: Response(FORM.format(url=request.url_root), mimetype="text/html"))
     app.add_url_rule("/healthz", "healthz", _healthz)
+    app.add_url_rule("/readyz", "readyz", _readyz)
     app.add_url_rule("/status", "status", lambda: jsonify(runtime_of(_app()).status()))
     app.add_url_rule("/metrics", "metrics", _metrics)
     app.register_error_handler(HTTPException, _http_error)
@@ -120,6 +125,12 @@ def _wants_json() -> bool:
 def _healthz() -> Response:
     problems = runtime_of(_app()).problems()
     return Response("; ".join(problems) + "\n" if problems else "ok\n", status=503 if problems else 200,
+                    mimetype="text/plain")
+
+
+def _readyz() -> Response:
+    problems = runtime_of(_app()).readiness()
+    return Response("\n".join(problems) + "\n" if problems else "ready\n", status=503 if problems else 200,
                     mimetype="text/plain")
 
 

@@ -9,17 +9,20 @@ poll comes back empty, once the oldest has waited ``DELETE_AFTER`` seconds, and 
 replies arrive one or two per receive, so this saves most of a call per request. No one waits on a deletion, and a
 reply not deleted in time (the receive hides it for ``VISIBILITY`` seconds) comes back as a late reply, which only
 refills the cache.
+
+A reply queue found missing (the stack was taken down and set up again under the running process) is created again
+through ``on_missing``, and the dispatcher goes on receiving from it.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from concurrent.futures import Future
-from typing import Callable
+from typing import Any, Callable
 
 from hybrid.core.clock import Clock, SystemClock
 from hybrid.core.contracts import MessageQueue
-from hybrid.core.errors import HybridError
+from hybrid.core.errors import HybridError, NotFoundError
 from hybrid.core.messages import ClassifyReply, MalformedMessage
 
 log = logging.getLogger(__name__)
@@ -30,8 +33,10 @@ DELETE_AFTER = 5.0  # seconds a delivered reply may wait for its deletion; well 
 
 class ReplyDispatcher:
     def __init__(self, queue: MessageQueue, on_late_reply: Callable[[ClassifyReply], None],
-                 wait_seconds: int = 2, clock: Clock | None = None) -> None:
+                 wait_seconds: int = 2, clock: Clock | None = None,
+                 on_missing: Callable[[], Any] | None = None) -> None:
         self.queue, self.on_late_reply, self.wait_seconds = queue, on_late_reply, wait_seconds
+        self.on_missing = on_missing
         self.clock = clock or SystemClock()
         self._delivered: list[str] = []  # receipts of delivered replies, not deleted yet
         self._oldest = 0.0  # when the first of them was delivered
@@ -40,6 +45,7 @@ class ReplyDispatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reply-dispatcher", daemon=True)
         self.late_replies = 0
+        self.reopened = 0  # times the reply queue was found missing and created again
 
     def start(self) -> "ReplyDispatcher":
         self._thread.start()
@@ -77,12 +83,26 @@ class ReplyDispatcher:
                 messages = self.queue.receive(10, self.wait_seconds, VISIBILITY)
             except HybridError as exc:
                 log.warning("reply queue %s: receive failed (%s); retrying", self.queue.name, exc)
+                if isinstance(exc, NotFoundError):
+                    self._reopen()
                 self._stop.wait(1.0)
                 continue
             for message in messages:
                 self._deliver(message.body)
             self._delete_in_batches([m.receipt for m in messages])
         self._delete(self._take_delivered())
+
+    def _reopen(self) -> None:
+        """Creates the missing reply queue again; a failure is logged, and the next receive tries again."""
+        if self.on_missing is None:
+            return
+        try:
+            self.on_missing()
+        except HybridError as exc:
+            log.warning("reply queue %s: cannot create it again (%s)", self.queue.name, exc)
+            return
+        self.reopened += 1
+        log.info("reply queue %s was missing: created it again", self.queue.name)
 
     def _delete_in_batches(self, receipts: list[str]) -> None:
         """Adds the receipts of replies just delivered; deletes those waiting once there are enough of them, once a

@@ -1,9 +1,17 @@
-"""What one server process runs: its own reply queue, the dispatcher thread, the request sender thread, the result
+"""What one server process runs: its reply queue, the dispatcher thread, the request sender thread, the result
 cache and the service.
 
 Built after gunicorn forks (threads do not survive a fork) and closed when the process exits: the sender and the
-dispatcher stop, the cache is flushed and the process's reply queue deleted. Reply queues of dead processes on this
-host are deleted at start; any left (a crashed host) carry the stack's tag and go with `hybrid aws down`.
+dispatcher stop and the cache is flushed.
+
+The reply queue is named by the process's slot on this host (``web_tier.slots``), not by its pid, and it is never
+deleted by the web tier: a process that replaces a dead one (gunicorn restarts a killed worker) claims the free slot
+and adopts its queue, so replies to the dead process's requests are not lost (they fill the cache as late replies)
+and no worker finds its reply queue gone. If the queue disappears under a live process (the stack was taken down and
+set up again), the dispatcher creates it again. Reply queues carry the stack's tag and go with `hybrid aws down`.
+Queues named by pid, of an earlier version, are deleted at start once their process is gone.
+
+``readiness()`` is what `/readyz` reports: the threads run, and the queues and buckets answer.
 """
 from __future__ import annotations
 
@@ -12,7 +20,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from hybrid.aws.channels import S3Store, SqsQueue
 from hybrid.aws.compute import Ec2Fleet
@@ -29,10 +37,12 @@ from web_tier.dispatch import ReplyDispatcher
 from web_tier.metrics import Metrics
 from web_tier.sender import BatchingSender
 from web_tier.service import ClassifyService
+from web_tier.slots import claim_slot
 
 log = logging.getLogger(__name__)
 REPLY_RETENTION_SECONDS = 3600
 CACHE_FLUSH_SECONDS = 2.0  # the cache appends what changed at most this often (and on exit)
+Check = tuple[str, Callable[[], Any]]  # (what, a call that raises HybridError when it is not usable)
 
 
 @dataclass
@@ -46,6 +56,7 @@ class WebRuntime:
     fleet: Fleet | None
     metrics: Metrics
     on_close: Any = None
+    checks: tuple[Check, ...] = ()
 
     def status(self) -> dict[str, Any]:
         return {"queues": {"requests": _depth(self.requests), "replies": _depth(self.replies)},
@@ -61,6 +72,16 @@ class WebRuntime:
         """Why this process cannot answer a cache miss, or [] when it can: both of its threads must run."""
         dead = [("reply dispatcher", self.dispatcher.alive), ("request sender", self.sender.alive)]
         return [f"{name} stopped" for name, alive in dead if not alive]
+
+    def readiness(self) -> list[str]:
+        """Why this process cannot serve now, or [] when it can: ``problems()``, then the first queue or bucket
+        that does not answer (the local AWS server is down, or the stack is not set up). The checks stop there: with
+        the server down each one would spend the client's retries on it."""
+        for what, call in self.checks:
+            problem = _check(what, call)
+            if problem:
+                return self.problems() + [problem]
+        return self.problems()
 
     def close(self) -> None:
         self.sender.close()
@@ -78,6 +99,14 @@ def _depth(queue: MessageQueue) -> dict[str, int] | str:
     return {"visible": depth.visible, "in_flight": depth.in_flight}
 
 
+def _check(what: str, call: Callable[[], Any]) -> str:
+    try:
+        call()
+    except HybridError as exc:
+        return f"{what}: {exc}"
+    return ""
+
+
 def _fleet(fleet: Fleet | None) -> dict[str, int] | str:
     if fleet is None:
         return "unknown"
@@ -89,17 +118,19 @@ def _fleet(fleet: Fleet | None) -> dict[str, int] | str:
 
 
 def assemble(inputs, requests, replies: MessageQueue, cache: ResultCache, request_timeout: float,
-             fleet: Fleet | None = None, on_close: Any = None, wait_seconds: int = 2) -> WebRuntime:
+             fleet: Fleet | None = None, on_close: Any = None, wait_seconds: int = 2,
+             reopen_replies: Callable[[], Any] | None = None, checks: tuple[Check, ...] = ()) -> WebRuntime:
     """A runtime from its parts (fakes in unit tests, SQS/S3 adapters in production); starts the dispatcher and the
-    request sender."""
+    request sender. ``reopen_replies`` creates the reply queue again when it is found missing."""
     holder: dict[str, ClassifyService] = {}
-    dispatcher = ReplyDispatcher(replies, lambda reply: holder["service"].remember(reply), wait_seconds)
+    dispatcher = ReplyDispatcher(replies, lambda reply: holder["service"].remember(reply), wait_seconds,
+                                 on_missing=reopen_replies)
     sender = BatchingSender(requests)
     service = ClassifyService(inputs, sender, replies.name, dispatcher, cache, request_timeout)
     holder["service"] = service
     dispatcher.start()
     sender.start()
-    return WebRuntime(service, dispatcher, sender, cache, requests, replies, fleet, Metrics(), on_close)
+    return WebRuntime(service, dispatcher, sender, cache, requests, replies, fleet, Metrics(), on_close, checks)
 
 
 def build_runtime(settings: Settings) -> WebRuntime:
@@ -107,12 +138,24 @@ def build_runtime(settings: Settings) -> WebRuntime:
     queues = QueueDriver(clients.sqs, settings.stack)
     require_stack(queues, settings)
     delete_stale_reply_queues(queues, names.reply_queue_prefix + host_tag() + "-")
-    reply_name = names.reply_queue(f"{host_tag()}-{os.getpid()}")
-    reply_queue = ensure_reply_queue(queues, reply_name, settings)
+    slot = claim_slot(settings.result_cache_path.parent, settings.stack)
+    reply_name = names.reply_queue(f"{host_tag()}-{slot.owner}")
+    ensure_reply_queue(queues, reply_name, settings)
+    log.info("process %s holds reply slot %s: queue %s", os.getpid(), slot.number, reply_name)
     cache = ResultCache(settings.result_cache_path, settings.web.cache_max_entries, flush_interval=CACHE_FLUSH_SECONDS)
-    return assemble(S3Store(clients.s3, names.input_bucket), SqsQueue(clients.sqs, names.request_queue),
-                    SqsQueue(clients.sqs, reply_name), cache, settings.web.request_timeout,
-                    Ec2Fleet(clients.ec2, settings.stack), lambda: queues.delete(reply_queue))
+    requests, replies = SqsQueue(clients.sqs, names.request_queue), SqsQueue(clients.sqs, reply_name)
+    return assemble(S3Store(clients.s3, names.input_bucket), requests, replies, cache, settings.web.request_timeout,
+                    Ec2Fleet(clients.ec2, settings.stack), slot.release,
+                    reopen_replies=lambda: ensure_reply_queue(queues, reply_name, settings),
+                    checks=readiness_checks(clients, names, requests, replies))
+
+
+def readiness_checks(clients: AwsClients, names: Any, requests: SqsQueue, replies: SqsQueue) -> tuple[Check, ...]:
+    """The queues and buckets a cache miss needs: the request and reply queues, the input bucket (the web tier
+    writes the image there) and the output bucket (the workers store the result there)."""
+    return (("request queue", requests.depth), ("reply queue", replies.depth),
+            ("input bucket", lambda: clients.s3.head_bucket(Bucket=names.input_bucket)),
+            ("output bucket", lambda: clients.s3.head_bucket(Bucket=names.output_bucket)))
 
 
 def require_stack_exists(settings: Settings) -> None:
@@ -135,7 +178,8 @@ def ensure_reply_queue(queues: QueueDriver, name: str, settings: Settings):
 
 
 def delete_stale_reply_queues(queues: QueueDriver, prefix: str) -> None:
-    """Reply queues of this host whose process is gone."""
+    """Reply queues of this host named by the pid of a process that is gone (as an earlier version named them; a
+    slot's queue, ``<host>-s<n>``, is adopted instead)."""
     for queue in queues.discover(prefix):
         pid = queue.name.rsplit("-", 1)[-1]
         if queue.owned and pid.isdigit() and not procs.is_alive(int(pid)):

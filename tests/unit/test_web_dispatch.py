@@ -69,3 +69,38 @@ def test_stopping_deletes_the_replies_still_waiting(dispatcher_for):
     queue.send(replies("b"))  # ends the receive in progress
     dispatcher.stop()
     assert not dispatcher.alive and queue.deletes == [["r1", "r2"]]
+
+
+class VanishingQueue(RecordingQueue):
+    """A reply queue that can be deleted under the dispatcher and created again, as SQS does it."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.exists, self.created = True, 0
+
+    def receive(self, max_messages, wait_seconds, visibility=None):
+        from hybrid.core.errors import NotFoundError
+
+        if not self.exists:
+            raise NotFoundError("sqs.receive_message: The specified queue does not exist.", "QueueDoesNotExist")
+        return super().receive(max_messages, wait_seconds, visibility)
+
+    def create(self):
+        self.exists, self.created = True, self.created + 1
+
+
+def test_a_reply_queue_deleted_under_the_dispatcher_is_created_again_and_replies_flow(dispatcher_for):
+    queue = VanishingQueue("replies")
+    late = []
+    dispatcher = ReplyDispatcher(queue, late.append, 1, on_missing=queue.create).start()
+    try:
+        queue.exists = False
+        eventually(lambda: queue.created == 1)
+        future = dispatcher.expect("a")
+        queue.send(replies("a"))
+        assert future.result(timeout=5).label == "cat"
+        assert (dispatcher.reopened, dispatcher.alive) == (1, True)
+    finally:
+        dispatcher._stop.set()
+        queue.send(replies("wake"))
+        dispatcher.stop()

@@ -161,3 +161,34 @@ def test_healthz_fails_while_either_thread_of_the_request_path_is_stopped(rig, s
         runtime.dispatcher.stop()
     response = create_app(load(None, {}, {}), runtime).test_client().get("/healthz")
     assert (response.status_code, response.get_data(as_text=True)) == (503 if stopped else 200, answer)
+
+
+def test_readyz_names_the_first_queue_or_bucket_that_does_not_answer_while_healthz_stays_ok(tmp_path):
+    from hybrid.core.errors import EmulatorNotRunning
+    from hybrid.core.settings import load
+    from web_tier.app import create_app
+
+    server = {"up": True, "asked": []}
+
+    def answers(what):
+        def call():
+            server["asked"].append(what)
+            if not server["up"]:
+                raise EmulatorNotRunning("the local AWS server does not answer")
+        return call
+
+    checks = tuple((what, answers(what)) for what in ("request queue", "reply queue", "input bucket"))
+    cache = ResultCache(tmp_path / "cache.json", 1000, flush_interval=None)
+    runtime = assemble(InMemoryStore("in"), BlockingQueue("requests"), BlockingQueue("replies"), cache, 5.0,
+                       wait_seconds=1, checks=checks)
+    try:
+        client = create_app(load(None, {}, {}), runtime).test_client()
+        ready = client.get("/readyz")
+        assert (ready.status_code, ready.get_data(as_text=True)) == (200, "ready\n")
+        server.update(up=False, asked=[])
+        ready, live = client.get("/readyz"), client.get("/healthz")
+        assert ready.status_code == 503 and ready.get_data(as_text=True).startswith("request queue: the local AWS")
+        assert server["asked"] == ["request queue"], "one failing check ends the round"
+        assert (live.status_code, live.get_data(as_text=True)) == (200, "ok\n"), "liveness ignores the cloud"
+    finally:
+        runtime.close()
