@@ -47,6 +47,24 @@ def read_stat(pid: int) -> ProcStat | None:
     return ProcStat(fields[0], int(fields[3]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
 
 
+def parent_pid(pid: int) -> int:
+    """The process's parent's pid, or 0 if there is no such process (or it is init's child of nobody)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(text.rsplit(")", 1)[1].split()[1])
+
+
+def ancestors(pid: int) -> set[int]:
+    """``pid`` and every process above it, up to init: the shells and tools that started it."""
+    found = set()
+    while pid > 0 and pid not in found:
+        found.add(pid)
+        pid = parent_pid(pid)
+    return found
+
+
 def cmdline(pid: int) -> list[str] | None:
     """The process's arguments (``argv``, the program first), or None if there is no such process. Empty for a
     zombie, and for a moment right after exec, while the kernel sets up the new program."""

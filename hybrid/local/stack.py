@@ -3,7 +3,14 @@ autoscaler and the web tier, each a process whose pid, command and log live in `
 
 ``up`` starts what is not running (idempotent) and returns the web tier's URL. ``down`` stops, by process id, what
 ``up`` started, tears the stack's AWS side down (instances first), stops the local server, and checks that no
-process of this state folder is left.
+process of this state folder is left (the commands that run ``down`` itself, and their shells, do not count).
+
+A restarted local AWS server is a new one: moto keeps everything in memory, so it starts empty, on a new port, and
+``up`` sets the stack up again with new ids (image, security group). The web tier and autoscaler keep the endpoint
+and the launch specification they started with, so ``up`` restarts each service that was started against another
+local AWS server than the one now running (each record names the server's pid): no other step is needed after a
+restart. While the server is down the web tier stays live (`/healthz`) but not ready (`/readyz`), and the
+autoscaler's ticks fail, are counted, and the loop goes on.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 from hybrid.aws.stack import build_aws_stack
 from hybrid.core import procs
+from hybrid.core.localserver import EmulatorInfo
 from hybrid.core.settings import Settings
 from hybrid.core.wait import Poll, wait_for
 from hybrid.local.awsserver.process import emulator_status, is_runner_process, start_emulator, stop_emulator
@@ -37,6 +45,7 @@ class ServiceRecord:
     command: list[str]
     log_path: str
     started_at: float
+    emulator_pid: int = 0  # the local AWS server it was started against
 
 
 def local_dir(settings: Settings) -> Path:
@@ -67,22 +76,29 @@ def is_running(record: ServiceRecord) -> bool:
 
 
 def up(settings: Settings, child_args: Sequence[str], report: Report = log.info) -> str:
-    """Starts every part that is not running; returns the web tier's URL."""
-    start_aws_side(settings, report)
+    """Starts every part that is not running, and restarts the services of an earlier local AWS server; returns the
+    web tier's URL."""
+    server = start_aws_side(settings, report)
     records = read_records(settings)
     for name, command in (("autoscaler", "autoscale"), ("web", "web")):  # down stops them in reverse
-        if name in records and is_running(records[name]):
-            report(f"{name}: already running (pid {records[name].pid})")
-            continue
-        records[name] = start_service(settings, name, procs.module_command("hybrid", *child_args, command))
+        record = records.get(name)
+        if record and is_running(record):
+            if record.emulator_pid == server.pid:
+                report(f"{name}: already running (pid {record.pid})")
+                continue
+            report(f"{name}: restarting (pid {record.pid} was started against an earlier local AWS server): "
+                   f"{stop_service(record)}")
+        records[name] = start_service(settings, name, procs.module_command("hybrid", *child_args, command),
+                                      server.pid)
         write_records(settings, records)
         report(f"{name}: started (pid {records[name].pid}, log {records[name].log_path})")
     wait_for("the web tier to answer", lambda: _health(settings, records["web"]), timeout=60, interval=0.25)
     return web_url(settings)
 
 
-def start_aws_side(settings: Settings, report: Report = log.info) -> None:
-    """The local AWS server and its instance runner, the stack's AWS side, and the model cache its workers load."""
+def start_aws_side(settings: Settings, report: Report = log.info) -> EmulatorInfo:
+    """The local AWS server and its instance runner, the stack's AWS side, and the model cache its workers load;
+    returns the server's record."""
     info = start_emulator(settings.state_path)
     report(f"local AWS server: {info.url} (pid {info.pid}), instance runner pid {info.runner_pid}")
     changes = build_aws_stack(settings).up(report=lambda line: None)
@@ -91,6 +107,7 @@ def start_aws_side(settings: Settings, report: Report = log.info) -> None:
     if crowding:
         report(crowding)
     _prepare_model(report)
+    return info
 
 
 def local_fleet_size(cores: int | None = None) -> int:
@@ -118,13 +135,13 @@ def _prepare_model(report: Report) -> None:
     report(f"model: ready ({time.monotonic() - started:.1f} s)")
 
 
-def start_service(settings: Settings, name: str, command: list[str]) -> ServiceRecord:
+def start_service(settings: Settings, name: str, command: list[str], emulator_pid: int = 0) -> ServiceRecord:
     """Starts ``command`` in the background, logging to ``<state_dir>/local/<name>.log``; returns its record (the
-    caller keeps it with ``write_records``, and ``down`` stops it)."""
+    caller keeps it with ``write_records``, and ``down`` stops it). ``emulator_pid``: the local AWS server it uses."""
     log_path = local_dir(settings) / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     process = procs.spawn_logged(command, log_path)
-    return ServiceRecord(name, process.pid, command, str(log_path), time.time())
+    return ServiceRecord(name, process.pid, command, str(log_path), time.time(), emulator_pid)
 
 
 def _health(settings: Settings, record: ServiceRecord) -> Poll[bool]:
@@ -184,11 +201,12 @@ def alive(pid: int) -> bool:
 
 
 def processes_of(state_dir: Path) -> list[tuple[int, str]]:
-    """Live processes whose command line names this state folder (workers, services, the local server)."""
-    found = []
+    """Live processes whose command line names this state folder (workers, services, the local server), but for
+    this process and those above it (the `hybrid local down` that asks, the shell or tool that runs it)."""
+    found, askers = [], procs.ancestors(os.getpid())
     for pid in procs.pids():
         argv = procs.cmdline(pid)
-        if pid != os.getpid() and argv and str(state_dir) in "\0".join(argv) and procs.is_alive(pid):
+        if pid not in askers and argv and str(state_dir) in "\0".join(argv) and procs.is_alive(pid):
             found.append((pid, " ".join(argv).strip()))
     return found
 

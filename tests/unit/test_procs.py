@@ -159,3 +159,9 @@ def test_terminate_of_a_process_already_gone_is_fine(children):
     child.kill()
     child.wait()
     procs.terminate(child.pid, lambda: True, what="the gone one", patience=0.1, kill_patience=0.1)
+
+
+def test_ancestors_are_this_process_and_the_ones_that_started_it():
+    found = procs.ancestors(os.getpid())
+    assert {os.getpid(), os.getppid()} <= found
+    assert procs.ancestors(99_999_999) == {99_999_999}, "no such process: nothing above it"
