@@ -44,7 +44,8 @@ Part 3, real compute (skipped, with the reason, when the fixture runs fake compu
 - a server booted from ``debian-12-base`` through the project's code (``build_openstack_stack``: key pair, security
   group with SSH from the external range, m1.tiny, floating IP), ``VM_REPEATS`` times (2; 1 with ``--quick``): ``up``
   (returns once the server is ACTIVE and its floating IP associated), SSH-ready (first successful paramiko login
-  through the floating IP, from the fixture's namespace via ``minicloud.sh exec``, tried every 2 s), cloud-init's
+  through the floating IP, from the fixture's namespace via ``minicloud.sh exec``, tried every 2 s; SSH is pinned to
+  the host keys the console prints near the end of cloud-init's final stage, so it waits for them), cloud-init's
   "finished" line in the console log, and ``down``. Per hypervisor: the one the fixture chose; the other is shown
   with the reason it is not used (``minicloud.sh status``).
 
@@ -383,7 +384,8 @@ def time_vm(name: str, state_dir: Path, external_range: str) -> VmRun:
         run.up = time.perf_counter() - start
         stack = build_openstack_stack(settings)
         address, key = stack.find("floating_ip").properties["address"], stack.key_path()
-        minicloud.wait_for_ssh(address, key, SSH_READY_TIMEOUT - (time.perf_counter() - start))
+        host_keys = stack.ssh_target("debian").host_keys  # SSH is pinned to the keys the console prints
+        minicloud.wait_for_ssh(address, key, host_keys, SSH_READY_TIMEOUT - (time.perf_counter() - start))
         run.ssh_ready = time.perf_counter() - start
         server_id, conn = stack.find("server").id, raw_connection()
         while not minicloud.CLOUD_INIT_FINISHED.search(conn.compute.get_server_console_output(server_id)["output"]):

@@ -127,6 +127,10 @@ class FakeCompute(_View):
             server["fault"] = {"message": self.cloud.boot_error} if self.cloud.boot_error else None
         return server
 
+    def get_server_console_output(self, server_id: str, length: int | None = None) -> dict:
+        """What the server printed on its console (``console`` of its record; a test writes it)."""
+        return {"output": self.get_server(server_id).get("console", "")}
+
     def start_server(self, server_id: str) -> None:
         self.cloud.servers[server_id]["status"] = "ACTIVE"
 

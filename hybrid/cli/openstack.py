@@ -23,7 +23,8 @@ credentials_option = click.option(
     "--credentials", "credentials", type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="AWS credentials file (a key scoped to this stack) to install on the server over SSH as "
          "/etc/hybrid/aws-credentials, mode 0600 (where the floating IPs are reachable: openstack.routable, or "
-         "openstack.namespace as on the local fixture)")
+         "openstack.namespace as on the local fixture). SSH waits for the server's console to print its host keys "
+         "and refuses any other key")
 
 
 @click.group()
@@ -80,11 +81,11 @@ def openstack_status(ctx: Context, as_json: bool) -> None:
 @ssh_user_option
 @pass_context
 def openstack_check(ctx: Context, ssh_user: str) -> None:
-    """SSH into the server (paramiko, the stack's key) and check the web tier there: its systemd unit is active,
-    /healthz answers from inside, the server's clock is within 2 s of this machine's, and show the unit's last log
-    lines. Exit 3 if any check fails. Skipped (exit 0) where the cloud's floating IPs are not reachable from here:
-    neither openstack.routable nor a network namespace (openstack.namespace; on the local fixture its own, which
-    needs root)."""
+    """SSH into the server (paramiko, the stack's key; its host key must be one its console printed) and check the
+    web tier there: its systemd unit is active, /healthz answers from inside, the server's clock is within 2 s of this
+    machine's, and show the unit's last log lines. Exit 3 if any check fails. Skipped (exit 0) where the cloud's
+    floating IPs are not reachable from here: neither openstack.routable nor a network namespace (openstack.namespace;
+    on the local fixture its own, which needs root)."""
     stack = _stack(ctx)
     skipped = stack.ssh_skip_reason()
     if skipped:

@@ -6,6 +6,7 @@ with a message an operator can act on::
     HybridError                 anything this project raises on purpose; the CLI prints it and exits 1
     ├── ConfigError             a bad setting: names the key, the value and what is allowed
     ├── CredentialsError        no credentials, or credentials the cloud rejected
+    │   └── HostKeyError        a server's SSH host key is not the one its console printed (or none is known)
     ├── EmulatorNotRunning      the local AWS server is not up (start it with `hybrid emulator start`)
     ├── CloudError              any other error a cloud API returned
     │   ├── NameTakenError      a resource name is owned by someone else (e.g. a global S3 bucket name)
@@ -32,6 +33,11 @@ class ConfigError(HybridError):
 
 class CredentialsError(HybridError):
     """No usable cloud credentials."""
+
+
+class HostKeyError(CredentialsError):
+    """A server's SSH host key differs from the one pinned for it (its console's), or none is pinned: nothing is
+    sent to it."""
 
 
 class EmulatorNotRunning(HybridError):

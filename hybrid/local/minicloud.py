@@ -3,23 +3,26 @@ namespace ``minicloud-ext``.
 
 Every probe runs as a child process through the fixture's one entry, ``devstack/minicloud.sh exec -- CMD``: this
 module re-runs itself there (``python -m hybrid.local.minicloud REQUEST``) and prints one JSON answer. The SSH probe
-logs in with the project's own client (``hybrid.openstack.remote.open_ssh``: paramiko, the stack's key only). The
-calling process itself never sends a packet to a floating IP (``tcp_from_here`` only where the fixture made the range
-``unreachable`` in the root namespace). Used by the tests and benchmarks; needs root (``ip netns exec``) and a
-checkout (the script lives in ``devstack/``).
+logs in with the project's own client (``hybrid.openstack.remote.open_ssh``: paramiko, the stack's key only, the host
+key pinned to those the caller read from the server's console). The calling process itself never sends a packet to a
+floating IP (``tcp_from_here`` only where the fixture made the range ``unreachable`` in the root namespace). Used by
+the tests and benchmarks; needs root (``ip netns exec``) and a checkout (the script lives in ``devstack/``).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from hybrid.core.settings import FIXTURE_NAMESPACE
 from hybrid.core.wait import Poll, wait_for
+from hybrid.openstack.hostkeys import HostKey
 
 ROOT = Path(__file__).resolve().parents[2]
 MINICLOUD = ROOT / "devstack" / "minicloud.sh"
@@ -50,16 +53,19 @@ def in_namespace(request: dict, timeout: float = 60.0) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def ssh(host: str, key: Path, command: str, user: str = "debian") -> dict:
-    """``{"ok": bool, "output": str, "code": int, "error": str}`` of ``command`` run over SSH as ``user``."""
-    return in_namespace({"probe": "ssh", "host": host, "key": str(key), "command": command, "user": user})
+def ssh(host: str, key: Path, command: str, host_keys: Sequence[HostKey], user: str = "debian") -> dict:
+    """``{"ok": bool, "output": str, "code": int, "error": str}`` of ``command`` run over SSH as ``user``, to a
+    server whose host key is one of ``host_keys`` (``hybrid.openstack.hostkeys``: from its console)."""
+    return in_namespace({"probe": "ssh", "host": host, "key": str(key), "command": command, "user": user,
+                         "host_keys": [dataclasses.asdict(k) for k in host_keys]})
 
 
-def wait_for_ssh(host: str, key: Path, timeout: float, interval: float = 2.0, user: str = "debian") -> str:
+def wait_for_ssh(host: str, key: Path, host_keys: Sequence[HostKey], timeout: float, interval: float = 2.0,
+                 user: str = "debian") -> str:
     """Tries ``hostname`` over SSH every ``interval`` seconds until a login succeeds; returns its output. Raises
     ``WaitTimeout`` with the last answer after ``timeout`` seconds."""
     def probe() -> Poll[str]:
-        answer = ssh(host, key, "hostname", user)
+        answer = ssh(host, key, "hostname", host_keys, user)
         ok = answer["ok"] and answer["code"] == 0
         return Poll(answer["output"], ok, state=answer["error"] or f"exit {answer['code']}")
 
@@ -93,7 +99,8 @@ def _ssh(request: dict) -> dict:
     from hybrid.openstack.remote import Target, open_ssh, run
 
     try:
-        client = open_ssh(Target(request["host"], user=request["user"]), Path(request["key"]))
+        pinned = tuple(HostKey(**each) for each in request["host_keys"])
+        client = open_ssh(Target(request["host"], user=request["user"], host_keys=pinned), Path(request["key"]))
     except HybridError as exc:
         return {"ok": False, "output": "", "code": -1, "error": f"{type(exc).__name__}: {exc}"}
     try:

@@ -2,8 +2,11 @@
 
 They run only where the cloud's floating IPs are reachable: from this machine (``openstack.routable``), or from
 inside a network namespace (``openstack.namespace``; the local fixture's floating IPs exist only in its own), where
-the connection is made. paramiko's exceptions stop here and come out as the project's errors. Host keys are trusted
-on first use and remembered in a known_hosts file of the stack, so a changed host key is refused.
+the connection is made. paramiko's exceptions stop here and come out as the project's errors.
+
+Host keys are pinned, never trusted on first use: a ``Target`` carries the server's host keys as its console printed
+them (``hybrid.openstack.hostkeys``), SSH offers only those key types, and ``PinnedHostKeys`` refuses any other key
+before authentication, so nothing (no login, no credentials) reaches a server that is not the one the cloud booted.
 """
 from __future__ import annotations
 
@@ -12,16 +15,18 @@ import posixpath
 import shlex
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
+from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_EXCL, SFTP_FLAG_WRITE
 
 from hybrid.core import netns
-from hybrid.core.errors import CloudError, CredentialsError, HybridError
+from hybrid.core.errors import CloudError, CredentialsError, HostKeyError, HybridError
 from hybrid.core.naming import IMAGE_LOGIN_USER
 from hybrid.openstack.compute import WEB_SERVICE
+from hybrid.openstack.hostkeys import HostKey, fingerprint, host_key_algorithms
 
 log = logging.getLogger(__name__)
 DEFAULT_USER = IMAGE_LOGIN_USER
@@ -34,17 +39,21 @@ FETCH = ("python3 -c 'import sys, urllib.request; "
 SKEW_LIMIT = 2.0
 """Seconds of clock difference between the server and this machine that ``check`` flags."""
 LOG_LINES = 10
+HOST_KEY_ALGORITHMS = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                       "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa", "ssh-dss")
+"""Every host key algorithm paramiko may negotiate: those no pinned key proves are disabled for the connection."""
+PRIVATE_MODE = 0o600
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where to SSH: address, port, login user, the stack's known_hosts file (None: remember nothing) and the
-    network namespace the connection is made in (empty: this machine's own)."""
+    """Where to SSH: address, port, login user, the server's pinned host keys (from its console; none: every
+    connection is refused) and the network namespace the connection is made in (empty: this machine's own)."""
 
     host: str
     port: int = 22
     user: str = DEFAULT_USER
-    known_hosts: Path | None = None
+    host_keys: tuple[HostKey, ...] = ()
     namespace: str = ""
 
 
@@ -79,33 +88,65 @@ def as_target(host: str | Target) -> Target:
     return host if isinstance(host, Target) else Target(host)
 
 
+class PinnedHostKeys(paramiko.MissingHostKeyPolicy):
+    """Accepts the server's host key only when it is one of the pinned keys; raises ``HostKeyError`` otherwise.
+
+    SSHClient asks this policy about every key, since no known_hosts is loaded. Raising here aborts the connection
+    after the key exchange and before authentication: nothing has been sent but the handshake."""
+
+    def __init__(self, pinned: Sequence[HostKey]) -> None:
+        self.pinned = tuple(pinned)
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        check_host_key(hostname, self.pinned, key.get_name(), key.asbytes())
+
+
+def check_host_key(hostname: str, pinned: Sequence[HostKey], key_type: str, blob: bytes) -> None:
+    """Returns when the offered key (type name and wire blob) is one of ``pinned``; raises ``HostKeyError`` naming
+    both fingerprints otherwise."""
+    if any(pin.matches(key_type, blob) for pin in pinned):
+        log.debug("host key of %s matches its console's: %s %s", hostname, key_type, fingerprint(blob))
+        return
+    expected = ", ".join(pin.describe() for pin in pinned) or "none"
+    raise HostKeyError(f"host key of {hostname} is {key_type} {fingerprint(blob)}, but the server's console printed "
+                       f"{expected}: refusing to connect (another machine answers at that address, or the key "
+                       "changed after boot); nothing was sent")
+
+
 def open_ssh(host: str | Target, key: Path | paramiko.PKey) -> paramiko.SSHClient:
-    """An SSH session authenticated with the stack's private key only (no agent, no other keys)."""
+    """An SSH session authenticated with the stack's private key only (no agent, no other keys), to a server whose
+    host key is one of the target's pinned keys."""
     target = as_target(host)
+    if not target.host_keys:
+        raise HostKeyError(f"no host key is pinned for {target.host}: refusing to connect (its keys come from the "
+                           "server's console: `OpenStackStack.ssh_target`)")
     client = paramiko.SSHClient()
-    if target.known_hosts is not None and target.known_hosts.exists():
-        client.load_host_keys(str(target.known_hosts))
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.set_missing_host_key_policy(PinnedHostKeys(target.host_keys))
     pkey = key if isinstance(key, paramiko.PKey) else paramiko.PKey.from_path(key)
     try:
         sock = netns.connect(target.host, target.port, CONNECT_TIMEOUT, target.namespace)
         client.connect(target.host, port=target.port, username=target.user, pkey=pkey, timeout=CONNECT_TIMEOUT,
-                       allow_agent=False, look_for_keys=False, banner_timeout=CONNECT_TIMEOUT, sock=sock)
+                       allow_agent=False, look_for_keys=False, banner_timeout=CONNECT_TIMEOUT, sock=sock,
+                       disabled_algorithms={"keys": unpinned_algorithms(target.host_keys)})
+    except HostKeyError:
+        client.close()
+        raise
     except paramiko.AuthenticationException as exc:
         raise CredentialsError(f"{target.user}@{target.host} refused the stack's key: {exc}") from exc
-    except paramiko.BadHostKeyException as exc:
-        raise CredentialsError(f"host key of {target.host} changed since it was first seen ({target.known_hosts}): "
-                               "if the server was replaced, delete that file") from exc
     except (paramiko.SSHException, OSError) as exc:
         raise CloudError(f"cannot SSH to {target.user}@{target.host}:{target.port}: {exc}") from exc
-    if target.known_hosts is not None:
-        target.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        client.save_host_keys(str(target.known_hosts))
     return client
 
 
+def unpinned_algorithms(pinned: Sequence[HostKey]) -> list[str]:
+    """paramiko's host key algorithms that no pinned key proves: disabled, so the server must show a pinned type."""
+    allowed = host_key_algorithms(pinned)
+    return [name for name in HOST_KEY_ALGORITHMS if name not in allowed]
+
+
 def deliver_credentials(host: str | Target, key: Path | paramiko.PKey, files: Mapping[str, bytes]) -> list[str]:
-    """Writes each ``remote path -> content`` over SFTP, mode 0600 before any byte is written; returns the paths.
+    """Writes each ``remote path -> content`` over SFTP into a new file created with mode 0600 (``create_private``);
+    returns the paths.
 
     Relative paths are under the login user's home. Parent folders are made with mode 0700.
     """
@@ -115,10 +156,9 @@ def deliver_credentials(host: str | Target, key: Path | paramiko.PKey, files: Ma
         sftp = client.open_sftp()
         for path, content in files.items():
             _make_parents(sftp, posixpath.dirname(path))
-            with sftp.open(path, "wb") as handle:
-                handle.chmod(0o600)
+            with create_private(sftp, path) as handle:
                 handle.write(content)
-            log.info("wrote %s on %s (mode 0600)", path, target.host)
+            log.info("wrote %s on %s (mode 0600 from its creation)", path, target.host)
         sftp.close()
     except (paramiko.SSHException, OSError) as exc:
         raise CloudError(f"cannot write files on {target.host} over SFTP: {exc}") from exc
@@ -146,6 +186,34 @@ def install_credentials(host: str | Target, key: Path | paramiko.PKey, content: 
     if status != 0:
         raise CloudError(f"installing {CREDENTIALS_FILE} failed (exit {status}): {output[:200]}")
     return CREDENTIALS_FILE
+
+
+def create_private(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPFile:
+    """A new, empty file at ``path``, open for writing, that has mode 0600 from the moment it exists.
+
+    The mode travels in the SFTP OPEN request itself (OpenSSH's sftp-server hands it to ``open(2)``, under its umask,
+    which only narrows it); ``SFTPClient.open`` sends no mode, so the file would be made with the server's default
+    and narrowed only afterwards. A file already at ``path`` is removed first (opening it would keep its mode), and
+    the create is exclusive, so a link planted there is never followed. A server that did not apply the mode gets
+    the file removed before a byte is written."""
+    try:
+        sftp.remove(path)
+    except FileNotFoundError:
+        pass
+    attributes = paramiko.SFTPAttributes()
+    attributes.st_mode = PRIVATE_MODE
+    flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL
+    kind, message = sftp._request(CMD_OPEN, sftp._adjust_cwd(path), flags, attributes)  # no public call sends a mode
+    if kind != CMD_HANDLE:
+        raise CloudError(f"the SFTP server answered OPEN of {path} with message type {kind}")
+    handle = paramiko.SFTPFile(sftp, message.get_binary(), "wb")
+    mode = stat.S_IMODE(handle.stat().st_mode or 0)
+    if mode & ~PRIVATE_MODE:
+        handle.close()
+        sftp.remove(path)
+        raise CloudError(f"the SFTP server created {path} with mode {mode:04o}, not {PRIVATE_MODE:04o}: nothing "
+                         "was written to it")
+    return handle
 
 
 def _make_parents(sftp: paramiko.SFTPClient, folder: str) -> None:

@@ -24,6 +24,7 @@ from hybrid.core.settings import FIXTURE_GATEWAY, FIXTURE_KERNEL_IMAGE, FIXTURE_
 from hybrid.core.stack_engine import STATE_MISSING, Report, StackEngine
 from hybrid.core.wait import Poll
 from hybrid.openstack.compute import server_settings_json, user_data
+from hybrid.openstack.hostkeys import wait_for_console_host_keys
 from hybrid.openstack.image import ImageSource
 from hybrid.openstack.names import OpenStackNames
 from hybrid.openstack.network import describe_rules, find_external_network, web_tier_rules
@@ -135,16 +136,16 @@ class OpenStackStack:
         return f"http://{ip.properties['address']}:{web_port(self.settings)}/"
 
     def ssh_target(self, user: str) -> Target:
-        """The server's floating IP as an SSH target, with the stack's known_hosts file."""
+        """The server's floating IP as an SSH target, pinned to the host keys its console printed (waited for,
+        up to ``HOST_KEYS_TIMEOUT``, while cloud-init has not printed them yet)."""
         from hybrid.openstack.remote import Target  # paramiko loads only for the SSH steps
 
-        ip = self.find("floating_ip")
-        if ip is None or ip.properties.get("server") == "none":
+        ip, server = self.find("floating_ip"), self.find("server")
+        if ip is None or server is None or ip.properties.get("server") == "none":
             raise NotFoundError(f"stack {self.settings.stack} has no server with a floating IP: run "
                                 "`hybrid openstack up` first")
-        keys = self.settings.state_path / "keys"
-        return Target(ip.properties["address"], user=user,
-                      known_hosts=keys / f"{stack_names(self.settings).key_pair}.known_hosts",
+        host_keys = wait_for_console_host_keys(self.conn, server.id, server.name, self.clock)
+        return Target(ip.properties["address"], user=user, host_keys=host_keys,
                       namespace=self.settings.openstack.reach_namespace())
 
     def key_path(self) -> Path:

@@ -4,10 +4,11 @@ The stack's own code (``build_openstack_stack``) boots a server from the fixture
 the private network, with the stack's key pair and a security group that allows SSH from the fixture's external
 namespace (``aws.operator_cidr`` = the external network's range), and gives it a floating IP. Then: the server is
 ACTIVE and its libvirt domain runs; its console log shows cloud-init finished; paramiko logs in through the floating
-IP with the stack's private key (and not with another key); a port the group does not allow gets no answer while an
-allowed port with no listener is refused; the floating IP is refused locally in the root namespace (an
-``unreachable`` route). After ``down`` nothing of the server is left: no libvirt domain, no QEMU, no tap, no bridge
-port, no iptables or ebtables rule.
+IP with the stack's private key (and not with another key), pinned to the host key the server's console printed (and
+refused when the pinned key is another); the credentials' staging file is 0600 from its creation; a port the group
+does not allow gets no answer while an allowed port with no listener is refused; the floating IP is refused locally in
+the root namespace (an ``unreachable`` route). After ``down`` nothing of the server is left: no libvirt domain, no
+QEMU, no tap, no bridge port, no iptables or ebtables rule.
 
 Probes that touch the floating IP run inside the namespace, through ``minicloud.sh exec`` (``hybrid.local.minicloud``).
 Skipped, with the reason, when the fixture is not up, runs fake compute, or the run is not root. The tests share one
@@ -15,8 +16,10 @@ server (it boots in about a minute under software emulation) and run in file ord
 """
 from __future__ import annotations
 
+import base64
 import os
 import re
+import stat
 import subprocess
 import time
 
@@ -24,6 +27,8 @@ import pytest
 
 from hybrid.core.settings import load
 from hybrid.openstack.compute import new_key_pair
+from hybrid.openstack.hostkeys import HostKey, console_host_keys, fingerprint
+from hybrid.openstack.remote import create_private, deliver_credentials, open_ssh, run
 from hybrid.openstack.stack import build_openstack_stack, stack_names
 from hybrid.local import minicloud
 
@@ -66,12 +71,20 @@ def vm(admin, external_range, tmp_path_factory):
         build_openstack_stack(settings).up(report=print)
         stack = build_openstack_stack(settings)
         active = time.monotonic() - started
-        address = stack.find("floating_ip").properties["address"]
-        ready = minicloud.wait_for_ssh(address, stack.key_path(), SSH_READY_TIMEOUT, interval=3)
-        print(f"ACTIVE after {active:.1f} s, SSH-ready after {time.monotonic() - started:.1f} s ({ready})")
+        address, pinned = stack.find("floating_ip").properties["address"], stack.ssh_target("debian").host_keys
+        printed = time.monotonic() - started
+        ready = minicloud.wait_for_ssh(address, stack.key_path(), pinned, SSH_READY_TIMEOUT, interval=3)
+        print(f"ACTIVE after {active:.1f} s, host keys on the console after {printed:.1f} s, SSH-ready after "
+              f"{time.monotonic() - started:.1f} s ({ready})")
         yield stack
     finally:
         build_openstack_stack(settings).down(report=print)
+
+
+@pytest.fixture(scope="module")
+def host_keys(vm):
+    """The server's host keys as its console printed them (read through the stack's own code)."""
+    return vm.ssh_target("debian").host_keys
 
 
 def server_of(stack, admin):
@@ -108,9 +121,9 @@ def test_the_console_log_shows_cloud_init_finished(vm, admin):
     assert minicloud.CLOUD_INIT_FINISHED.search(log), log[-3000:]
 
 
-def test_paramiko_logs_in_through_the_floating_ip_with_the_stacks_key_only(vm, admin, tmp_path):
+def test_paramiko_logs_in_through_the_floating_ip_with_the_stacks_key_only(vm, admin, host_keys, tmp_path):
     address = vm.find("floating_ip").properties["address"]
-    answer = minicloud.ssh(address, vm.key_path(), "hostname; ip -4 -o addr show scope global")
+    answer = minicloud.ssh(address, vm.key_path(), "hostname; ip -4 -o addr show scope global", host_keys)
     assert answer["ok"] and answer["code"] == 0, answer
     hostname, addresses = answer["output"].split("\n", 1)
     assert hostname == stack_names(vm.settings).server
@@ -120,8 +133,47 @@ def test_paramiko_logs_in_through_the_floating_ip_with_the_stacks_key_only(vm, a
     stranger = tmp_path / "stranger.pem"
     stranger.write_text(new_key_pair("stranger@nowhere")[0])
     stranger.chmod(0o600)
-    refused = minicloud.ssh(address, stranger, "hostname")
+    refused = minicloud.ssh(address, stranger, "hostname", host_keys)
     assert not refused["ok"] and "CredentialsError" in refused["error"], refused
+
+
+def test_ssh_is_pinned_to_the_host_key_the_console_printed(vm, admin, host_keys):
+    """The console's key is the server's own (its sshd's key file says so, over the pinned session); the same
+    server is refused once the pinned key is altered, or pinned by another key's fingerprint only."""
+    address = vm.find("floating_ip").properties["address"]
+    console = admin.compute.get_server_console_output(vm.find("server").id)["output"]
+    assert "-----BEGIN SSH HOST KEY KEYS-----" in console and console_host_keys(console) == host_keys
+    [key] = host_keys
+    assert key.key_type == "ssh-ed25519" and key.public_key, "the fixture's image makes one ed25519 host key"
+    answer = minicloud.ssh(address, vm.key_path(), "cat /etc/ssh/ssh_host_ed25519_key.pub", host_keys)
+    assert answer["ok"] and answer["output"].split()[1] == key.public_key, answer
+    by_fingerprint = minicloud.ssh(address, vm.key_path(), "true", [HostKey(key.key_type, key.fingerprint)])
+    assert by_fingerprint["ok"] and by_fingerprint["code"] == 0, by_fingerprint
+
+    other = base64.b64decode(new_key_pair("other")[1].split()[1])
+    for altered in (HostKey(key.key_type, fingerprint(other), base64.b64encode(other).decode()),
+                    HostKey(key.key_type, fingerprint(other))):
+        refused = minicloud.ssh(address, vm.key_path(), "true", [altered])
+        assert not refused["ok"] and refused["error"].startswith("HostKeyError"), refused
+        assert key.fingerprint in refused["error"] and fingerprint(other) in refused["error"], refused
+
+
+def test_the_staging_file_is_0600_from_its_creation_on_the_servers_sftp(vm):
+    """OpenSSH's sftp-server creates the file with the mode the OPEN request carries: 0600 before a byte or a
+    chmod; what ``deliver_credentials`` writes stays 0600."""
+    target = vm.ssh_target("debian")
+    client = open_ssh(target, vm.key_path())
+    try:
+        sftp = client.open_sftp()
+        with create_private(sftp, ".hybrid-mode-probe"):
+            created = stat.S_IMODE(sftp.stat(".hybrid-mode-probe").st_mode)
+        sftp.remove(".hybrid-mode-probe")
+        deliver_credentials(target, vm.key_path(), {".hybrid-aws-credentials": b"[default]\n"})
+        modes, _ = run(client, "stat -c '%a %s' .hybrid-aws-credentials && rm -f .hybrid-aws-credentials")
+    finally:
+        client.close()
+    assert created == 0o600
+    assert modes == "600 10"
 
 
 def test_the_security_group_filters_and_the_floating_ip_lives_only_in_the_namespace(vm, external_range):

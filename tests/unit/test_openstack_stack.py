@@ -8,7 +8,7 @@ import yaml
 
 from hybrid.core.clock import FakeClock
 from hybrid.core.contracts import ACTION_CREATE, ACTION_UPDATE
-from hybrid.core.errors import HybridError, NameTakenError, NotFoundError, QuotaError
+from hybrid.core.errors import HybridError, NameTakenError, NotFoundError, QuotaError, WaitTimeout
 from hybrid.core.settings import load
 from hybrid.openstack.compute import new_key_pair, server_settings_json, user_data
 from hybrid.openstack.image import ImageSource, checksums
@@ -303,3 +303,24 @@ def test_new_key_pair_is_an_openssh_pair_with_the_comment():
     import paramiko
     key = paramiko.Ed25519Key.from_private_key(io.StringIO(private))
     assert public == f"ssh-ed25519 {key.get_base64()} hybrid:stack=x"
+
+
+def test_the_ssh_target_is_pinned_to_the_host_keys_the_servers_console_printed(make, cloud, image_file):
+    from tests.unit.test_openstack_hostkeys import REAL_CONSOLE, REAL_FINGERPRINT
+
+    stack = make(image_file)
+    stack.up(report=quiet)
+    [server] = cloud.servers.values()
+    server["console"] = "[    0.000000] Linux version 6.1.0\n" + REAL_CONSOLE
+    target = stack.ssh_target("debian")
+    assert target.host == next(iter(cloud.ips.values())).floating_ip_address and target.user == "debian"
+    assert [(k.key_type, k.fingerprint) for k in target.host_keys] == [("ssh-ed25519", REAL_FINGERPRINT)]
+
+
+def test_without_host_keys_on_the_console_there_is_no_ssh_target(make, cloud, image_file):
+    stack = make(image_file)
+    stack.up(report=quiet)
+    [server] = cloud.servers.values()
+    server["console"] = "[    0.000000] Linux version 6.1.0\n-----BEGIN SSH HOST KEY KEYS-----\n"
+    with pytest.raises(WaitTimeout, match="SSH host keys of server unit-web-tier on its console"):
+        stack.ssh_target("debian")
