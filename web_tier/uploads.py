@@ -49,8 +49,9 @@ def _the_one_file(files: MultiDict) -> FileStorage:
 
 
 def check_image(data: bytes) -> None:
-    """Decodes every pixel, as the worker will (without its resize and crop): not an image, truncated, a bomb or too
-    large is refused here."""
+    """Vets the bytes as the worker will decode them (``hybrid.core.decoding.check_decodable``): not an image, a format
+    not allowed, truncated, corrupt, a bomb or too large is refused here. A PNG is checked whole without decoding a
+    pixel; other formats are decoded (a JPEG at reduced scale) within the process's decode budget."""
     try:
         check_decodable(data)
     except BadImageError as exc:

@@ -238,3 +238,127 @@ def test_warm_decoder_imports_the_format_plugins_a_first_upload_would_otherwise_
              "print(before, all(f'PIL.{n}ImagePlugin' in sys.modules for n in ('Jpeg', 'Png', 'Gif', 'Bmp')))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+# ------------------------------------------------------------------ 16-bit greyscale
+
+def photo_grey() -> np.ndarray:
+    from skimage import data
+    return data.camera()  # 512 x 512, 8-bit grey
+
+
+def sixteen_bit_png(grey: np.ndarray, byteorder: str = ">") -> bytes:
+    """The 8-bit grey pixels as 16-bit (v * 257: the top byte is v again), saved as a 16-bit greyscale PNG."""
+    wide = grey.astype(np.uint16) * 257
+    image = Image.frombytes("I;16B" if byteorder == ">" else "I;16", (grey.shape[1], grey.shape[0]),
+                            wide.astype(f"{byteorder}u2").tobytes())
+    data = encode(image, "PNG")
+    assert Image.open(io.BytesIO(data)).mode == "I;16"
+    return data
+
+
+@pytest.mark.parametrize("byteorder", [">", "<"])
+def test_a_16_bit_greyscale_png_decodes_as_its_8_bit_conversion(byteorder):
+    grey = photo_grey()
+    eight = decode_image(encode(Image.fromarray(grey), "PNG"))
+    sixteen = decode_image(sixteen_bit_png(grey, byteorder))
+    np.testing.assert_array_equal(sixteen, eight)
+    assert (sixteen == 1.0).mean() < 0.01, "not the all-white of a clipping conversion"
+
+
+def test_16_bit_values_are_scaled_to_8_bits_not_clipped():
+    wide = np.full((300, 300), 0x8000, dtype=np.uint16)  # mid grey in 16 bits; clipping would call it white (255)
+    data = encode(Image.frombytes("I;16", (300, 300), wide.tobytes()), "PNG")
+    np.testing.assert_array_equal(decode_image(data), np.full((3, 224, 224), (128 - 127) / 128, dtype=np.float32))
+    assert check_decodable(data) is None
+
+
+def test_a_large_16_bit_png_is_reduced_and_still_matches_its_8_bit_conversion():
+    grey = np.asarray(Image.fromarray(photo_grey()).resize((2100, 1500)))
+    eight = decode_image(encode(Image.fromarray(grey), "PNG"))
+    np.testing.assert_array_equal(decode_image(sixteen_bit_png(grey)), eight)
+
+
+# ------------------------------------------------------------------ large images: shrunk early, within the budget
+
+def test_a_large_png_is_reduced_before_the_resize_and_keeps_its_picture():
+    """Red left half, blue right half, 4000 x 3000: reduce (box, by 5) then resize gives the same picture."""
+    image = Image.new("RGB", (4000, 3000), (255, 0, 0))
+    image.paste((0, 0, 255), (2000, 0, 4000, 3000))
+    pixels = decode_image(encode(image, "PNG", compress_level=1))
+    assert pixels[0, 112, 5] == 1.0 and pixels[2, 112, 5] == -127 / 128
+    assert pixels[2, 112, 218] == 1.0 and pixels[0, 112, 218] == -127 / 128
+
+
+def test_a_reduced_image_keeps_its_exif_orientation():
+    image = Image.new("RGB", (1100, 2200), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 1100, 1100, 2200))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    pixels = decode_image(encode(image, "PNG", exif=exif))
+    assert pixels[2, 112, 10] > 0.9 > pixels[0, 112, 10]  # blue on the left
+    assert pixels[0, 112, 213] > 0.9 > pixels[2, 112, 213]  # red on the right
+
+
+@pytest.mark.parametrize("mode, options", [("P", {}), ("P", {"transparency": 0}), ("1", {}), ("LA", {}),
+                                           ("RGBA", {}), ("I;16", {})])
+def test_every_mode_of_a_large_image_is_reduced_and_decoded(mode, options):
+    source = Image.new("RGB", (1200, 1100), MAGENTA).convert(mode) if mode != "I;16" \
+        else Image.new("I;16", (1200, 1100), 0xFFFF)
+    pixels = decode_image(encode(source, "PNG", **options))
+    assert pixels.shape == (3, 224, 224) and pixels.dtype == np.float32
+
+
+def test_a_full_decode_holds_its_bytes_of_the_budget_and_gives_them_back(monkeypatch):
+    import hybrid.core.decoding as decoding
+
+    held = []
+    real = decoding._BUDGET.hold
+    monkeypatch.setattr(decoding._BUDGET, "hold", lambda size: held.append(size) or real(size))
+    decode_image(encode(Image.new("RGB", (1000, 800), MAGENTA), "PNG"))
+    check_decodable(encode(Image.new("RGB", (1000, 800), MAGENTA), "GIF"))
+    check_decodable(encode(Image.new("RGB", (1000, 800), MAGENTA), "PNG"))  # checked, never decoded: no hold
+    assert held == [decoding.HELD_PER_PIXEL * 1000 * 800] * 2 and decoding._BUDGET.used == 0
+
+
+def test_a_jpeg_decodes_at_reduced_scale_and_holds_only_that(monkeypatch):
+    import hybrid.core.decoding as decoding
+
+    held = []
+    real = decoding._BUDGET.hold
+    monkeypatch.setattr(decoding._BUDGET, "hold", lambda size: held.append(size) or real(size))
+    decode_image(noise_jpeg(4000, 3000))
+    assert held == [decoding.HELD_PER_PIXEL * 500 * 375]  # 1/8 scale
+
+
+def test_a_progressive_jpeg_holds_its_full_size_coefficients(monkeypatch):
+    import hybrid.core.decoding as decoding
+
+    held = []
+    real = decoding._BUDGET.hold
+    monkeypatch.setattr(decoding._BUDGET, "hold", lambda size: held.append(size) or real(size))
+    data = encode(Image.new("RGB", (4000, 3000), MAGENTA), "JPEG", progressive=True)
+    assert check_decodable(data) is None
+    assert held == [decoding.COEFFICIENT_BYTES_PER_PIXEL * 4000 * 3000]
+
+
+def test_a_sequential_jpeg_whose_first_scan_has_fewer_components_counts_as_several_scans():
+    from hybrid.core.decoding import _several_scans
+
+    data = bytearray(encode(Image.new("RGB", (64, 48), MAGENTA), "JPEG"))
+    assert not _several_scans(Image.open(io.BytesIO(bytes(data))))
+    start_of_scan = data.index(b"\xff\xda")
+    assert data[start_of_scan + 4] == 3
+    data[start_of_scan + 4] = 1  # only the header is read: the scan need not be decodable
+    assert _several_scans(Image.open(io.BytesIO(bytes(data))))
+
+
+@pytest.mark.parametrize("fmt, size, ok", [("PNG", (4096, 4096), True), ("PNG", (4097, 4096), False),
+                                           ("GIF", (4200, 4100), False), ("JPEG", (6000, 6000), True)])
+def test_formats_decoded_whole_have_the_lower_pixel_cap(fmt, size, ok):
+    data = encode(Image.new("L", size), fmt)
+    if ok:
+        assert check_decodable(data) is None
+    else:
+        with pytest.raises(BadImageError, match=f"decompression bomb: .* over the 16,777,216-pixel limit for {fmt}"):
+            check_decodable(data)
