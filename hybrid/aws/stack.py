@@ -18,7 +18,7 @@ from hybrid.core.clock import Clock, SystemClock
 from hybrid.core.contracts import Change, Fleet, Observed, Resource, ResourceDriver
 from hybrid.core.errors import NotFoundError
 from hybrid.core.naming import (ROLE_APP_TIER, ROLE_DEAD_LETTERS, ROLE_EXPORTS, ROLE_INPUT, ROLE_OUTPUT, ROLE_REQUESTS,
-                                ROLE_RESPONSES, StackNames)
+                                ROLE_RESPONSES, ROLE_WEB_TIER, StackNames)
 from hybrid.core.settings import Settings
 from hybrid.core.stack_engine import Report, StackEngine
 from hybrid.core.wait import Poll, wait_for
@@ -36,12 +36,15 @@ def stack_names(settings: Settings) -> StackNames:
 
 
 def manages_instance_profile(settings: Settings) -> bool:
+    """Whether ``up`` makes the stack's IAM identities: the workers' role and instance profile, and the web-tier
+    machine's user (``hybrid.aws.identity``)."""
     choice = settings.aws.instance_profile
     return choice == "yes" or (choice == "auto" and settings.aws.target == "aws")
 
 
-def desired_resources(settings: Settings, policy_document: str = "") -> list[Resource]:
-    """Every resource the stack's AWS side should have, in creation order."""
+def desired_resources(settings: Settings, policy_document: str = "", web_policies: str = "") -> list[Resource]:
+    """Every resource the stack's AWS side should have, in creation order. ``policy_document`` is the workers'
+    policy, ``web_policies`` the web-tier machine's (JSON of {name: document}), both from ``hybrid.aws.identity``."""
     names, aws = stack_names(settings), settings.aws
     resources = [_bucket(names.input_bucket, ROLE_INPUT, names), _bucket(names.output_bucket, ROLE_OUTPUT, names)]
     for queue, role, size in ((names.request_queue, ROLE_REQUESTS, aws.request_message_bytes),
@@ -62,6 +65,10 @@ def desired_resources(settings: Settings, policy_document: str = "") -> list[Res
         resources.append(Resource("instance_profile", names.instance_profile, ROLE_APP_TIER,
                                   {"policy": policy_digest(json.loads(policy_document)), "profile": "attached"},
                                   names.tags(ROLE_APP_TIER), inputs={"policy_document": policy_document}))
+        web_policies = web_policies or "{}"
+        resources.append(Resource("iam_user", names.web_tier_user, ROLE_WEB_TIER,
+                                  {"policies": policy_digest(json.loads(web_policies))},
+                                  names.tags(ROLE_WEB_TIER), inputs={"policy_documents": web_policies}))
     return resources
 
 
@@ -162,17 +169,20 @@ class AwsStack:
                     state=f"{len(remaining)} still {', '.join(sorted({i.state for i in remaining}))}")
 
     def launch_spec(self, user_data: str) -> "LaunchSpec":
-        """What the autoscaler launches with: the stack's AMI, security group, key pair and instance profile."""
+        """What the autoscaler launches with: the stack's AMI, security group, key pair and (when ``up`` makes it)
+        instance profile. Only those three are observed: the autoscaler's policy grants their ``Describe*`` calls
+        and no read of IAM, buckets or queue settings."""
         from hybrid.aws.compute import LaunchSpec  # lazy, as in build_aws_stack: it loads boto3
 
-        found = {resource.kind: observed for resource, observed in self.engine.found_each()}
-        missing = [kind for kind in ("image", "security_group", "key_pair") if found.get(kind) is None]
+        wanted = ("image", "security_group", "key_pair")
+        found = {r.kind: self.engine.find(r) for r in self.desired if r.kind in wanted}
+        missing = [kind for kind in wanted if found.get(kind) is None]
         if missing:
             raise NotFoundError(f"stack {self.settings.stack} is not set up ({', '.join(missing)} missing): "
                                 "run `hybrid aws up` first")
-        profile = found.get("instance_profile")
+        profile = stack_names(self.settings).instance_profile if manages_instance_profile(self.settings) else ""
         return LaunchSpec(found["image"].id, self.settings.aws.instance_type, found["key_pair"].name,
-                          found["security_group"].id, user_data, profile.name if profile else "")
+                          found["security_group"].id, user_data, profile)
 
     def status(self) -> list[dict[str, Any]]:
         """One row per resource (kind, name, id, state, detail), then one for the instances."""
@@ -197,20 +207,22 @@ def build_aws_stack(settings: Settings, clock: Clock | None = None) -> AwsStack:
     """The stack wired to boto3 clients for its target (AWS or the local server)."""
     # lazy for start-up cost: these load boto3 (0.1 s, 20 MB), which the plan and the names do not need
     from hybrid.aws.compute import Ec2Fleet, ImageDriver, KeyPairDriver, SecurityGroupDriver
-    from hybrid.aws.identity import InstanceProfileDriver, worker_policy
+    from hybrid.aws.identity import InstanceProfileDriver, WebTierUserDriver, web_machine_policies, worker_policy
     from hybrid.aws.session import AwsClients
     from hybrid.aws.storage import BucketDriver, QueueDriver
 
-    clients, stack = AwsClients(settings), settings.stack
-    policy = ""
+    clients, stack, aws = AwsClients(settings), settings.stack, settings.aws
+    policy = web_policies = ""
     if manages_instance_profile(settings):
-        account = clients.client("sts").get_caller_identity()["Account"]
-        policy = json.dumps(worker_policy(stack_names(settings), settings.aws.region, account), sort_keys=True)
+        account, names = clients.client("sts").get_caller_identity()["Account"], stack_names(settings)
+        policy = json.dumps(worker_policy(names, aws.region, account), sort_keys=True)
+        web_policies = json.dumps(web_machine_policies(names, aws.region, account, aws.instance_type, aws.ami_id),
+                                  sort_keys=True)
     drivers: dict[str, ResourceDriver] = {d.kind: d for d in (
         BucketDriver(clients.s3, stack, settings.aws.region), QueueDriver(clients.sqs, stack),
         SecurityGroupDriver(clients.ec2, stack), KeyPairDriver(clients.ec2, stack, settings.state_path / "keys"),
         ImageDriver(clients.ec2, stack, can_register=settings.aws.target == "emulator"),
-        InstanceProfileDriver(clients.iam, stack))}
-    return AwsStack(settings, drivers, Ec2Fleet(clients.ec2, stack), desired_resources(settings, policy),
+        InstanceProfileDriver(clients.iam, stack), WebTierUserDriver(clients.iam, stack))}
+    return AwsStack(settings, drivers, Ec2Fleet(clients.ec2, stack), desired_resources(settings, policy, web_policies),
                     clock or SystemClock())
 

@@ -12,7 +12,7 @@ from hybrid.cli.output import echo_applied, echo_json, echo_plan, echo_status, p
 @click.group()
 def aws() -> None:
     """The stack's AWS side: S3 buckets, SQS queues with dead-letter queues, security group, key pair, AMI and
-    (on AWS) the workers' instance profile.
+    (on AWS) the workers' instance profile and the web-tier machine's IAM user.
 
     With aws.target = emulator (the default) the calls go to the local server; with aws.target = aws they go to
     AWS with your usual credentials. The code path is the same.
@@ -39,8 +39,8 @@ def aws_up(ctx: Context) -> None:
 @pass_context
 def aws_down(ctx: Context) -> None:
     """Terminate the stack's instances (and wait until they are gone), then delete its buckets (emptied first),
-    queues, security group, key pair and instance profile. Only resources tagged for the stack are touched; safe
-    after a half-finished `up` and safe to repeat."""
+    queues, security group, key pair, instance profile and web-tier user (with its access keys and policies). Only
+    resources tagged for the stack are touched; safe after a half-finished `up` and safe to repeat."""
     down(ctx)
 
 
@@ -48,15 +48,19 @@ def aws_down(ctx: Context) -> None:
 @click.option("--account", default="<account-id>", show_default=True, help="the AWS account id to put in the ARNs")
 @pass_context
 def aws_web_policy(ctx: Context, account: str) -> None:
-    """Print the least-privilege IAM policy for the web tier's access key (it runs on OpenStack, outside AWS).
+    """Print the least-privilege IAM policies of the web-tier machine (it runs on OpenStack, outside AWS), by name:
+    its web tier's and its autoscaler's.
 
-    Attach it to an IAM user of its own, create an access key, and pass the credentials file to
-    `hybrid openstack up --credentials FILE`.
+    On AWS, `hybrid aws up` puts both on the IAM user <stack>-web-tier (aws.instance_profile); make its access key
+    with `aws iam create-access-key --user-name <stack>-web-tier` and pass the credentials file to
+    `hybrid openstack up --credentials FILE`. Elsewhere, attach them to an IAM user of its own.
     """
-    from hybrid.aws.identity import web_tier_policy
-    from hybrid.aws.stack import stack_names
+    from hybrid.aws.identity import web_machine_policies
+    from hybrid.aws.stack import manages_instance_profile, stack_names
 
-    echo_json(web_tier_policy(stack_names(ctx.settings), ctx.settings.aws.region, account))
+    aws = ctx.settings.aws
+    echo_json(web_machine_policies(stack_names(ctx.settings), aws.region, account, aws.instance_type, aws.ami_id,
+                                   manages_instance_profile(ctx.settings)))
 
 
 @aws.command("status")

@@ -83,6 +83,11 @@ class StackNames:
     def instance_profile(self) -> str:
         return f"{self.stack}-worker"
 
+    @property
+    def web_tier_user(self) -> str:
+        """The IAM user whose access key the web-tier machine holds (its web tier and its autoscaler)."""
+        return f"{self.stack}-web-tier"
+
     def tags(self, role: str) -> dict[str, str]:
         """The tags every resource of this stack carries; they, not local files, say what belongs to the stack."""
         return {STACK_TAG: self.stack, ROLE_TAG: role}

@@ -26,6 +26,9 @@ def stack_resource_names(raw_client, stack):
         {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])["Reservations"]
         for i in r["Instances"]]
     found += [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(stack)]
+    found += [u["UserName"] for u in iam.list_users()["Users"] if u["UserName"].startswith(stack)]
+    found += [p["PolicyName"] for p in iam.list_policies(Scope="Local")["Policies"]
+              if p["PolicyName"].startswith(stack)]
     return found
 
 
@@ -184,15 +187,40 @@ def test_instance_profile_policy_is_scoped_to_the_stack(settings_for, stack_name
         document = json.loads(document) if isinstance(document, str) else document
         resources = [r for s in document["Statement"] for r in (s["Resource"] if isinstance(s["Resource"], list)
                                                                  else [s["Resource"]])]
-        assert all(stack_name in r for r in resources if r != "*")
+        assert all(stack_name in r for r in resources if not r.endswith(":instance/*")), "instances: by condition"
         [terminate] = [s for s in document["Statement"] if s["Action"] == ["ec2:TerminateInstances"]]
-        assert terminate["Condition"] == {"StringEquals": {"aws:ResourceTag/hybrid:stack": stack_name}}
+        assert terminate["Condition"] == {
+            "ArnEquals": {"ec2:SourceInstanceARN": "arn:aws:ec2:us-east-1:123456789012:instance/${ec2:InstanceID}"},
+            "StringEquals": {"aws:ResourceTag/hybrid:stack": stack_name}}
         profile = iam.get_instance_profile(InstanceProfileName=f"{stack_name}-worker")["InstanceProfile"]
         assert [r["RoleName"] for r in profile["Roles"]] == [f"{stack_name}-worker"]
     finally:
         stack.down(**quiet)
     assert iam.list_instance_profiles()["InstanceProfiles"] == [] or all(
         p["InstanceProfileName"] != f"{stack_name}-worker" for p in iam.list_instance_profiles()["InstanceProfiles"])
+
+
+def test_the_web_tier_user_holds_two_managed_policies_converged_in_place_and_goes_with_its_keys(
+        settings_for, stack_name, raw_client):
+    iam, user = raw_client("iam"), f"{stack_name}-web-tier"
+    stack = build_aws_stack(settings_for(stack_name, aws__instance_profile="yes"))
+    stack.up(**quiet)
+    try:
+        attached = {p["PolicyName"]: p["PolicyArn"]
+                    for p in iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]}
+        assert set(attached) == {f"{stack_name}-web-tier", f"{stack_name}-autoscaler"}
+        assert {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName=user)["Tags"]} == {
+            "hybrid:stack": stack_name, "hybrid:role": "web-tier"}
+        assert stack.up(**quiet) == [], "a second up changes nothing"
+        bigger = build_aws_stack(settings_for(stack_name, aws__instance_profile="yes", aws__instance_type="t3.small"))
+        assert [(c.resource.kind, c.action) for c in bigger.up(**quiet)] == [("iam_user", "update")]
+        versions = iam.list_policy_versions(PolicyArn=attached[f"{stack_name}-autoscaler"])["Versions"]
+        assert len(versions) == 2 and bigger.up(**quiet) == []
+        iam.create_access_key(UserName=user)  # what the operator makes for the machine
+    finally:
+        lines = stack.down(**quiet)
+    assert f"iam_user {user}: deleted" in lines
+    assert stack_resource_names(raw_client, stack_name) == []
 
 
 def test_status_reports_depths_and_instances(settings_for, stack_name, raw_client):

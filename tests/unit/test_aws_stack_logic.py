@@ -8,7 +8,7 @@ from hybrid.core.errors import CloudError, NotFoundError, WaitTimeout
 from hybrid.core.settings import load
 from tests.fakes import FakeFleet, InMemoryDriver
 
-KINDS = ("bucket", "queue", "security_group", "key_pair", "image", "instance_profile")
+KINDS = ("bucket", "queue", "security_group", "key_pair", "image", "instance_profile", "iam_user")
 
 
 def make_stack(overrides=None, fail_on_create="", fleet=None):
@@ -40,6 +40,9 @@ def test_instance_profile_only_on_aws_unless_asked():
     assert "instance_profile" not in {r.kind for r in desired_resources(emulator, policy)}
     assert "instance_profile" in {r.kind for r in desired_resources(on_aws, policy)}
     assert "instance_profile" in {r.kind for r in desired_resources(asked, policy)}
+    assert "iam_user" not in {r.kind for r in desired_resources(emulator, policy)}
+    [user] = [r for r in desired_resources(on_aws, policy, '{"hybrid-web-tier": {}}') if r.kind == "iam_user"]
+    assert (user.name, user.tags) == ("shop-web-tier", {"hybrid:stack": "shop", "hybrid:role": "web-tier"})
 
 
 def test_on_aws_the_ami_must_already_exist():
@@ -143,5 +146,5 @@ def test_the_web_tier_policy_is_scoped_to_the_stack():
     assert all("shop-" in arn for arns in scoped.values() for arn in arns)
     assert scoped["ReplyQueues"] == ["arn:aws:sqs:eu-west-1:123456789012:shop-replies-*"]
     unscoped = {s["Sid"]: s["Action"] for s in policy["Statement"] if s["Resource"] == "*"}
-    assert unscoped == {"ListReplyQueues": ["sqs:ListQueues"], "Fleet": ["ec2:DescribeInstances"]}
+    assert unscoped == {"FindReplyQueues": ["sqs:ListQueues"], "CountWorkers": ["ec2:DescribeInstances"]}
     assert not any("Delete" in a and "Bucket" in a for s in policy["Statement"] for a in s["Action"])
