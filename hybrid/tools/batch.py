@@ -142,7 +142,12 @@ def _notification(queue_arn: str) -> dict:
 
 
 def _s3_may_send(queue_arn: str, bucket: str) -> dict:
+    """S3 may send to the request queue for the stack's input bucket only, and only while that bucket belongs to this
+    account (``aws:SourceAccount``: a bucket name, unlike an ARN with an account, can pass to another account once
+    deleted). The stack's bucket and queue are made by one account, so the queue ARN's account is the owner's."""
+    account = queue_arn.split(":")[4]
     return {"Version": "2012-10-17", "Statement": [{
         "Sid": "InputBucketNotifies", "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"},
         "Action": "sqs:SendMessage", "Resource": queue_arn,
-        "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}}}]}
+        "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"},
+                      "StringEquals": {"aws:SourceAccount": account}}}]}
