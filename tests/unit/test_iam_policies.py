@@ -130,3 +130,19 @@ def test_s3_may_notify_the_request_queue_only_for_this_accounts_input_bucket():
                                                     "aws:SourceAccount": ACCOUNT})
     assert not conditions_hold(statement["Condition"], {"aws:SourceArn": "arn:aws:s3:::shop-input",
                                                         "aws:SourceAccount": "999999999999"})
+
+
+def test_the_evaluator_flags_a_grant_nothing_used_and_a_request_nothing_granted():
+    from tests.iam_policy import unused
+
+    policy = {"Statement": [
+        {"Sid": "Read", "Effect": "Allow", "Action": ["s3:GetObject", "s3:DeleteObject"],
+         "Resource": ["arn:aws:s3:::shop-input/*", "arn:aws:s3:::shop-output/*"]}]}
+    read = Request("s3:GetObject", "arn:aws:s3:::shop-input/a")
+    assert unused(policy, [read]) == [("Read", "s3:GetObject", "arn:aws:s3:::shop-output/*"),
+                                      ("Read", "s3:DeleteObject", "arn:aws:s3:::shop-input/*"),
+                                      ("Read", "s3:DeleteObject", "arn:aws:s3:::shop-output/*")]
+    assert denied(policy, [read, Request("s3:PutObject", "arn:aws:s3:::shop-input/a")]) == [
+        "s3:PutObject on arn:aws:s3:::shop-input/a"]
+    with pytest.raises(AssertionError, match="wildcard action"):
+        unused({"Statement": [{"Sid": "All", "Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}, [read])
