@@ -414,7 +414,7 @@ def test_a_partial_line_left_by_a_failed_append_is_cut_before_the_next(path, ope
     b"[1, 2, 3]",
     b'{"version": 2, "current_model": "m1", "entries": {}}',
     b'{"version":3,"generation":"0123456789abcdef","current_model":"m1"}\n',
-    b'{"current_model":"m1"}\n{"model":"m1","digest":"' + b"0" * 64 + b'","label":"x","top5":[],"last_used":1}\n',
+    b'{"current_model":"m1"}\n{"model":"m1","digest":"' + b"0" * 64 + b'","label":"x","evicted":true}\n',
     b'{"version":2,"generation":"0123456789abcdef","current_model":"m1"}',
     b'{"version": 1, "current_model": "m1", "entries": []}',
     b'{"version": 1, "current_model": 7, "entries": {}}',
@@ -434,6 +434,97 @@ def test_a_corrupt_file_is_moved_aside_and_the_cache_starts_empty(path, open_cac
     cache.put(digest("a"), result("tabby"))
     cache.flush()
     assert read_document(path)["current_model"] == "m1"
+
+
+def damaged_copies(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.name}.corrupt-*"))
+
+
+def a_file_of(path: Path, open_cache, count: int, model: str = "m1") -> list[bytes]:
+    cache = open_cache()
+    for i in range(count):
+        cache.put(digest(i), result(f"label-{i}", model))
+        cache.flush()
+    cache.close()
+    return path.read_bytes().split(b"\n")
+
+
+@pytest.mark.parametrize("damage", ["cut", "zeros", "gone"])
+def test_a_damaged_header_keeps_every_intact_entry_and_puts_only_the_damage_aside(path, open_cache, caplog, damage):
+    lines = a_file_of(path, open_cache, 50)
+    header = lines[0]
+    lines[0] = {"cut": header[:len(header) // 2], "zeros": b"\0" * len(header), "gone": None}[damage]
+    path.write_bytes(b"\n".join(line for line in lines if line is not None))
+    with caplog.at_level(logging.WARNING, logger="web_tier.cache"):
+        cache = open_cache()
+    assert (cache.entries, cache.current_model) == (50, "m1")
+    assert all(cache.get(digest(i)).label == f"label-{i}" for i in range(50))
+    assert len(read_document(path)["entries"]) == 50, "rewritten at once, whole, for every process"
+    copies = damaged_copies(path)
+    if damage == "gone":
+        assert copies == []
+    else:
+        assert [copy.read_bytes() for copy in copies] == [lines[0] + b"\n"], "only the damaged line is put aside"
+    assert any("kept its 50 intact lines" in record.getMessage() for record in caplog.records)
+
+
+def test_damage_in_many_places_keeps_what_is_whole(path, open_cache):
+    lines = a_file_of(path, open_cache, 20)
+    lines[0] = b"\x00\x00garbage"
+    lines[7] = lines[7][:30]
+    lines[-1] = b'{"model":"m1","dig'  # a partial last line
+    path.write_bytes(b"\n".join(lines))
+    cache = open_cache()
+    kept = [i for i in range(20) if cache.get(digest(i))]
+    assert kept == [i for i in range(20) if i != 6]  # line 7 is the seventh entry
+    assert damaged_copies(path)[0].read_bytes() == b"\x00\x00garbage\n" + lines[7] + b"\n" + lines[-1] + b"\n"
+
+
+def test_without_a_header_the_current_model_is_the_last_switch_else_the_model_used_last(path, open_cache):
+    used_last = b'{"model":"m1","digest":"' + digest(1).encode() + b'","label":"a","top5":[],"last_used":9}\n'
+    older = b'{"model":"m2","digest":"' + digest(2).encode() + b'","label":"b","top5":[],"last_used":5}\n'
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"garbage\n" + older + used_last)
+    assert open_cache().current_model == "m1"
+    path.write_bytes(b"garbage\n" + used_last + b'{"current_model":"m2"}\n' + older)
+    assert open_cache().current_model == "m2"
+
+
+def test_a_file_with_no_intact_entry_is_moved_aside_whole(path, open_cache):
+    path.parent.mkdir(parents=True)
+    content = b"garbage\n" + b'{"current_model":"m1"}\n' + b"more garbage\n"
+    path.write_bytes(content)
+    cache = open_cache()
+    assert cache.entries == 0 and not path.exists()
+    assert [copy.read_bytes() for copy in damaged_copies(path)] == [content]
+
+
+def test_only_the_newest_damaged_copies_are_kept(path, open_cache):
+    path.parent.mkdir(parents=True)
+    for day in range(1, 9):
+        path.with_name(f"{path.name}.corrupt-202601{day:02d}T000000.000000Z").write_bytes(b"old")
+    folder = path.with_name(f"{path.name}.corrupt-20250101T000000.000000Z")
+    folder.mkdir()
+    path.write_bytes(b"{not json")
+    open_cache()
+    names = [copy.name.split("corrupt-")[1][:8] for copy in damaged_copies(path)]
+    assert len(names) == store.KEEP_DAMAGED + 1 and names[0] == "20250101", "a folder is never deleted"
+    assert names[1:5] == ["20260105", "20260106", "20260107", "20260108"] and names[5] > "2026"
+
+
+def test_a_header_damaged_while_running_is_salvaged_at_the_next_write(path, open_cache):
+    cache = open_cache()
+    for i in range(10):
+        cache.put(digest(i), result(f"label-{i}"))
+    cache.flush()
+    other = open_cache()
+    data = bytearray(path.read_bytes())
+    data[0:20] = b"\xff" * 20
+    path.write_bytes(bytes(data))
+    other.put(digest("new"), result("new"))
+    other.flush()
+    assert len(read_document(path)["entries"]) == 11
+    assert len(damaged_copies(path)) == 1
 
 
 def test_a_file_corrupted_while_running_is_moved_aside_at_the_next_write(path, open_cache):

@@ -22,10 +22,14 @@ File format (version 2): JSON lines, one JSON object per line, each line ending 
     current model when the file was written. The lines after it form a journal, replayed in order: an entry (a put,
     or a hit that moved ``last_used``), an eviction (the entry is gone unless used later than its ``last_used``),
     a model switch. ``last_used`` is in seconds on the cache's clock (epoch seconds by default). A missing file is an
-    empty cache. A file whose first line is not a version-2 header, and that is not a version-1 file either, or that
-    cannot be read as a file, is logged as a warning and moved aside to ``<path>.corrupt-<UTC timestamp>``, and the
-    cache starts empty: the server never fails on it. A line in a good file that is not a well-formed record
-    (a malformed entry) is skipped, with one warning per read.
+    empty cache. A line in a good file that is not a well-formed record (a malformed entry) is skipped, with one
+    warning per read. A file whose first line is not a version-2 header, and that is not a version-1 file either,
+    is damaged: its intact lines are kept (the current model is that of its last switch line, else of the entry
+    used last), its damaged lines (a partial last one too) are written to ``<path>.corrupt-<UTC timestamp>`` for a
+    person to look at, with a warning, and the file is rewritten at once with what was kept. One with no intact
+    entry, or that cannot be read as a file, is moved aside whole to such a name, and the cache starts empty: the
+    server never fails on it. Only the ``KEEP_DAMAGED`` (5) newest ``.corrupt-*`` copies are kept; older ones are
+    deleted when another is made.
 
     Version 1 (one JSON document ``{"version": 1, "current_model": ..., "entries": {"<model>|<sha256 hex>":
     {"label", "top5", "last_used"}, ...}}``, in any layout) still loads: it is read whole and rewritten at once as

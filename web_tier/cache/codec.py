@@ -51,6 +51,31 @@ def decode_lines(data: bytes) -> Iterator[Record | None]:
         yield _decode_record(_loads(line))
 
 
+def salvage(data: bytes) -> tuple[list[Record], bytes]:
+    """What is left of a damaged file (its header, or more, unreadable): the records of its intact lines, in order,
+    and its damaged lines (a partial last line too), each with its newline, for a person to look at."""
+    intact: list[Record] = []
+    damaged: list[bytes] = []
+    for line in data.split(b"\n"):
+        record = _decode_record(_loads(line)) if line else None
+        if record is not None:
+            intact.append(record)
+        elif line:
+            damaged.append(line + b"\n")
+    return intact, b"".join(damaged)
+
+
+def latest_model(records: list[Record]) -> str | None:
+    """The current model that salvaged records stand for: the last model switch among them, else the model of the
+    entry used last (the model of the latest put is the current one, and only its entries are hit). None when no
+    entry is among them: there is nothing to keep."""
+    entries = [record for record in records if isinstance(record, Stored)]
+    if not entries:
+        return None
+    switches = [record.model for record in records if isinstance(record, ModelSwitch)]
+    return switches[-1] if switches else max(entries, key=lambda entry: entry.last_used).model
+
+
 def decode_old(data: bytes) -> tuple[str, Iterator[Stored | None]]:
     """A version-1 file (one JSON document): its current model and its entries, None for a malformed one. Raises
     CorruptFile when ``data`` is not such a document."""

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 COMPACT_FACTOR = 2  # the file is rewritten when it holds more than this many lines per live entry...
 COMPACT_MIN_LINES = 1000  # ... and more than this many lines
+KEEP_DAMAGED = 5  # copies of damaged files (or their damaged lines) kept beside the file; older ones are deleted
 _CLOCK_TOLERANCE = 1e-6  # seconds; absorbs float rounding in clock arithmetic
 
 
@@ -57,7 +58,7 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.outdated = False  # the last locked read found a version-1 file: the next write rewrites it
+        self.outdated = False  # the last locked read found a version-1 or damaged file: the next write rewrites it
         self._position: _Position | None = None
         self._seen: _FileId | None = None
 
@@ -85,9 +86,10 @@ class Journal:
         """The whole lines appended since the last read; all of them when the file is not the one read last (another
         process rewrote it, or it is new). None when there is nothing new, no file, or a file this read cannot use.
         A partial last line (an append under way) is left for a later read. Only a ``locked`` read acts on a bad
-        file: it moves a corrupt one aside, cuts a partial last line left by a failed append, and reads a version-1
-        file (setting ``outdated``). Raises OSError for other errors (out of descriptors, say): the file may be
-        fine, so it is left alone."""
+        file: it keeps the intact lines of one whose header is damaged and puts only the damaged lines aside, moves
+        one with no intact entry aside whole, cuts a partial last line left by a failed append, and reads a
+        version-1 file (the first and last set ``outdated``: the next write rewrites the file). Raises OSError for
+        other errors (out of descriptors, say): the file may be fine, so it is left alone."""
         try:
             with open(self.path, "rb") as file:
                 stat = os.fstat(file.fileno())
@@ -165,22 +167,65 @@ class Journal:
         end = data.find(b"\n")
         header = codec.decode_header(data[:end]) if end >= 0 else None
         if header is None:
-            return self._read_old(data) if locked else None
+            return self._read_headless(data) if locked else None
         whole = self._whole_lines(data, 0, locked)
         self._position = _Position(inode, data[:end + 1], len(whole), whole.count(b"\n") - 1)
         self.outdated = False
         return Batch(header.model, codec.decode_lines(whole[end + 1:]))
 
-    def _read_old(self, data: bytes) -> Batch | None:
+    def _read_headless(self, data: bytes) -> Batch | None:
+        """A file whose first line is no version-2 header: a version-1 document (read, and rewritten at the next
+        write), else a damaged journal whose intact lines are kept, else nothing usable (moved aside whole)."""
         try:
             model, entries = codec.decode_old(data)
         except codec.CorruptFile as error:
-            self._move_aside(error)
-            return None
+            return self._salvage(data, error)
         logger.info("result cache %s: found a version %d file; it is rewritten as version %d at the next write",
                     self.path, codec.OLD_VERSION, codec.FILE_VERSION)
         self._position, self.outdated = None, True
         return Batch(model, entries)
+
+    def _salvage(self, data: bytes, reason: Exception) -> Batch | None:
+        """Keeps the intact lines of a file whose header is damaged: their records are merged and the file is
+        rewritten at the next write (``outdated``); only the damaged lines are put aside. A file with no intact entry
+        is moved aside whole."""
+        intact, damaged = codec.salvage(data)
+        model = codec.latest_model(intact)
+        if model is None:
+            self._move_aside(reason)
+            return None
+        logger.warning("result cache %s is damaged (%s): kept its %d intact lines, put its %d damaged ones (%d bytes) "
+                       "in %s; it is rewritten at the next write", self.path, reason, len(intact),
+                       damaged.count(b"\n"), len(damaged), self._put_aside(damaged) if damaged else "no file")
+        self._prune_aside()
+        self._position, self.outdated = None, True
+        return Batch(model, iter(intact))
+
+    def _put_aside(self, damaged: bytes) -> str:
+        """Writes the damaged lines to a new ``.corrupt-*`` file; where they went, for the log."""
+        target = self._aside_path()
+        try:
+            write_atomically(target, damaged)
+        except OSError as error:
+            return f"no file ({error})"
+        return str(target)
+
+    def _aside_path(self) -> Path:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        return self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+
+    def _prune_aside(self) -> None:
+        """Deletes all but the ``KEEP_DAMAGED`` newest damaged copies (their names sort by time); a folder is left."""
+        copies = sorted(self.path.parent.glob(f"{self.path.name}.corrupt-*"), reverse=True)
+        for old in copies[KEEP_DAMAGED:]:
+            try:
+                old.unlink()
+            except IsADirectoryError:
+                continue
+            except OSError as error:
+                logger.warning("result cache %s: cannot delete the old damaged copy %s (%s)", self.path, old, error)
+                continue
+            logger.info("result cache %s: deleted the old damaged copy %s", self.path, old.name)
 
     def _whole_lines(self, data: bytes, start: int, locked: bool) -> bytes:
         """``data`` up to the end of its last whole line. Under the lock no append is under way, so a partial last
@@ -193,8 +238,7 @@ class Journal:
         return whole
 
     def _move_aside(self, reason: Exception) -> None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        target = self._aside_path()
         self._position, self._seen, self.outdated = None, None, False
         try:
             os.replace(self.path, target)
@@ -203,6 +247,7 @@ class Journal:
                            self.path, reason, error)
             return
         logger.warning("result cache %s is unusable (%s): moved it to %s", self.path, reason, target)
+        self._prune_aside()
 
 
 class Flushable(Protocol):
