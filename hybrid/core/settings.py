@@ -130,12 +130,18 @@ class WorkerSettings:
 
 @dataclass(frozen=True)
 class WebSettings:
-    bind: str = _opt("127.0.0.1:8000", "address gunicorn listens on", check=_bind)
+    bind: str = _opt("127.0.0.1:8000", "address the web tier listens on (its front, nginx; gunicorn sits behind "
+                     "it on a unix socket)", check=_bind)
     max_upload_bytes: int = _opt(10 * 1024 * 1024, "largest accepted request body", min=1024, max=1 << 30)
     request_timeout: float = _opt(60.0, "seconds a request waits for its label before 504", min=0.1, max=3600.0)
     cache_max_entries: int = _opt(100_000, "result-cache entries kept; the least recently used go first",
                                   min=1, max=10_000_000)
     threads: int = _opt(128, "gunicorn threads per process (one per request being answered)", min=1, max=1024)
+    client_timeout: float = _opt(10.0, "seconds the front (nginx) waits for a client's headers, and between two "
+                                 "reads of its body, before it drops the request", min=1.0, max=600.0)
+    connections_per_client: int = _opt(200, "requests in progress that one client address may have (more get 429; "
+                                       "the course's workload generators send 100 at once)",
+                                       min=1, max=100_000)
 
 
 def _check_stack(value: str) -> str | None:

@@ -9,6 +9,8 @@ of this tar. It holds, under ``wheelhouse/``:
   ``pip download --only-binary=:all:``, and pip's own wheel (the image's Python has no pip; bake.sh runs pip from
   its wheel);
 - ``requirements.txt``: the pinned list, ``hybrid==<version>`` first;
+- ``debs/`` (web tier): Debian's nginx package, the web tier's front (``hybrid.core.nginx``: the same file that is
+  unpacked in this environment), which bake.sh unpacks into the image's environment;
 - ``models/`` (app tier): the ONNX export of the classifier (``hybrid models prepare`` here, where torch is), which
   bake.sh puts in the worker's model cache. Torch never ships.
 
@@ -42,10 +44,10 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from hybrid.core import procs
+from hybrid.core import nginx, procs
 from hybrid.core.errors import HybridError
 from hybrid.core.files import file_sha256
-from hybrid.core.naming import ROLE_APP_TIER
+from hybrid.core.naming import ROLE_APP_TIER, ROLE_WEB_TIER
 from hybrid.machine_images.recipes import bake_user_data, recipe
 
 log = logging.getLogger(__name__)
@@ -185,7 +187,7 @@ def recipe_digest(role: str, root: Path, requirements: Sequence[str], model_file
     for path in source_files(root):
         add(path.relative_to(root).as_posix(), file_sha256(path))
     add("requirements", "\n".join(requirements))
-    for relative, sha256 in model_files:
+    for relative, sha256 in model_files:  # the models, and the web tier's nginx package (debs/...)
         add(f"model:{relative}", sha256)
     return digest.hexdigest()
 
@@ -263,8 +265,9 @@ class WheelhouseBuilder:
             self.add_downloads([pin for pin in pins if not pin.startswith(f"{PROJECT}==")] + [pip_pin()], wheels)
             self.pip.check_complete(wheels, f"{PROJECT}[{extra}]" if extra else PROJECT)
             models = self.add_models(stage / "models") if role == ROLE_APP_TIER else []
+            debs = self.add_debs(stage / "debs") if role == ROLE_WEB_TIER else []
             (stage / "requirements.txt").write_text("\n".join(pins) + "\n")
-            digest = recipe_digest(role, self.root, pins, models)
+            digest = recipe_digest(role, self.root, pins, models + debs)
             out_dir.mkdir(parents=True, exist_ok=True)
             tar = write_tar(stage, out_dir / f"wheelhouse-{role}-{digest[:12]}.tar")
         house = Wheelhouse(role, extra, tar, file_sha256(tar), digest, tuple(pins), tuple(models),
@@ -303,6 +306,16 @@ class WheelhouseBuilder:
             staging.rename(cached)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def add_debs(self, debs: Path) -> list[tuple[str, str]]:
+        """Copies the nginx package unpacked in this environment into ``debs``; returns ("debs/<file>", SHA-256)."""
+        try:
+            package = nginx.package_file()
+        except nginx.NginxMissing as exc:
+            raise WheelhouseError(f"the web-tier image needs nginx: {exc}") from None
+        debs.mkdir(parents=True)
+        copied = Path(shutil.copy2(package, debs / package.name))
+        return [(f"debs/{copied.name}", file_sha256(copied))]
 
     def add_models(self, models: Path) -> list[tuple[str, str]]:
         """Copies the ONNX export into ``models``; returns (path under models/, SHA-256) per file."""

@@ -5,7 +5,8 @@
 # the wheelhouse's presigned URL and SHA-256), which this script reads with Python and deletes. The URL is never
 # printed: it lets anyone who has it read the tar until it expires.
 # No package index and no apt: everything installed comes from the wheelhouse tar (wheels for this Python, pip's own
-# wheel, and on the app tier the ONNX model), so the builder needs no network but that URL.
+# wheel, on the web tier Debian's nginx package, on the app tier the ONNX model), so the builder needs no network but
+# that URL.
 # Reports on the serial console, which `hybrid image bake` polls: "HYBRID-BAKE-READY <role>" when done, or
 # "HYBRID-BAKE-FAILED <role> ..." on the first failing step. The units are enabled, not started: they start
 # on instances launched from the image, once user data has delivered /etc/hybrid/settings.json.
@@ -63,6 +64,14 @@ PIP_WHEEL="$(echo "$HOUSE"/wheels/pip-*.whl)"
 "$VENV/bin/python" "$PIP_WHEEL/pip" install --no-index --find-links "$HOUSE/wheels" --no-cache-dir \
     --disable-pip-version-check --quiet "hybrid[${HYBRID_EXTRA}]"
 "$VENV/bin/hybrid" --help >/dev/null
+
+if [ -d "$HOUSE/debs" ]; then
+    # The web tier's front: Debian's nginx package unpacked into the environment (where hybrid.core.nginx looks),
+    # not installed: dpkg -i would also start a system nginx on port 80. Running it once proves its libraries are here.
+    report "hybrid bake ${HYBRID_ROLE}: unpacking nginx"
+    for deb in "$HOUSE"/debs/*.deb; do dpkg -x "$deb" "$VENV/nginx"; done
+    "$VENV/nginx/usr/sbin/nginx" -v
+fi
 
 if [ -d "$HOUSE/models" ]; then
     # The ONNX export made on the operator's machine, where the worker's model cache looks; loading it once here

@@ -32,5 +32,11 @@ ensure_venv() {
     "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev,operator,app,worker,web]"
     echo "$want" > "$stamp"
   fi
+  # The web tier's front: Debian's nginx package, downloaded and unpacked into .venv/nginx (no root, no system
+  # service; see hybrid/core/nginx.py). Once.
+  if [ ! -x "$VENV/nginx/usr/sbin/nginx" ]; then
+    echo "==> unpacking Debian's nginx into $VENV/nginx (the web tier's front)"
+    "$VENV/bin/python" -m hybrid.core.nginx install >/dev/null
+  fi
   export PATH="$VENV/bin:$PATH"
 }

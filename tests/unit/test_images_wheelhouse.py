@@ -186,11 +186,15 @@ def test_the_app_tier_tar_holds_wheels_pins_pip_and_the_model_under_one_folder(t
     assert again.digest == house.digest and len(pip.downloads) == 1 and len(exports) == 1
 
 
-def test_the_web_tier_tar_has_no_model_and_its_own_digest(tmp_path):
+def test_the_web_tier_tar_has_nginx_no_model_and_its_own_digest(tmp_path):
+    from hybrid.core import nginx
+
     builder = WheelhouseBuilder(CHECKOUT, tmp_path / "cache", RecordingPip(), lambda d: pytest.fail("no export"))
     house = builder.build("web-tier", tmp_path / "out")
+    package = nginx.package_file()
     with tarfile.open(house.tar) as archive:
         assert not [m for m in archive.getnames() if m.startswith("wheelhouse/models")]
+        assert archive.extractfile(f"wheelhouse/debs/{package.name}").read() == package.read_bytes()
     assert house.model_files == () and "flask==" + installed_version("flask") in house.requirements
 
 
