@@ -39,8 +39,8 @@ def aws_up(ctx: Context) -> None:
 @pass_context
 def aws_down(ctx: Context) -> None:
     """Terminate the stack's instances (and wait until they are gone), then delete its buckets (emptied first),
-    queues, security group, key pair, instance profile and web-tier user (with its access keys and policies). Only
-    resources tagged for the stack are touched; safe after a half-finished `up` and safe to repeat."""
+    queues, security group, key pair, instance profile, web-tier user and its keys. Only resources tagged for the
+    stack are touched; safe after a half-finished `up` and safe to repeat."""
     down(ctx)
 
 
