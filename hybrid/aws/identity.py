@@ -254,6 +254,10 @@ class WebTierUserDriver:
             return False
         for arn in attached.values():
             _tolerant(lambda: self.iam.detach_user_policy(UserName=name, PolicyArn=arn))
+        account, names = observed.id.split(":")[4], StackNames(self.stack)
+        ours = {f"arn:aws:iam::{account}:policy{POLICY_PATH}{policy}"
+                for policy in (web_tier_policy_name(names), autoscaler_policy_name(names))}
+        for arn in sorted(ours | set(attached.values())):  # the stack's own even if an up stopped before attaching
             self._delete_policy(arn)
         return _tolerant(lambda: self.iam.delete_user(UserName=name))
 

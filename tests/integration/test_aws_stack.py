@@ -217,6 +217,7 @@ def test_the_web_tier_user_holds_two_managed_policies_converged_in_place_and_goe
         versions = iam.list_policy_versions(PolicyArn=attached[f"{stack_name}-autoscaler"])["Versions"]
         assert len(versions) == 2 and bigger.up(**quiet) == []
         iam.create_access_key(UserName=user)  # what the operator makes for the machine
+        iam.detach_user_policy(UserName=user, PolicyArn=attached[f"{stack_name}-web-tier"])  # as if up had stopped
     finally:
         lines = stack.down(**quiet)
     assert f"iam_user {user}: deleted" in lines
