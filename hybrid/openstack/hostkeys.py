@@ -17,13 +17,16 @@ block of each kind, skipping whatever else the console interleaves (kernel and j
 returns): the public keys themselves when printed, else the SHA256 fingerprints. A line is taken only when it is
 whole (a key's blob must parse as SSH wire format of its declared type), so a key cut by another line is not pinned.
 ``wait_for_console_host_keys`` polls the console until a block is complete: a console that has not printed them yet
-means wait, never trust.
+means wait, never trust. cloud-init prints them on an instance's first boot only, so the stack remembers what a
+server's console printed (by server id) for when a reboot has cleared the console.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
+import json
 import logging
 import re
 import struct
@@ -42,6 +45,7 @@ a minute or more after the server is ACTIVE under software emulation."""
 POLL_INTERVAL = 5.0
 
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+CLOUD_INIT_FINISHED = re.compile(r"Cloud-init v\. \S+ finished at ")
 BLOCK = re.compile(r"-----(BEGIN|END) SSH HOST KEY (FINGERPRINTS|KEYS)-----")
 KEY_LINE = re.compile(r"(?<![\w-])(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(?:256|384|521))"
                       r"\s+([A-Za-z0-9+/]+={0,2})(?=\s|$)")
@@ -176,13 +180,25 @@ def host_key_algorithms(keys: Sequence[HostKey]) -> tuple[str, ...]:
 
 
 def wait_for_console_host_keys(conn: Any, server_id: str, name: str, clock: Clock | None = None,
-                               timeout: float = HOST_KEYS_TIMEOUT) -> tuple[HostKey, ...]:
+                               timeout: float = HOST_KEYS_TIMEOUT,
+                               remembered: Sequence[HostKey] = ()) -> tuple[HostKey, ...]:
     """The server's host keys from its console (Nova's console log), polled until cloud-init has printed them.
 
-    Raises ``WaitTimeout`` after ``timeout`` seconds when no complete block is there."""
+    cloud-init prints them once per instance, before its "finished" line: a console that shows that line and no keys
+    lost them (a reboot or a rotated log): then ``remembered`` (what this server's console printed before) is used,
+    else ``HostKeyError``. Raises ``WaitTimeout`` after ``timeout`` seconds while cloud-init has not finished."""
     def probe() -> Poll[tuple[HostKey, ...]]:
         console = conn.compute.get_server_console_output(server_id).get("output") or ""
         keys = console_host_keys(console)
+        if not keys and CLOUD_INIT_FINISHED.search(console):
+            if remembered:
+                log.info("server %s: its console no longer shows its host keys; using those it printed before",
+                         name)
+                return Poll(tuple(remembered), done=True, state="remembered")
+            raise HostKeyError(f"server {name}'s console shows cloud-init finished but no SSH host keys (printed "
+                               "only on an instance's first boot: gone after a reboot or a rotated console log, or "
+                               "cloud-init's keys_to_console is off); refusing to trust its key unseen. See "
+                               f"`openstack console log show {server_id}`")
         return Poll(keys, done=bool(keys), state="printed" if keys else
                     f"no complete SSH HOST KEY block in the console's {len(console)} characters yet")
 
@@ -191,3 +207,19 @@ def wait_for_console_host_keys(conn: Any, server_id: str, name: str, clock: Cloc
     keys = wait_for(what, probe, timeout, POLL_INTERVAL, clock)
     log.info("server %s: host keys from its console: %s", name, ", ".join(k.describe() for k in keys))
     return keys
+
+
+def host_keys_json(server_id: str, keys: Sequence[HostKey]) -> str:
+    """What the stack remembers of a server's host keys: its id and the keys its console printed."""
+    return json.dumps({"server": server_id, "host_keys": [dataclasses.asdict(k) for k in keys]}, indent=1)
+
+
+def host_keys_from_json(text: str, server_id: str) -> tuple[HostKey, ...]:
+    """The remembered keys when they are that server's (another server at the same name: none)."""
+    try:
+        saved = json.loads(text)
+        if saved.get("server") != server_id:
+            return ()
+        return tuple(HostKey(**each) for each in saved["host_keys"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return ()

@@ -24,7 +24,7 @@ from hybrid.core.settings import FIXTURE_GATEWAY, FIXTURE_KERNEL_IMAGE, FIXTURE_
 from hybrid.core.stack_engine import STATE_MISSING, Report, StackEngine
 from hybrid.core.wait import Poll
 from hybrid.openstack.compute import server_settings_json, user_data
-from hybrid.openstack.hostkeys import wait_for_console_host_keys
+from hybrid.openstack.hostkeys import HostKey, host_keys_from_json, host_keys_json, wait_for_console_host_keys
 from hybrid.openstack.image import ImageSource
 from hybrid.openstack.names import OpenStackNames
 from hybrid.openstack.network import describe_rules, find_external_network, web_tier_rules
@@ -144,9 +144,20 @@ class OpenStackStack:
         if ip is None or server is None or ip.properties.get("server") == "none":
             raise NotFoundError(f"stack {self.settings.stack} has no server with a floating IP: run "
                                 "`hybrid openstack up` first")
-        host_keys = wait_for_console_host_keys(self.conn, server.id, server.name, self.clock)
+        host_keys = self.server_host_keys(server.id, server.name)
         return Target(ip.properties["address"], user=user, host_keys=host_keys,
                       namespace=self.settings.openstack.reach_namespace())
+
+    def server_host_keys(self, server_id: str, name: str) -> tuple[HostKey, ...]:
+        """The server's host keys from its console (``wait_for_console_host_keys``), remembered in the state folder
+        under the server's id for when a reboot has cleared its console."""
+        saved = self.settings.state_path / "keys" / f"{stack_names(self.settings).key_pair}.host-keys.json"
+        remembered = host_keys_from_json(saved.read_text(), server_id) if saved.exists() else ()
+        keys = wait_for_console_host_keys(self.conn, server_id, name, self.clock, remembered=remembered)
+        if keys != remembered:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(host_keys_json(server_id, keys))
+        return keys
 
     def key_path(self) -> Path:
         return self.settings.state_path / "keys" / f"{stack_names(self.settings).key_pair}.pem"

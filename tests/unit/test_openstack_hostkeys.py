@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hybrid.core.clock import FakeClock
 from hybrid.core.errors import HostKeyError, WaitTimeout
 from hybrid.openstack.hostkeys import (HostKey, console_host_keys, fingerprint, host_key_algorithms,
-                                       wait_for_console_host_keys)
+                                       host_keys_from_json, host_keys_json, wait_for_console_host_keys)
 from hybrid.openstack.remote import PinnedHostKeys, check_host_key, unpinned_algorithms
 
 # What the fixture's Debian 12 server (cloud-init 22.4.2) printed, as Nova's console log returned it: the
@@ -165,13 +165,13 @@ def test_only_the_pinned_key_types_are_offered_to_the_server():
 class Console:
     """Nova's console log of one server, growing as the fake clock runs."""
 
-    def __init__(self, clock: FakeClock, printed_at: float) -> None:
-        self.clock, self.printed_at, self.calls = clock, printed_at, 0
+    def __init__(self, clock: FakeClock, printed_at: float, after: str = REAL_CONSOLE) -> None:
+        self.clock, self.printed_at, self.after, self.calls = clock, printed_at, after, 0
 
     def get_server_console_output(self, server_id: str) -> dict:
         self.calls += 1
         booting = "[    0.000000] Linux version 6.1.0\n"
-        return {"output": booting + (REAL_CONSOLE if self.clock.now() >= self.printed_at else "")}
+        return {"output": booting + (self.after if self.clock.now() >= self.printed_at else "")}
 
 
 class Conn:
@@ -190,3 +190,30 @@ def test_the_wait_gives_up_with_a_clear_error_never_trusting():
     clock = FakeClock()
     with pytest.raises(WaitTimeout, match=r"SSH host keys of server web on its console.*console log show id-1"):
         wait_for_console_host_keys(Conn(Console(clock, printed_at=float("inf"))), "id-1", "web", clock, timeout=30)
+
+
+REBOOTED = ("[    0.000000] Linux version 6.1.0\n"
+            "[   20.1] cloud-init[397]: Cloud-init v. 22.4.2 finished at Mon, 07 Dec 2026 18:01:00 +0000. Datasource\n")
+
+
+def test_a_console_that_shows_cloud_init_finished_without_keys_is_refused_at_once():
+    clock = FakeClock()
+    with pytest.raises(HostKeyError, match="cloud-init finished but no SSH host keys"):
+        wait_for_console_host_keys(Conn(Console(clock, 0, after=REBOOTED)), "id-1", "web", clock)
+    assert clock.sleeps == [], "no wait: the keys will not come"
+
+
+def test_keys_the_console_printed_before_stand_in_once_it_lost_them_but_never_replace_printed_ones():
+    clock, remembered = FakeClock(), console_host_keys(REAL_CONSOLE)
+    assert wait_for_console_host_keys(Conn(Console(clock, 0, after=REBOOTED)), "id-1", "web", clock,
+                                      remembered=remembered) == remembered
+    other = (HostKey("ssh-ed25519", fingerprint(blob_of(ED25519)), ED25519.split()[1]),)
+    assert wait_for_console_host_keys(Conn(Console(clock, 0)), "id-1", "web", clock, remembered=other) == remembered
+
+
+def test_remembered_keys_belong_to_one_server_id():
+    keys = console_host_keys(REAL_CONSOLE)
+    text = host_keys_json("id-1", keys)
+    assert host_keys_from_json(text, "id-1") == keys
+    assert host_keys_from_json(text, "id-2") == ()
+    assert host_keys_from_json("{not json", "id-1") == ()

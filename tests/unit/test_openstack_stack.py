@@ -8,7 +8,7 @@ import yaml
 
 from hybrid.core.clock import FakeClock
 from hybrid.core.contracts import ACTION_CREATE, ACTION_UPDATE
-from hybrid.core.errors import HybridError, NameTakenError, NotFoundError, QuotaError, WaitTimeout
+from hybrid.core.errors import HostKeyError, HybridError, NameTakenError, NotFoundError, QuotaError, WaitTimeout
 from hybrid.core.settings import load
 from hybrid.openstack.compute import new_key_pair, server_settings_json, user_data
 from hybrid.openstack.image import ImageSource, checksums
@@ -315,6 +315,13 @@ def test_the_ssh_target_is_pinned_to_the_host_keys_the_servers_console_printed(m
     target = stack.ssh_target("debian")
     assert target.host == next(iter(cloud.ips.values())).floating_ip_address and target.user == "debian"
     assert [(k.key_type, k.fingerprint) for k in target.host_keys] == [("ssh-ed25519", REAL_FINGERPRINT)]
+
+    server["console"] = "[    0.0] Linux version 6.1.0\n[   20.1] cloud-init[1]: Cloud-init v. 22.4.2 finished at "
+    assert stack.ssh_target("debian").host_keys == target.host_keys, "after a reboot: what its console printed"
+    [saved] = (stack.settings.state_path / "keys").glob("*.host-keys.json")
+    saved.write_text(saved.read_text().replace(server.id, "server-gone"))
+    with pytest.raises(HostKeyError, match="cloud-init finished but no SSH host keys"):
+        stack.ssh_target("debian")
 
 
 def test_without_host_keys_on_the_console_there_is_no_ssh_target(make, cloud, image_file):
