@@ -38,6 +38,9 @@ BLOCKED_PORT = 8080        # not in the web tier's group: tcp 22 from the operat
 ALLOWED_IDLE_PORT = 8000   # in the group; nothing listens there on the base image
 GONE_TIMEOUT = 60.0
 CLOUD_INIT_TIMEOUT = 180.0
+# The first test sets up the shared server: SSH waits for the host keys its console prints near the end of
+# cloud-init's final stage (about 1 to 3 minutes under software emulation, slower on a loaded machine).
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
