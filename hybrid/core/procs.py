@@ -194,6 +194,17 @@ def _stopped(pid: int, running: Callable[[], bool]) -> Poll[None]:
     return Poll(None, done=False, state="running")
 
 
+def port_is_free(port: int) -> bool:
+    """True if a server could listen on ``port`` of 127.0.0.1 now (as servers bind it: reusing TIME_WAIT)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     """A TCP port of 127.0.0.1 that nothing listens on now."""
     with socket.socket() as probe:

@@ -47,10 +47,11 @@ from hybrid.aws.compute import tags_of
 from hybrid.aws.session import AwsClients, MappedClient, warm_service_models
 from hybrid.core import procs
 from hybrid.core.clock import Clock, SystemClock
-from hybrid.core.errors import HybridError, NotFoundError
-from hybrid.core.localserver import emulator_dir, read_record
+from hybrid.core.errors import EmulatorNotRunning, HybridError, NotFoundError
+from hybrid.core.localserver import emulator_dir, endpoint_url, read_record
 from hybrid.core.naming import LOCAL_MACHINE_TAG, LOCAL_MACHINE_VM, RECIPE_DIGEST_TAG, ROLE_APP_TIER, ROLE_TAG
 from hybrid.core.settings import load
+from hybrid.core.wait import Poll, wait_for
 from hybrid.local import machines
 from hybrid.local.awsserver.wakeup import Wakeups, wake
 from hybrid.local.instance_folders import forget_pid, instance_folder, write_pid
@@ -64,6 +65,7 @@ WOKEN_POLL_INTERVAL = 2.0  # with them (awsserver.wakeup): launches and terminat
 WATCHED_STATES = ("pending", "running")
 STOPPED_STATES = ("stopping", "stopped")
 WATCHED_ROLES = (ROLE_APP_TIER, ROLE_BAKE)
+SERVER_TIMEOUT = 90.0  # seconds the runner waits for its server to be recorded (it starts beside it)
 VM_GRACE = 60.0  # seconds a VM may run on once its instance is terminated (or stopped), to power itself off
 PROCESS, VM = "process", "vm"
 Instance = dict
@@ -473,6 +475,18 @@ def spawn_worker(instance_id: str, user_data: Path, log_path: Path, state_dir: P
     return procs.spawn_logged(command, log_path, {"OMP_NUM_THREADS": "1"})
 
 
+def wait_for_server(state_dir: Path) -> str:
+    """This folder's local AWS server's URL, once it is recorded: the runner is started beside the server and loads
+    the worker's code while the server starts, so it may be ready first."""
+    def recorded() -> Poll[str]:
+        try:
+            return Poll(endpoint_url(state_dir), done=True)
+        except EmulatorNotRunning:
+            return Poll("", done=False, state="starting")
+
+    return wait_for("the local AWS server to be recorded", recorded, timeout=SERVER_TIMEOUT, interval=0.1)
+
+
 def stop_soon(stop: threading.Event, emulator_folder: Path) -> None:
     """Asks the runner to stop, and wakes it: it may be waiting up to ``WOKEN_POLL_INTERVAL`` for a wake-up."""
     stop.set()
@@ -494,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         preload_worker_code()
     state_dir = Path(args.state_dir).resolve()
     folder = emulator_dir(state_dir)
+    wait_for_server(state_dir)
     runner = LocalInstanceRunner(AwsClients(settings).ec2, state_dir, spawn, prepared=args.spawn == "fork",
                                  wakeups=Wakeups(folder))  # preloading prepared the model
     stop = threading.Event()

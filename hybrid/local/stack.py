@@ -5,12 +5,13 @@ autoscaler and the web tier, each a process whose pid, command and log live in `
 ``up`` started, tears the stack's AWS side down (instances first), stops the local server, and checks that no
 process of this state folder is left (the commands that run ``down`` itself, and their shells, do not count).
 
-A restarted local AWS server is a new one: moto keeps everything in memory, so it starts empty, on a new port, and
-``up`` sets the stack up again with new ids (image, security group). The web tier and autoscaler keep the endpoint
-and the launch specification they started with, so ``up`` restarts each service that was started against another
-local AWS server than the one now running (each record names the server's pid): no other step is needed after a
-restart. While the server is down the web tier stays live (`/healthz`) but not ready (`/readyz`), and the
-autoscaler's ticks fail, are counted, and the loop goes on.
+A restarted local AWS server is a new one: moto keeps everything in memory, so it starts empty, and ``up`` sets the
+stack up again (with new ids: image, security group). It listens on the port of the server before it
+(``start_emulator``), so the web tier and autoscaler follow it without a restart: the web tier creates its reply
+queue again, the autoscaler reads the new launch specification when a launch finds the old one gone. Each service
+record names the endpoint its service was started against; should the new server have had to take another port,
+``up`` restarts the services of the old endpoint. While the server is down the web tier stays live (`/healthz`)
+but not ready (`/readyz`), and the autoscaler's ticks fail, are counted, and the loop goes on.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class ServiceRecord:
     command: list[str]
     log_path: str
     started_at: float
-    emulator_pid: int = 0  # the local AWS server it was started against
+    endpoint: str = ""  # the local AWS server's URL it was started against
 
 
 def local_dir(settings: Settings) -> Path:
@@ -83,13 +84,13 @@ def up(settings: Settings, child_args: Sequence[str], report: Report = log.info)
     for name, command in (("autoscaler", "autoscale"), ("web", "web")):  # down stops them in reverse
         record = records.get(name)
         if record and is_running(record):
-            if record.emulator_pid == server.pid:
+            if record.endpoint == server.url:
                 report(f"{name}: already running (pid {record.pid})")
                 continue
-            report(f"{name}: restarting (pid {record.pid} was started against an earlier local AWS server): "
-                   f"{stop_service(record)}")
+            report(f"{name}: restarting (pid {record.pid} uses {record.endpoint or 'another endpoint'}, the local "
+                   f"AWS server is now {server.url}): {stop_service(record)}")
         records[name] = start_service(settings, name, procs.module_command("hybrid", *child_args, command),
-                                      server.pid)
+                                      server.url)
         write_records(settings, records)
         report(f"{name}: started (pid {records[name].pid}, log {records[name].log_path})")
     wait_for("the web tier to answer", lambda: _health(settings, records["web"]), timeout=60, interval=0.25)
@@ -135,13 +136,13 @@ def _prepare_model(report: Report) -> None:
     report(f"model: ready ({time.monotonic() - started:.1f} s)")
 
 
-def start_service(settings: Settings, name: str, command: list[str], emulator_pid: int = 0) -> ServiceRecord:
+def start_service(settings: Settings, name: str, command: list[str], endpoint: str = "") -> ServiceRecord:
     """Starts ``command`` in the background, logging to ``<state_dir>/local/<name>.log``; returns its record (the
-    caller keeps it with ``write_records``, and ``down`` stops it). ``emulator_pid``: the local AWS server it uses."""
+    caller keeps it with ``write_records``, and ``down`` stops it). ``endpoint``: the local AWS server it uses."""
     log_path = local_dir(settings) / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     process = procs.spawn_logged(command, log_path)
-    return ServiceRecord(name, process.pid, command, str(log_path), time.time(), emulator_pid)
+    return ServiceRecord(name, process.pid, command, str(log_path), time.time(), endpoint)
 
 
 def _health(settings: Settings, record: ServiceRecord) -> Poll[bool]:

@@ -83,3 +83,23 @@ def test_the_loop_survives_any_error_of_a_tick_counts_it_and_goes_on(tmp_path, c
     assert (scaler.ticks, scaler.failed_ticks) == (3, 2)
     assert len(fleet.live) == 1, "the third tick scaled as usual"
     assert any("tick 1 failed" in r.message and r.exc_info for r in caplog.records)
+
+
+def test_a_fleet_whose_launch_specification_is_gone_reads_it_again_and_launches():
+    from hybrid.autoscale.service import FollowingFleet
+    from hybrid.core.errors import NotFoundError
+
+    class StackSetUpAgain(FakeFleet):
+        """The launch specification names a security group of the stack before it was set up again."""
+
+        spec = "old"
+
+        def launch(self, count, token):
+            if self.spec == "old":
+                raise NotFoundError("ec2.run_instances: security group sg-1 does not exist", "InvalidGroup.NotFound")
+            return super().launch(count, token)
+
+    reads = []
+    fleet = FollowingFleet(StackSetUpAgain(), lambda: reads.append("read") or "new")
+    assert len(fleet.launch(2, "t")) == 2 and reads == ["read"] and fleet.fleet.spec == "new"
+    assert len(fleet.launch(1, "u")) == 1 and reads == ["read"], "read again only when it is found gone"

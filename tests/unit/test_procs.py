@@ -165,3 +165,14 @@ def test_ancestors_are_this_process_and_the_ones_that_started_it():
     found = procs.ancestors(os.getpid())
     assert {os.getpid(), os.getppid()} <= found
     assert procs.ancestors(99_999_999) == {99_999_999}, "no such process: nothing above it"
+
+
+def test_a_port_is_free_until_something_listens_on_it():
+    import socket
+
+    port = procs.free_port()
+    assert procs.port_is_free(port)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        assert not procs.port_is_free(port)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from hybrid.core import procs
+from hybrid.core.errors import HybridError
 from hybrid.core.localserver import (SERVER_MODULE, EmulatorInfo, emulator_dir, is_emulator_process, read_record,
                                      remove_record, write_record)
 from hybrid.core.wait import Poll, wait_for
@@ -32,7 +33,11 @@ def emulator_status(state_dir: Path) -> EmulatorInfo | None:
 
 
 def start_emulator(state_dir: Path, on_poll: Callable[[Poll[int]], None] | None = None) -> EmulatorInfo:
-    """Starts the emulator and its local instance runner, unless they already run (idempotent)."""
+    """Starts the emulator and its local instance runner, unless they already run (idempotent).
+
+    A new server listens on the port of the one before it when that port is free (else on any free port): so the
+    endpoint of this state folder stays the same across restarts, and the web tier and autoscaler that use it
+    reach the new server without a restart (it starts empty: the stack has to be set up again)."""
     running = emulator_status(state_dir)
     if running:
         return _ensure_runner(state_dir, running)
@@ -43,25 +48,65 @@ def start_emulator(state_dir: Path, on_poll: Callable[[Poll[int]], None] | None 
     folder = emulator_dir(state_dir)
     folder.mkdir(parents=True, exist_ok=True)
     port_file, log_path = folder / "port", folder / "emulator.log"
-    port_file.unlink(missing_ok=True)
-    process = procs.spawn_logged(procs.module_command(SERVER_MODULE, "--port-file", str(port_file)), log_path)
-    port = wait_for("the local AWS server to listen", lambda: _probe_port(process, port_file, log_path),
-                    timeout=START_TIMEOUT, interval=0.1, on_poll=on_poll)
-    info = EmulatorInfo(pid=process.pid, port=port, started_at=time.time(), log_path=str(log_path))
+    runner = _spawn_runner(state_dir)  # it loads the worker's code while the server starts, then waits for it
+    try:
+        process, port = _spawn_listening_server(port_file, log_path, on_poll)
+    except BaseException:
+        _terminate(runner.pid, RUNNER_MODULE)
+        raise
+    info = EmulatorInfo(pid=process.pid, port=port, started_at=time.time(), log_path=str(log_path),
+                        runner_pid=runner.pid)
     write_record(state_dir, info)
     log.info("emulator started at %s (pid %s)", info.url, info.pid)
-    return _ensure_runner(state_dir, info)
+    return info
+
+
+def _spawn_listening_server(port_file: Path, log_path: Path,
+                            on_poll: Callable[[Poll[int]], None] | None) -> tuple[subprocess.Popen, int]:
+    """The server on the earlier server's port if it is free, else on any free port."""
+    earlier = _earlier_port(port_file)
+    try:
+        return _spawn_server(port_file, log_path, earlier, on_poll)
+    except HybridError:
+        if not earlier:
+            raise
+    log.info("port %s of the earlier local server is taken: listening on another one", earlier)
+    return _spawn_server(port_file, log_path, 0, on_poll)
+
+
+def _earlier_port(port_file: Path) -> int:
+    """The port the last server of this folder listened on, if it is free now; else 0 (any free port)."""
+    try:
+        port = int(port_file.read_text())
+    except (OSError, ValueError):
+        return 0
+    return port if procs.port_is_free(port) else 0
+
+
+def _spawn_server(port_file: Path, log_path: Path, port: int,
+                  on_poll: Callable[[Poll[int]], None] | None) -> tuple[subprocess.Popen, int]:
+    """Starts the server on ``port`` (0: any free one) and waits until it answers there."""
+    port_file.unlink(missing_ok=True)
+    command = procs.module_command(SERVER_MODULE, "--port-file", str(port_file), "--port", str(port))
+    process = procs.spawn_logged(command, log_path)
+    listening = wait_for("the local AWS server to listen", lambda: _probe_port(process, port_file, log_path),
+                         timeout=START_TIMEOUT, interval=0.1, on_poll=on_poll)
+    return process, listening
 
 
 def _ensure_runner(state_dir: Path, info: EmulatorInfo) -> EmulatorInfo:
     """Starts the local instance runner beside a running emulator if it is not running."""
     if is_runner_process(info.runner_pid):
         return info
-    runner = procs.spawn_logged(procs.module_command(RUNNER_MODULE, "--state-dir", str(Path(state_dir).resolve())),
-                                emulator_dir(state_dir) / "instances.log")
-    info = EmulatorInfo(**{**asdict(info), "runner_pid": runner.pid})
+    info = EmulatorInfo(**{**asdict(info), "runner_pid": _spawn_runner(state_dir).pid})
     write_record(state_dir, info)
     return info
+
+
+def _spawn_runner(state_dir: Path) -> subprocess.Popen:
+    """The local instance runner; it waits for this folder's server to be recorded before its first call."""
+    return procs.spawn_logged(procs.module_command(RUNNER_MODULE, "--state-dir", str(Path(state_dir).resolve())),
+                              emulator_dir(state_dir) / "instances.log")
 
 
 def stop_emulator(state_dir: Path) -> EmulatorInfo | None:
