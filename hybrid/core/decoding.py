@@ -1,18 +1,18 @@
 """Image bytes in, the model's input out: one float32 array (3, 224, 224), or a :class:`BadImageError` saying why not.
 
 The steps: open with PIL (only the formats in ``ALLOWED_FORMATS``), check the declared size against the limits below
-before decoding a pixel, check that a PNG's data is whole (:mod:`hybrid.core.png_check`: every chunk's CRC, the
-image data inflated as a stream and dropped), let JPEG decode at reduced scale (``draft``), force a full load under
-the process's decode budget (a truncated file is an error, never a grey-filled guess), bring 16-bit greyscale to
-8 bits (the top byte: PIL's own conversion clips it, all white), shrink by a whole factor at once (``reduce``, to at
-least twice the size the model needs) and let the full-size pixels go, apply the EXIF orientation, convert to RGB,
-resize the shorter side to 256 (bilinear) and take the centre 224 x 224 square, then scale 0..255 to
-(x - 127) / 128.
+before decoding a pixel, let JPEG decode at reduced scale (``draft``), force a full load under the process's decode
+budget (a truncated file is an error, never a grey-filled guess), bring 16-bit greyscale to 8 bits (the top byte:
+PIL's own conversion clips it, all white), shrink by a whole factor at once (``reduce``, to at least twice the size
+the model needs) and let the full-size pixels go, apply the EXIF orientation, convert to RGB, resize the shorter side
+to 256 (bilinear) and take the centre 224 x 224 square, then scale 0..255 to (x - 127) / 128.
 
-``check_decodable`` is the web tier's vetting, with the same messages: a PNG is checked without decoding a pixel (the
-check above finds a truncated or corrupt one), every other format is decoded as ``decode_image`` decodes it (a JPEG
-at reduced scale, cheap). A PNG that passes it and still fails to decode is one whose whole, CRC-checked data
-unfilters into pixels PIL will not take: none is known.
+``check_decodable`` is the web tier's vetting, with the same messages: a PNG is checked whole without decoding a pixel
+(:mod:`hybrid.core.png_check`: every chunk's CRC, the image data inflated as a stream and dropped, the row filters),
+every other format is decoded as ``decode_image`` decodes it (a JPEG at reduced scale, cheap). When PIL fails to
+decode a PNG, ``decode_image`` runs that check to explain why, so both say the same; a good PNG is not inflated twice.
+The check is a little stricter than PIL (it wants every CRC up to IEND); a PNG that passes it and still fails to
+decode would be one whose whole data unfilters into pixels PIL will not take: none is known.
 
 Memory. A decode holds its image's bytes of the process's :class:`~hybrid.core.decode_budget.DecodeBudget`
 (``DECODE_BUDGET_BYTES``) while its full-size pixels exist, and waits when they are taken: however many threads
@@ -64,8 +64,14 @@ class BadImageError(HybridError):
 def decode_image(data: bytes) -> np.ndarray:
     """Decode image bytes into the model's input: float32, shape (3, 224, 224), values in [-127/128, 1]."""
     with _refusing_bad_images():
-        image = _decoded(_opened(data))
-    return _normalise(_centre_crop(image))
+        image = _opened(data)
+        try:
+            decoded = _decoded(image)
+        except Exception:
+            if image.format == "PNG":
+                check_png_data(data)  # the web tier's check: its message, when it finds the fault
+            raise
+    return _normalise(_centre_crop(decoded))
 
 
 def check_decodable(data: bytes) -> None:
@@ -73,7 +79,9 @@ def check_decodable(data: bytes) -> None:
     and for a PNG without decoding a pixel (see the module's docstring): for vetting an upload before it is queued."""
     with _refusing_bad_images():
         image = _opened(data)
-        if image.format != "PNG":
+        if image.format == "PNG":
+            check_png_data(data)
+        else:
             _decoded(image)
 
 
@@ -103,13 +111,11 @@ def _refusing_bad_images() -> Iterator[None]:
 
 
 def _opened(data: bytes) -> Image.Image:
-    """The image opened, its declared size checked, and a PNG's data checked whole; no pixel decoded yet."""
+    """The image opened and its declared size checked; no pixel decoded yet."""
     if not data:
         raise BadImageError("empty image: no bytes")
     image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     _check_size(image.format, *image.size)
-    if image.format == "PNG":
-        check_png_data(data)
     return image
 
 

@@ -362,3 +362,16 @@ def test_formats_decoded_whole_have_the_lower_pixel_cap(fmt, size, ok):
     else:
         with pytest.raises(BadImageError, match=f"decompression bomb: .* over the 16,777,216-pixel limit for {fmt}"):
             check_decodable(data)
+
+
+def test_the_worker_inflates_a_good_png_once_and_explains_a_bad_one_as_the_web_tier_does(monkeypatch):
+    import hybrid.core.decoding as decoding
+
+    checked = []
+    real = decoding.check_png_data
+    monkeypatch.setattr(decoding, "check_png_data", lambda data: checked.append(len(data)) or real(data))
+    decode_image(encode(Image.new("RGB", (300, 200), MAGENTA), "PNG"))
+    assert checked == []
+    with pytest.raises(BadImageError, match="truncated image: the PNG ends inside"):
+        decode_image(truncated(encode(Image.new("RGB", (300, 200), MAGENTA), "PNG"), 0.5))
+    assert len(checked) == 1
