@@ -65,8 +65,9 @@ class AwsSettings:
     ami_id: str = _opt("", "app-tier AMI id; empty finds the image named aws.ami_name (or registers a record "
                        "for it on the emulator)")
     ami_name: str = _opt("", "app-tier AMI name; empty means '<stack>-app-tier'")
-    instance_profile: str = _opt("auto", "create a least-privilege instance profile for workers: auto does so "
-                                 "on AWS only", choices=("auto", "yes", "no"))
+    instance_profile: str = _opt("auto", "create the least-privilege IAM identities: the workers' instance "
+                                 "profile and the web-tier machine's user <stack>-web-tier (its web tier and "
+                                 "autoscaler policies); auto does so on AWS only", choices=("auto", "yes", "no"))
     request_message_bytes: int = _opt(1024, "MaximumMessageSize of the request queue (messages carry S3 keys, "
                                       "never image bytes)", min=1024, max=262144)
     response_message_bytes: int = _opt(2048, "MaximumMessageSize of the response queue", min=1024, max=262144)
