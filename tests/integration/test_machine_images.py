@@ -137,6 +137,9 @@ def test_images_are_lean_and_hold_no_secret(baked, images_stack, tmp_path):
         assert "hybrid" in packages and "boto3" in packages
         unwanted = NOT_ON_ANY_IMAGE | (NOT_ON_THE_WEB_TIER if role == "web-tier" else NOT_ON_THE_APP_TIER)
         assert not packages & unwanted, f"{role} image carries {packages & unwanted}"
+        front = names_in(raw, "/opt/hybrid/.venv/nginx/usr/sbin")  # the web tier's front, unpacked, not installed
+        assert front == ({"nginx"} if role == "web-tier" else set())
+        assert not names_in(raw, "/etc/systemd/system/multi-user.target.wants") & {"nginx.service"}
         assert not [n for n in names_in(raw, "/etc/ssh") if n.startswith("ssh_host_")]
         assert not names_in(raw, "/etc/hybrid") & {"settings.json", "hybrid.toml", "aws-credentials"}
         findings = secrets_only(scan_disk(disk))
