@@ -48,10 +48,15 @@ MAX_SIDE = 12_000
 RESIZE_SHORTER_SIDE = 256
 CROP_SIZE = 224
 REDUCING_GAP = 2  # ``reduce`` leaves the shorter side at least this many times RESIZE_SHORTER_SIDE
-HELD_PER_PIXEL = 5  # bytes a decode holds per full-size pixel: PIL's 4 for RGB(A) and the reduced copy, or a
-#                     palette's 1 and its RGB conversion's 4, or 16-bit grey's 2 and its two numpy copies (2 + 1)
+# Bytes a decode holds at its peak per full-size pixel (measured at 4096 x 4096, VmHWM): 4 for RGB and 1 for grey
+# (PIL's own), 5 for a palette (1, and 4 for its RGB conversion), 8 for RGBA (4, and 4 for the RGB conversion that
+# drops the alpha), 7 for 16-bit grey (2, and numpy's shift and 8-bit copies), 16 for WEBP (libwebp's canvas, the
+# frame it hands over as bytes, PIL's image, its conversion).
+HELD_PER_PIXEL = 5
+HELD_PER_PIXEL_ALPHA_OR_16_BIT = 8
+HELD_PER_PIXEL_WEBP = 16
 COEFFICIENT_BYTES_PER_PIXEL = 6  # a JPEG in several scans: 3 samples (4:4:4) of 2 bytes each, at full size
-DECODE_BUDGET_BYTES = 2 * HELD_PER_PIXEL * MAX_FULL_PIXELS  # per process: two of the largest at once (168 MB)
+DECODE_BUDGET_BYTES = 256 * 1024 * 1024  # per process: at the cap, two RGBA at once, or three RGB, or one WEBP
 _SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _BUDGET = DecodeBudget(DECODE_BUDGET_BYTES)
 map_large_allocations()  # so that freed pixels leave the process: see hybrid.core.decode_budget
@@ -122,9 +127,9 @@ def _opened(data: bytes) -> Image.Image:
 def _decoded(image: Image.Image) -> Image.Image:
     """The upright RGB image, shrunk by a whole factor when large. The full-size pixels exist only inside the
     budget's hold: they are freed (``close``) before it is given back, and what is returned is a copy."""
-    held = _held_bytes(image)
+    held = _coefficient_bytes(image)
     image.draft("RGB", (RESIZE_SHORTER_SIDE, RESIZE_SHORTER_SIDE))
-    with _BUDGET.hold(held or HELD_PER_PIXEL * image.width * image.height):
+    with _BUDGET.hold(held or _pixel_bytes(image)):
         try:
             image.load()
             return ImageOps.exif_transpose(_reduced(_eight_bit(image))).convert("RGB")
@@ -132,7 +137,18 @@ def _decoded(image: Image.Image) -> Image.Image:
             image.close()
 
 
-def _held_bytes(image: Image.Image) -> int:
+def _pixel_bytes(image: Image.Image) -> int:
+    """The bytes decoding ``image`` (at its draft size) holds at its peak: see ``HELD_PER_PIXEL``."""
+    if image.format == "WEBP":
+        per_pixel = HELD_PER_PIXEL_WEBP
+    elif image.mode in ("RGBA", "LA", "PA") or image.mode in _SIXTEEN_BIT_GREY:
+        per_pixel = HELD_PER_PIXEL_ALPHA_OR_16_BIT
+    else:
+        per_pixel = HELD_PER_PIXEL
+    return per_pixel * image.width * image.height
+
+
+def _coefficient_bytes(image: Image.Image) -> int:
     """The bytes a JPEG decoded in several scans holds whatever its draft scale: libjpeg keeps every coefficient of
     the full-size image (2 bytes a sample; measured: 114 MB for a 6300 x 6300 progressive 4:2:0 JPEG of 350 KB).
     0 for every other image: it holds its decoded size."""
@@ -173,8 +189,8 @@ def _reduced(image: Image.Image) -> Image.Image:
     factor = min(image.size) // (REDUCING_GAP * RESIZE_SHORTER_SIDE)
     if factor < 2:
         return image
-    if image.mode not in ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F"):
-        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+    if image.mode not in ("L", "RGB", "CMYK"):  # PIL's reduce takes no palette, and premultiplies an alpha
+        image = image.convert("L" if image.mode == "LA" else "RGB")  # the alpha goes, as it does at the end
     return image.reduce(factor)
 
 

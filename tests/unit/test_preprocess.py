@@ -375,3 +375,26 @@ def test_the_worker_inflates_a_good_png_once_and_explains_a_bad_one_as_the_web_t
     with pytest.raises(BadImageError, match="truncated image: the PNG ends inside"):
         decode_image(truncated(encode(Image.new("RGB", (300, 200), MAGENTA), "PNG"), 0.5))
     assert len(checked) == 1
+
+
+@pytest.mark.parametrize("mode, fmt, per_pixel", [("RGB", "PNG", "HELD_PER_PIXEL"), ("P", "PNG", "HELD_PER_PIXEL"),
+                                                  ("RGBA", "PNG", "HELD_PER_PIXEL_ALPHA_OR_16_BIT"),
+                                                  ("I;16", "PNG", "HELD_PER_PIXEL_ALPHA_OR_16_BIT"),
+                                                  ("RGB", "WEBP", "HELD_PER_PIXEL_WEBP")])
+def test_a_decode_holds_what_its_format_and_mode_measured_at_peak(monkeypatch, mode, fmt, per_pixel):
+    import hybrid.core.decoding as decoding
+
+    held = []
+    real = decoding._BUDGET.hold
+    monkeypatch.setattr(decoding._BUDGET, "hold", lambda size: held.append(size) or real(size))
+    source = Image.new("I;16", (600, 500)) if mode == "I;16" else Image.new("RGB", (600, 500), MAGENTA).convert(mode)
+    decode_image(encode(source, fmt))
+    assert held == [getattr(decoding, per_pixel) * 600 * 500]
+
+
+def test_the_alpha_of_a_large_image_is_dropped_as_before_not_premultiplied():
+    """Transparent red on the left: dropping the alpha keeps it red (a premultiplied reduce would make it black)."""
+    image = Image.new("RGBA", (1200, 1100), (255, 0, 0, 0))
+    image.paste((0, 0, 255, 255), (600, 0, 1200, 1100))
+    pixels = decode_image(encode(image, "PNG"))
+    assert pixels[0, 112, 5] == 1.0 and pixels[2, 112, 218] == 1.0
