@@ -93,7 +93,7 @@ def up(settings: Settings, child_args: Sequence[str], report: Report = log.info)
                                       server.url)
         write_records(settings, records)
         report(f"{name}: started (pid {records[name].pid}, log {records[name].log_path})")
-    wait_for("the web tier to answer", lambda: _health(settings, records["web"]), timeout=60, interval=0.25)
+    wait_for("the web tier to be ready", lambda: _ready(settings, records["web"]), timeout=60, interval=0.25)
     return web_url(settings)
 
 
@@ -145,14 +145,16 @@ def start_service(settings: Settings, name: str, command: list[str], endpoint: s
     return ServiceRecord(name, process.pid, command, str(log_path), time.time(), endpoint)
 
 
-def _health(settings: Settings, record: ServiceRecord) -> Poll[bool]:
+def _ready(settings: Settings, record: ServiceRecord) -> Poll[bool]:
+    """Done once `/readyz` says the web tier can answer a miss: its threads run and its queues and buckets answer
+    (after a restart of the local AWS server, once it has created its reply queue again)."""
     if not alive(record.pid):
         return Poll(False, done=False, failed=f"the web tier exited; see {record.log_path}:\n"
                                               + procs.log_tail(Path(record.log_path)))
     try:
-        with urllib.request.urlopen(f"{web_url(settings)}/healthz", timeout=2) as reply:
+        with urllib.request.urlopen(f"{web_url(settings)}/readyz", timeout=5) as reply:
             return Poll(True, done=reply.status == 200)
-    except OSError:
+    except OSError:  # HTTPError (503: not ready yet) included
         return Poll(False, done=False, state="starting")
 
 

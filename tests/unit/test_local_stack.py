@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 from hybrid.local.stack import processes_of
+from tests.fakes import eventually
 
 ASK = ("import sys; from pathlib import Path; from hybrid.local.stack import processes_of; "
        "print(processes_of(Path(sys.argv[1])))")
@@ -19,7 +20,7 @@ def test_the_shell_that_runs_the_check_and_the_check_itself_are_not_left_over(tm
 def test_a_process_of_the_folder_that_is_not_an_ancestor_is_left_over(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(tmp_path)])
     try:
-        assert [pid for pid, _ in processes_of(tmp_path)] == [sleeper.pid]
+        eventually(lambda: [pid for pid, _ in processes_of(tmp_path)] == [sleeper.pid])  # once it has exec'd
     finally:
         sleeper.kill()
         sleeper.wait()
