@@ -77,8 +77,8 @@ def is_running(record: ServiceRecord) -> bool:
 
 
 def up(settings: Settings, child_args: Sequence[str], report: Report = log.info) -> str:
-    """Starts every part that is not running, and restarts the services of an earlier local AWS server; returns the
-    web tier's URL."""
+    """Starts every part that is not running, and restarts the services of another local AWS server endpoint;
+    returns the web tier's URL once it is ready (`/readyz`)."""
     server = start_aws_side(settings, report)
     records = read_records(settings)
     for name, command in (("autoscaler", "autoscale"), ("web", "web")):  # down stops them in reverse
