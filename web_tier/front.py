@@ -21,10 +21,12 @@ so the two live and die together (systemd, or ``hybrid local up``, starts them a
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from web_tier.app import MULTIPART_OVERHEAD
 
 log = logging.getLogger(__name__)
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with its NUL
+SHORT_SOCKETS = "/tmp/hybrid-web-{uid}"  # where sockets go whose state folder is too deep
 START_TIMEOUT = 10.0
 STOP_PATIENCE = 5.0
 PR_SET_PDEATHSIG = 1
@@ -57,27 +60,27 @@ class FrontError(HybridError):
 
 @dataclass(frozen=True)
 class FrontPaths:
-    """nginx's prefix folder (its configuration, pid and request-body buffers) and gunicorn's socket in it."""
+    """nginx's prefix folder (its configuration, pid and request-body buffers) and gunicorn's socket: in the prefix,
+    or, where that path is too long for a unix socket (108 bytes), in a folder of this user's under /tmp, named by
+    the prefix's hash."""
 
     prefix: Path
+    socket: Path
 
     @property
     def config(self) -> Path:
         return self.prefix / "nginx.conf"
 
-    @property
-    def socket(self) -> Path:
-        return self.prefix / "gunicorn.sock"
-
 
 def front_paths(settings: Settings) -> FrontPaths:
     """One folder per stack and listening port under the state folder, so two web tiers never share one."""
     port = settings.web.bind.rpartition(":")[2]
-    paths = FrontPaths(settings.state_path.resolve() / "web" / f"front-{settings.stack}-{port}")
-    if len(str(paths.socket)) > UNIX_PATH_MAX:
-        raise FrontError(f"the state folder's path is too long for a unix socket ({paths.socket}, over "
-                         f"{UNIX_PATH_MAX} bytes): set state_dir to a shorter path")
-    return paths
+    prefix = settings.state_path.resolve() / "web" / f"front-{settings.stack}-{port}"
+    socket_path = prefix / "gunicorn.sock"
+    if len(str(socket_path)) > UNIX_PATH_MAX:
+        digest = hashlib.sha256(str(prefix).encode()).hexdigest()[:16]
+        socket_path = Path(SHORT_SOCKETS.format(uid=os.getuid())) / f"{digest}.sock"
+    return FrontPaths(prefix, socket_path)
 
 
 def body_limit(settings: Settings) -> int:
@@ -173,9 +176,21 @@ def stop(process: subprocess.Popen) -> None:
 def make_folder(paths: FrontPaths) -> None:
     """The prefix folder, before gunicorn binds its socket there: mode 0700, so the socket is reachable by this
     user only, that is through nginx."""
-    paths.prefix.mkdir(parents=True, exist_ok=True)
-    paths.prefix.chmod(0o700)
+    for folder in dict.fromkeys((paths.prefix, paths.socket.parent)):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _require_own_private(folder)
     (paths.prefix / "tmp").mkdir(exist_ok=True)
+
+
+def _require_own_private(folder: Path) -> None:
+    """Mode 0700 and owned by this user: a folder under /tmp that someone else made first is refused, not used."""
+    info = folder.lstat()
+    if info.st_uid == os.getuid() and stat.S_ISDIR(info.st_mode):
+        folder.chmod(0o700)
+        info = folder.lstat()
+    if info.st_uid != os.getuid() or not stat.S_ISDIR(info.st_mode) or info.st_mode & 0o077:
+        raise FrontError(f"{folder} is not a private folder of this user (owner uid {info.st_uid}, mode "
+                         f"{oct(info.st_mode & 0o777)}): remove it, or set state_dir to a shorter path")
 
 
 def _prepare(settings: Settings, paths: FrontPaths) -> None:

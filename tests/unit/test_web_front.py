@@ -43,10 +43,22 @@ def test_one_folder_per_stack_and_port_under_the_state_folder(tmp_path):
     assert paths.socket.parent == paths.prefix
 
 
-def test_a_state_folder_too_deep_for_a_unix_socket_is_refused_with_the_fix(tmp_path):
+def test_a_state_folder_too_deep_for_a_unix_socket_puts_the_socket_in_a_private_folder_under_tmp(tmp_path):
     deep = tmp_path / ("d" * 90)
-    with pytest.raises(front.FrontError, match="too long for a unix socket.*shorter path"):
-        front.front_paths(settings(deep))
+    paths = front.front_paths(settings(deep))
+    assert paths.prefix.is_relative_to(deep.resolve())
+    assert paths.socket.parent == front.Path(front.SHORT_SOCKETS.format(uid=front.os.getuid()))
+    assert len(str(paths.socket)) <= front.UNIX_PATH_MAX
+    assert front.front_paths(settings(deep)) == paths != front.front_paths(settings(tmp_path / ("e" * 90)))
+    front.make_folder(paths)
+    assert oct(paths.socket.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_socket_folder_that_is_not_private_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.symlink_to(tmp_path)
+    with pytest.raises(front.FrontError, match="is not a private folder of this user"):
+        front.make_folder(front.FrontPaths(tmp_path / "prefix", shared / "gunicorn.sock"))
 
 
 def test_nginx_accepts_the_configuration(tmp_path):
