@@ -58,7 +58,8 @@ HELD_PER_PIXEL_WEBP = 16
 COEFFICIENT_BYTES_PER_PIXEL = 6  # a JPEG in several scans: 3 samples (4:4:4) of 2 bytes each, at full size
 DECODE_BUDGET_BYTES = 256 * 1024 * 1024  # per process: at the cap, two RGBA at once, or three RGB, or one WEBP
 _SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-_BUDGET = DecodeBudget(DECODE_BUDGET_BYTES)
+TRIM_AFTER_BYTES = 256 * 1024 * 1024  # of decoding and checking done, before an idle moment trims the heap
+_BUDGET = DecodeBudget(DECODE_BUDGET_BYTES, TRIM_AFTER_BYTES)
 map_large_allocations()  # so that freed pixels leave the process: see hybrid.core.decode_budget
 
 
@@ -84,10 +85,11 @@ def check_decodable(data: bytes) -> None:
     and for a PNG without decoding a pixel (see the module's docstring): for vetting an upload before it is queued."""
     with _refusing_bad_images():
         image = _opened(data)
-        if image.format == "PNG":
-            check_png_data(data)
-        else:
+        if image.format != "PNG":
             _decoded(image)
+            return
+        with _BUDGET.hold(0, work=_pixel_bytes(image)):  # no pixels held, but the trim counts the pieces inflated
+            check_png_data(data)
 
 
 def warm_decoder() -> None:
