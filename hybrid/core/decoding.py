@@ -17,8 +17,9 @@ decode would be one whose whole data unfilters into pixels PIL will not take: no
 Memory. A decode holds its image's bytes of the process's :class:`~hybrid.core.decode_budget.DecodeBudget`
 (``DECODE_BUDGET_BYTES``) while its full-size pixels exist, and waits when they are taken: however many threads
 decode, a process holds at most about that much in pixels (measured: 6300 x 6300 greyscale was 224 MB a decode, 25 GB
-for 128 threads, before), and importing this module makes glibc return freed pixels to the system at once
-(:func:`~hybrid.core.decode_budget.map_large_allocations`). Formats decoded whole are capped at
+for 128 threads, before). Importing this module makes glibc return freed pixels to the system at once
+(:func:`~hybrid.core.decode_budget.map_large_allocations`), and the budget trims the heap when the last decode or
+check in flight ends after ``TRIM_AFTER_BYTES`` of work. Formats decoded whole are capped at
 ``MAX_FULL_PIXELS``; a JPEG decodes at 1/8 scale when large, so it keeps the larger ``MAX_PIXELS`` (one in several
 scans holds its full size in coefficients, and the budget counts that).
 
