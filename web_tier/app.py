@@ -1,7 +1,8 @@
 """The web tier's Flask app: ``create_app(settings)``, or ``create_app(settings, runtime)`` with given parts.
 
     POST / or /upload   one image (multipart field inputFile, myfile, or any single file field)
-                        -> 200 text/plain "name:label"; JSON (label, top-5, cached, timings) with Accept: application/json
+                        -> 200 text/plain "name:label"; JSON (label, top-5, cached, timings) with
+                        Accept: application/json
     GET /healthz        liveness: 200 "ok" while the reply dispatcher and the request sender run; else 503 saying
                         which (restart the process). It does not look at the cloud.
     GET /readyz         readiness: 200 "ready" when, besides that, the request and reply queues and the input and
@@ -9,6 +10,8 @@
                         (the local AWS server is down, the stack is not set up: send no traffic here, no restart)
     GET /status         JSON: queue depths, fleet size, cache entries and hit rate, requests in flight
     GET /metrics        Prometheus text
+    (/status and /metrics answer only from the machine itself: the front, ``web_tier.front``, refuses them with 403
+    from anywhere else)
 """
 from __future__ import annotations
 
