@@ -70,7 +70,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(stack, state_dir):
     some images answered but none deleted."""
     rig = stack(worker__idle_timeout="60", aws__visibility_timeout="4", worker__batch_size="8")
     [first] = rig.launch()
-    slow = [photo_bytes("coffee", (5000 + i, 3500), fmt="PNG") for i in range(8)]
+    slow = [photo_bytes("coffee", (4000 + i, 3000), fmt="PNG") for i in range(8)]  # under the 4096² PNG cap
     time.sleep(1)
     ids = [rig.submit(f"big{i}", image) for i, image in enumerate(slow)]
     deadline = time.monotonic() + 120
