@@ -57,8 +57,8 @@ decode (``hybrid.core.decoding.check_decodable``, which the upload check calls) 
 last three are what-ifs, patched in this process for the measurement only and restored; project code is not changed.
 ``decodes/hit`` counts ``check_decodable`` calls per request: 1 means the upload is decoded before the cache lookup,
 0 that a hit skips it. Beside them, the per-call cost of the pieces: ``check_decodable`` of each warm image (open,
-size check, full decode, without the model's resize and normalisation; and ``decode_image``, the worker's whole
-decode, for comparison), SHA-256,
+size check, then a full decode, JPEG at reduced scale, or for PNG a check of the whole file without decoding its
+pixels; and ``decode_image``, the worker's whole decode, for comparison), SHA-256,
 ``ResultCache.get``, werkzeug's multipart parse; and the server CPU per request measured over HTTP in part 1.
 All medians of per-call wall time with nothing else of this benchmark busy but idle pollers.
 

@@ -65,7 +65,7 @@ class WebServer(BaseApplication):
 
     def load(self) -> Any:
         logging.getLogger("web_tier").setLevel(logging.INFO)
-        warm_decoder()  # every upload is decoded to vet it (``check_image``); the first one should not import PIL's
+        warm_decoder()  # every cache miss is vetted (``check_image``); the first one should not import PIL's
         app = create_app(self.settings)
         # Flask, the boto3 clients and their service models live as long as the process: out of the garbage
         # collector's reach, a full collection no longer walks them (one took 60-100 ms here, stalling every request).
