@@ -17,10 +17,11 @@ import botocore.session
 
 from hybrid.aws.errors import translate
 from hybrid.core.errors import RegionError
+from hybrid.core.localserver import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
 from hybrid.core.localserver import endpoint_url as emulator_endpoint
 from hybrid.core.settings import Settings
 
-EMULATOR_CREDENTIALS = {"aws_access_key_id": "emulator", "aws_secret_access_key": "emulator"}
+EMULATOR_CREDENTIALS = {"aws_access_key_id": TEST_ACCESS_KEY_ID, "aws_secret_access_key": TEST_SECRET_ACCESS_KEY}
 CLIENT_CONFIG = botocore.config.Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5,
                                        read_timeout=30, max_pool_connections=64)
 

@@ -1,6 +1,7 @@
 """``hybrid emulator``: the local AWS-compatible server of this state folder."""
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 
@@ -8,6 +9,7 @@ import click
 
 from hybrid.cli.context import EXIT_NOT_RUNNING, Context, pass_context
 from hybrid.cli.output import echo_json, progress
+from hybrid.core.errors import EmulatorNotRunning
 
 
 @click.group()
@@ -60,3 +62,38 @@ def emulator_status_command(ctx: Context, as_json: bool) -> None:
         click.echo("not running: start it with `hybrid emulator start`")
     if not info:
         sys.exit(EXIT_NOT_RUNNING)
+
+
+@emulator.command("env")
+@click.option("--shell", type=click.Choice(["sh", "fish"]), default="sh", show_default=True,
+              help="the syntax of the lines (sh also suits bash and zsh)")
+@pass_context
+def emulator_env(ctx: Context, shell: str) -> None:
+    """Print the shell lines that point the AWS CLI (or any AWS SDK) at the running server; exit 3 if it does not run.
+
+    \b
+    eval "$(hybrid emulator env)"        # sh, bash, zsh
+    hybrid emulator env --shell fish | source
+    aws s3 ls
+
+    The credentials are the fixed test values the project itself uses on the local server, which accepts any:
+    they are not secrets and open nothing on AWS.
+    """
+    from hybrid.core.localserver import client_environment
+
+    try:
+        variables = client_environment(ctx.settings.state_path, ctx.settings.aws.region)
+    except EmulatorNotRunning as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_NOT_RUNNING)
+    click.echo(f"# the local AWS server of {ctx.settings.state_path}; "
+               "fixed test credentials that it accepts, not secrets")
+    for name, value in variables.items():
+        click.echo(shell_assignment(shell, name, value))
+
+
+def shell_assignment(shell: str, name: str, value: str) -> str:
+    """One exported variable in the syntax of `shell` ("sh" or "fish"), the value quoted where it needs it."""
+    if shell == "fish":
+        return f"set -gx {name} {shlex.quote(value)};"
+    return f"export {name}={shlex.quote(value)}"

@@ -20,6 +20,10 @@ GUEST_AWS_ADDRESS = "10.0.2.100"
 GUEST_AWS_PORT = 80
 GUEST_AWS_ENDPOINT = f"http://{GUEST_AWS_ADDRESS}"
 IMAGE_CACHE_VARIABLE = "HYBRID_IMAGE_CACHE"
+# What the project's clients sign with on the local server. The server accepts any key and checks no signature:
+# these are fixed test values, printed by `hybrid emulator env`, not secrets.
+TEST_ACCESS_KEY_ID = "emulator"
+TEST_SECRET_ACCESS_KEY = "emulator"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,18 @@ def endpoint_url(state_dir: Path) -> str:
         raise EmulatorNotRunning(f"the local AWS server is not running (no live emulator recorded in "
                                  f"{emulator_dir(state_dir)}): start it with `hybrid emulator start`")
     return info.url
+
+
+def client_environment(state_dir: Path, region: str) -> dict[str, str]:
+    """The variables that point any AWS SDK or the AWS CLI at this state folder's local server (what
+    `hybrid emulator env` prints), or ``EmulatorNotRunning`` saying how to start it. Instance metadata is turned
+    off, so that no client asks 169.254.169.254 for credentials."""
+    return {"AWS_ENDPOINT_URL": endpoint_url(state_dir),
+            "AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": TEST_SECRET_ACCESS_KEY,
+            "AWS_DEFAULT_REGION": region,
+            "AWS_REGION": region,
+            "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 def image_store(state_dir: Path) -> Path:
