@@ -3,7 +3,7 @@
 Contract. ``decide(observation, scaling, previous)`` takes what the caller observed (the time on its injected clock,
 the request queue's visible and in-flight counts, this stack's non-terminated app-tier instances), the scaling
 settings, and the ``PolicyState`` returned by the previous decision. It returns a ``Decision``: how many workers
-are wanted, how many to launch (all in one call, with ``launch_token`` as its idempotency token), which instance
+are wanted, how many to launch (one launch, with ``launch_token`` as its idempotency token), which instance
 ids to terminate, one human-readable line saying why, and the state to hand back next tick. It reads no clock,
 sleeps, draws no random numbers, does no I/O and logs nothing: the same inputs always give an equal decision, and
 its inputs are never changed. The loop around it observes, decides, acts, logs ``reason`` and sleeps.

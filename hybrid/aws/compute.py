@@ -4,13 +4,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from hybrid.aws.session import MappedClient
 from hybrid.core.contracts import Instance, Observed, Resource
 from hybrid.core.errors import CloudError, HybridError, NotFoundError
 from hybrid.core.keys import KeyPairDriverBase
-from hybrid.core.naming import ROLE_APP_TIER, ROLE_TAG, STACK_TAG
+from hybrid.core.naming import NAME_TAG, ROLE_APP_TIER, ROLE_TAG, STACK_TAG
 
 log = logging.getLogger(__name__)
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
@@ -168,6 +168,8 @@ class LaunchSpec:
     security_group_id: str
     user_data: str
     instance_profile: str = ""
+    name_pattern: str = ""
+    """The instances' ``Name`` tag with ``{n}`` left to fill (``StackNames.instance_name``); empty: no Name."""
 
 
 class Ec2Fleet:
@@ -177,23 +179,35 @@ class Ec2Fleet:
         self.ec2, self.stack, self.spec = ec2, stack, spec
 
     def launch(self, count: int, token: str) -> list[str]:
-        """One run_instances call for ``count`` instances. The token is sent as ClientToken and tagged, and
-        instances already carrying it are returned instead (the local server ignores ClientToken)."""
+        """``count`` instances, each named by the spec's pattern with the lowest numbers no live instance of the
+        stack carries, so the fleet reads 1..N in the console. One run_instances call per instance (tags are per
+        call, and an instance is never seen unnamed); each is sent ClientToken ``<token>-<i>`` and tagged with the
+        token, and instances already carrying it are returned instead (the local server ignores ClientToken)."""
         if self.spec is None:
             raise HybridError("this fleet has no launch specification")
         launched = self._with_token(token)
         if launched:
             return launched
+        names = [""] * count if not self.spec.name_pattern else [self._name(n) for n in free_numbers(
+            {i.tags.get(NAME_TAG, "") for i in self.instances()}, self._name, count)]
+        return [self._run_one(f"{token}-{index}", token, name) for index, name in enumerate(names)]
+
+    def _name(self, n: int) -> str:
+        return self.spec.name_pattern.replace("{n}", str(n)) if self.spec and self.spec.name_pattern else ""
+
+    def _run_one(self, client_token: str, token: str, name: str) -> str:
         spec = self.spec
-        tags = {STACK_TAG: self.stack, ROLE_TAG: ROLE_APP_TIER, LAUNCH_TOKEN_TAG: token}
+        assert spec is not None
+        tags = {STACK_TAG: self.stack, ROLE_TAG: ROLE_APP_TIER, LAUNCH_TOKEN_TAG: token, **({NAME_TAG: name} if name
+                                                                                             else {})}
         extra = {"IamInstanceProfile": {"Name": spec.instance_profile}} if spec.instance_profile else {}
         reply = self.ec2.run_instances(
             ImageId=spec.image_id, InstanceType=spec.instance_type, KeyName=spec.key_name,
-            SecurityGroupIds=[spec.security_group_id], UserData=spec.user_data, MinCount=count, MaxCount=count,
-            ClientToken=token, InstanceInitiatedShutdownBehavior="terminate",
+            SecurityGroupIds=[spec.security_group_id], UserData=spec.user_data, MinCount=1, MaxCount=1,
+            ClientToken=client_token, InstanceInitiatedShutdownBehavior="terminate",
             MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
             TagSpecifications=tag_specification("instance", tags), **extra)
-        return [i["InstanceId"] for i in reply["Instances"]]
+        return reply["Instances"][0]["InstanceId"]
 
     def _with_token(self, token: str) -> list[str]:
         filters = [{"Name": f"tag:{LAUNCH_TOKEN_TAG}", "Values": [token]},
@@ -226,6 +240,17 @@ class Ec2Fleet:
             log.info("instance %s is already gone", instance_id)
         except CloudError:
             raise
+
+
+def free_numbers(taken: set[str], name_of: Callable[[int], str], count: int) -> list[int]:
+    """The ``count`` lowest numbers from 1 whose name (``name_of(n)``) is not in ``taken``."""
+    numbers: list[int] = []
+    n = 0
+    while len(numbers) < count:
+        n += 1
+        if name_of(n) not in taken:
+            numbers.append(n)
+    return numbers
 
 
 def _instance(raw: dict[str, Any]) -> Instance:

@@ -32,7 +32,7 @@ DEPENDENCY_TIMEOUT = 180.0
 
 
 def stack_names(settings: Settings) -> StackNames:
-    return StackNames(settings.stack, settings.aws.ami_name)
+    return StackNames(settings.stack, settings.aws.ami_name, settings.aws.instance_name_pattern)
 
 
 def manages_instance_profile(settings: Settings) -> bool:
@@ -53,10 +53,10 @@ def desired_resources(settings: Settings, policy_document: str = "", web_policie
                       _queue(queue, role, size, names.dead_letter_queue(queue), settings, names)]
     resources += [
         Resource("security_group", names.app_security_group, ROLE_APP_TIER, {"ingress": _ingress(aws.operator_cidr)},
-                 names.tags(ROLE_APP_TIER), inputs={"ssh_from": aws.operator_cidr}),
-        Resource("key_pair", names.key_pair, ROLE_APP_TIER, {}, names.tags(ROLE_APP_TIER)),
+                 names.tags(ROLE_APP_TIER, names.app_security_group), inputs={"ssh_from": aws.operator_cidr}),
+        Resource("key_pair", names.key_pair, ROLE_APP_TIER, {}, names.tags(ROLE_APP_TIER, names.key_pair)),
         Resource("image", names.app_image, ROLE_APP_TIER, {"image_id": aws.ami_id} if aws.ami_id else {},
-                 names.tags(ROLE_APP_TIER), managed=not aws.ami_id and aws.target == "emulator",
+                 names.tags(ROLE_APP_TIER, names.app_image), managed=not aws.ami_id and aws.target == "emulator",
                  hint=_missing_ami_hint(aws.ami_id)),
     ]
     if manages_instance_profile(settings):
@@ -64,11 +64,13 @@ def desired_resources(settings: Settings, policy_document: str = "", web_policie
 
         resources.append(Resource("instance_profile", names.instance_profile, ROLE_APP_TIER,
                                   {"policy": policy_digest(json.loads(policy_document)), "profile": "attached"},
-                                  names.tags(ROLE_APP_TIER), inputs={"policy_document": policy_document}))
+                                  names.tags(ROLE_APP_TIER, names.instance_profile),
+                                  inputs={"policy_document": policy_document}))
         web_policies = web_policies or "{}"
         resources.append(Resource("iam_user", names.web_tier_user, ROLE_WEB_TIER,
                                   {"policies": policy_digest(json.loads(web_policies))},
-                                  names.tags(ROLE_WEB_TIER), inputs={"policy_documents": web_policies}))
+                                  names.tags(ROLE_WEB_TIER, names.web_tier_user),
+                                  inputs={"policy_documents": web_policies}))
     return resources
 
 
@@ -78,7 +80,8 @@ def exports_bucket_resource(names: StackNames) -> Resource:
 
 
 def _bucket(name: str, role: str, names: StackNames) -> Resource:
-    return Resource("bucket", name, role, {"public_access": "blocked", "encryption": "AES256"}, names.tags(role))
+    return Resource("bucket", name, role, {"public_access": "blocked", "encryption": "AES256"},
+                    names.tags(role, name))
 
 
 def _queue(name: str, role: str, size: int, dead_letters: str, settings: Settings, names: StackNames) -> Resource:
@@ -87,7 +90,7 @@ def _queue(name: str, role: str, size: int, dead_letters: str, settings: Setting
         "MaximumMessageSize": str(size), "VisibilityTimeout": str(aws.visibility_timeout),
         "MessageRetentionPeriod": str(aws.retention_seconds), "SqsManagedSseEnabled": "true",
         "dead_letter_queue": dead_letters, "max_receive_count": str(aws.max_receive_count) if dead_letters else ""},
-        names.tags(role))
+        names.tags(role, name))
 
 
 def _ingress(cidr: str) -> str:
@@ -182,7 +185,8 @@ class AwsStack:
                                 "run `hybrid aws up` first")
         profile = stack_names(self.settings).instance_profile if manages_instance_profile(self.settings) else ""
         return LaunchSpec(found["image"].id, self.settings.aws.instance_type, found["key_pair"].name,
-                          found["security_group"].id, user_data, profile)
+                          found["security_group"].id, user_data, profile,
+                          stack_names(self.settings).instance_name("{n}"))
 
     def status(self) -> list[dict[str, Any]]:
         """One row per resource (kind, name, id, state, detail), then one for the instances."""

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 STACK_TAG = "hybrid:stack"
 ROLE_TAG = "hybrid:role"
+NAME_TAG = "Name"
+DEFAULT_INSTANCE_NAME_PATTERN = "{stack}-app-tier-{n}"
 
 ROLE_INPUT = "input"
 ROLE_OUTPUT = "output"
@@ -30,6 +32,7 @@ class StackNames:
 
     stack: str
     ami_name_override: str = ""
+    instance_name_pattern: str = ""
 
     @property
     def input_bucket(self) -> str:
@@ -88,6 +91,13 @@ class StackNames:
         """The IAM user whose access key the web-tier machine holds (its web tier and its autoscaler)."""
         return f"{self.stack}-web-tier"
 
-    def tags(self, role: str) -> dict[str, str]:
-        """The tags every resource of this stack carries; they, not local files, say what belongs to the stack."""
-        return {STACK_TAG: self.stack, ROLE_TAG: role}
+    def instance_name(self, n: int) -> str:
+        """The ``Name`` tag of app-tier instance number ``n`` (1, 2, ...): the pattern's ``{stack}`` and ``{n}``
+        filled in; ``<stack>-app-tier-<n>`` by default (the course's grader wants ``app-tier-instance-{n}``)."""
+        return (self.instance_name_pattern or DEFAULT_INSTANCE_NAME_PATTERN).format(stack=self.stack, n=n)
+
+    def tags(self, role: str, name: str = "") -> dict[str, str]:
+        """The tags every resource of this stack carries; they, not local files, say what belongs to the stack.
+        With ``name``, also ``Name`` (what the EC2 console and ``tag:Name`` filters show); it is a label, never
+        what a resource is found by."""
+        return {STACK_TAG: self.stack, ROLE_TAG: role, **({NAME_TAG: name} if name else {})}

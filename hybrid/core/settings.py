@@ -34,6 +34,16 @@ def _opt(default: Any, help: str, **rules: Any) -> Any:
     return field(default=default, metadata={"help": help, **rules})
 
 
+def _name_pattern(value: str) -> str | None:
+    try:
+        filled = value.format(stack="s", n=1)
+    except (KeyError, IndexError, ValueError):
+        return "a pattern with {n} and optionally {stack}, e.g. '{stack}-app-tier-{n}'"
+    if "{n}" not in value or len(filled) > 200:
+        return "a pattern with {n} and optionally {stack}, e.g. '{stack}-app-tier-{n}'"
+    return None
+
+
 def _cidr(value: str) -> str | None:
     if value == "":
         return None
@@ -65,6 +75,9 @@ class AwsSettings:
     ami_id: str = _opt("", "app-tier AMI id; empty finds the image named aws.ami_name (or registers a record "
                        "for it on the emulator)")
     ami_name: str = _opt("", "app-tier AMI name; empty means '<stack>-app-tier'")
+    instance_name_pattern: str = _opt("{stack}-app-tier-{n}", "Name tag of app-tier instances: {stack} is the "
+                                      "stack, {n} the lowest number (1, 2, ...) no live instance of the stack has; "
+                                      "e.g. 'app-tier-instance-{n}'", check=_name_pattern)
     instance_profile: str = _opt("auto", "create the least-privilege IAM identities: the workers' instance "
                                  "profile and the web-tier machine's user <stack>-web-tier (its web tier and "
                                  "autoscaler policies); auto does so on AWS only", choices=("auto", "yes", "no"))

@@ -85,7 +85,7 @@ def test_resources_are_private_small_and_redriven(settings_for, stack_name, raw_
         redrive = json.loads(attributes["RedrivePolicy"])
         assert redrive["maxReceiveCount"] == 3 and redrive["deadLetterTargetArn"].endswith(f"{stack_name}-requests-dlq")
         tags = sqs.list_queue_tags(QueueUrl=url)["Tags"]
-        assert tags == {"hybrid:stack": stack_name, "hybrid:role": "requests"}
+        assert tags == {"hybrid:stack": stack_name, "hybrid:role": "requests", "Name": f"{stack_name}-requests"}
         [group] = ec2.describe_security_groups(GroupNames=[f"{stack_name}-app-tier"])["SecurityGroups"]
         assert [(p["IpProtocol"], p["FromPort"], [r["CidrIp"] for r in p["IpRanges"]])
                 for p in group["IpPermissions"]] == [("tcp", 22, ["203.0.113.7/32"])]
@@ -210,7 +210,7 @@ def test_the_web_tier_user_holds_two_managed_policies_converged_in_place_and_goe
                     for p in iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]}
         assert set(attached) == {f"{stack_name}-web-tier", f"{stack_name}-autoscaler"}
         assert {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName=user)["Tags"]} == {
-            "hybrid:stack": stack_name, "hybrid:role": "web-tier"}
+            "hybrid:stack": stack_name, "hybrid:role": "web-tier", "Name": user}
         assert stack.up(**quiet) == [], "a second up changes nothing"
         bigger = build_aws_stack(settings_for(stack_name, aws__instance_profile="yes", aws__instance_type="t3.small"))
         assert [(c.resource.kind, c.action) for c in bigger.up(**quiet)] == [("iam_user", "update")]

@@ -27,7 +27,7 @@ def test_desired_resources_cover_the_stack():
     assert by_name["shop-requests"].properties["dead_letter_queue"] == "shop-requests-dlq"
     assert by_name["shop-requests"].properties["max_receive_count"] == "3"
     assert by_name["shop-input"].properties == {"public_access": "blocked", "encryption": "AES256"}
-    assert by_name["shop-key"].tags == {"hybrid:stack": "shop", "hybrid:role": "app-tier"}
+    assert by_name["shop-key"].tags == {"hybrid:stack": "shop", "hybrid:role": "app-tier", "Name": "shop-key"}
     groups = [r for r in desired_resources(settings) if r.kind == "security_group"]
     assert groups[0].properties == {"ingress": "tcp/22 from 203.0.113.7/32"}
 
@@ -42,7 +42,8 @@ def test_instance_profile_only_on_aws_unless_asked():
     assert "instance_profile" in {r.kind for r in desired_resources(asked, policy)}
     assert "iam_user" not in {r.kind for r in desired_resources(emulator, policy)}
     [user] = [r for r in desired_resources(on_aws, policy, '{"hybrid-web-tier": {}}') if r.kind == "iam_user"]
-    assert (user.name, user.tags) == ("shop-web-tier", {"hybrid:stack": "shop", "hybrid:role": "web-tier"})
+    assert (user.name, user.tags) == ("shop-web-tier", {"hybrid:stack": "shop", "hybrid:role": "web-tier",
+                                                       "Name": "shop-web-tier"})
 
 
 def test_on_aws_the_ami_must_already_exist():
