@@ -25,6 +25,12 @@ go together in the next call (up to 10): natural batching, with no waiting windo
 until it is deleted. A bad image (not an image, truncated, a decompression bomb, too large) gets an error reply and
 is deleted.
 
+A batch request (an object under ``batch/`` of the input bucket, from its event notification; no reply queue) is
+answered in the output bucket: its ``BatchRecord`` under ``result_key(key)`` (label, or the reason it failed: not in
+the bucket, too large, not an image), and, when classified, the label under the image name and the full result under
+the content hash. Classification is shared by content: a batch object whose SHA-256 already has a result (from the web
+tier or another key) is answered from it, and same bytes twice in one batch are classified once.
+
 A reply whose queue is gone (its web process ended, or the stack's reply queues were removed) is dropped and
 counted (``dropped_replies``): no one is left to read it, and a request that kept its message for it would come back
 until it reached the dead-letter queue. Its result is stored as usual, and the message is deleted only once that
@@ -37,7 +43,7 @@ import logging
 import resource
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from app_tier.idle import poll_wait, should_terminate
@@ -45,7 +51,8 @@ from app_tier.outbox import Outbox, all_of
 from hybrid.core.clock import Clock, SystemClock
 from hybrid.core.contracts import ImageClassifier, MessageQueue, ObjectStore, QueueMessage
 from hybrid.core.errors import HybridError, NotFoundError, TooLargeError
-from hybrid.core.messages import ClassifyReply, ClassifyRequest, MalformedMessage, requests_from_body
+from hybrid.core.messages import (BatchRecord, ClassifyReply, ClassifyRequest, MalformedMessage, requests_from_body,
+                                  result_key)
 from hybrid.core.retry import is_transient, retry
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,11 @@ class Job:
     image: bytes = b""
     digest: str = ""
     reply: ClassifyReply | None = None
+    shared: bool = False  # answered from the stored result of the same bytes
+
+    @property
+    def batch(self) -> bool:
+        return not self.request.reply_to
 
 
 @dataclass
@@ -159,6 +171,7 @@ class Worker:
         replies = Outbox(self.io_pool, self._send_replies)
         handed: list[tuple[Job, Future]] = []
         whole: list[tuple[QueueMessage, list[Future]]] = []
+        by_digest: dict[str, ClassifyReply] = {}
         for message, message_jobs in parsed:
             if message_jobs is None:
                 continue  # malformed: already released for redelivery
@@ -166,7 +179,7 @@ class Worker:
             done = []
             for job in fetched:
                 if job.reply is None:
-                    job.reply = self._classify_one(job)
+                    job.reply = self._classify_batch_one(job, by_digest) if job.batch else self._classify_one(job)
                 done.append(self._hand_off(job, replies))
                 handed.append((job, done[-1]))
             if len(fetched) == len(message_jobs):  # an image left for later keeps its message (it comes back)
@@ -191,6 +204,8 @@ class Worker:
             job.image = retry(lambda: self.inputs.get(job.request.key, MAX_IMAGE_BYTES),
                               f"fetching {job.request.key}", clock=self.clock)
             job.digest = hashlib.sha256(job.image).hexdigest()
+            if job.batch:
+                self._answer_from_stored(job)
         except NotFoundError:
             job.reply = self._error_reply(job, f"image {job.request.key} is not in the input bucket")
         except TooLargeError as exc:
@@ -200,6 +215,30 @@ class Worker:
             log.warning("cannot fetch %s now (%s): the request will come back", job.request.key, exc)
             return False
         return True
+
+    def _answer_from_stored(self, job: Job) -> None:
+        """A batch object whose bytes already have a result is answered from it (a failed look-up only means the
+        image is classified again)."""
+        try:
+            stored = ClassifyReply.from_body(self.outputs.get(f"{RESULTS_PREFIX}{job.digest}.json").decode())
+        except NotFoundError:
+            return
+        except (HybridError, UnicodeDecodeError) as exc:
+            log.info("no stored result for %s (%s): classifying it", job.request.key, exc)
+            return
+        if stored.ok:
+            job.reply, job.shared = replace(stored, id=job.request.id, name=job.request.name, key=job.request.key), True
+
+    def _classify_batch_one(self, job: Job, by_digest: dict[str, ClassifyReply]) -> ClassifyReply:
+        """Same bytes twice in one received batch are classified once."""
+        earlier = by_digest.get(job.digest)
+        if earlier is not None:
+            job.shared = True
+            return replace(earlier, id=job.request.id, name=job.request.name, key=job.request.key)
+        reply = self._classify_one(job)
+        if reply.ok:
+            by_digest[job.digest] = reply
+        return reply
 
     def _classify_one(self, job: Job) -> ClassifyReply:
         [result] = self.classifier.classify([job.image])
@@ -219,7 +258,9 @@ class Worker:
         pending = []
         if job.request.reply_to:
             pending.append(replies.post(job.request.reply_to, job.reply.to_body()))
-        if job.reply.ok:
+        if job.batch:
+            pending.append(self.io_pool.submit(self._store_batch_one, job))
+        elif job.reply.ok:
             pending.append(self.io_pool.submit(self._store_one, job))
         return all_of(pending)
 
@@ -235,10 +276,27 @@ class Worker:
         return error is None
 
     def _store_one(self, job: Job) -> None:
+        self._store_label(job)
+        self._store_result(job)
+
+    def _store_label(self, job: Job) -> None:
         retry(lambda: self.outputs.put(job.request.name, job.reply.label.encode(), "text/plain; charset=utf-8"),
               f"storing the label of {job.request.name}", clock=self.clock)
+
+    def _store_result(self, job: Job) -> None:
         retry(lambda: self.outputs.put(f"{RESULTS_PREFIX}{job.digest}.json", job.reply.to_body().encode(),
                                        "application/json"), f"storing result {job.digest}", clock=self.clock)
+
+    def _store_batch_one(self, job: Job) -> None:
+        """A batch object's record (label or error), after its label under the image name and (when classified
+        here) its result under the content hash."""
+        if job.reply.ok:
+            self._store_label(job)
+        if job.reply.ok and not job.shared:
+            self._store_result(job)
+        record = BatchRecord.of(job.request.key, job.digest, job.reply)
+        retry(lambda: self.outputs.put(result_key(job.request.key), record.to_body().encode(), "application/json"),
+              f"storing the batch record of {job.request.key}", clock=self.clock)
 
     def _send_replies(self, queue_name: str, bodies: list[str]) -> None:
         """Sends replies to one queue; drops them if that queue is gone (see the module docstring)."""

@@ -53,7 +53,9 @@ def _ec2_arn(region: str, account: str, path: str) -> str:
 
 def worker_policy(names: StackNames, region: str, account: str) -> dict[str, Any]:
     """A worker: receive, extend and delete requests; reply to the web processes' reply queues; read the input
-    bucket (``ListBucket`` only so that a missing image is a 404, not a 403); write the output bucket; terminate
+    bucket (``ListBucket`` only so that a missing image is a 404, not a 403); write the output bucket, and read its
+    results by content hash only (``results/*``: a batch object whose bytes were classified before is answered from
+    that result; ``ListBucket`` so that a result not there yet is a 404); terminate
     its own instance and no other (the caller's instance, ``ec2:SourceInstanceARN``, must be the one terminated)."""
     instance = _ec2_arn(region, account, "instance/${ec2:InstanceID}")
     return {"Version": VERSION, "Statement": [
@@ -64,6 +66,8 @@ def worker_policy(names: StackNames, region: str, account: str) -> dict[str, Any
         _allow("ReadImages", ["s3:GetObject"], [f"arn:aws:s3:::{names.input_bucket}/*"]),
         _allow("MissingImagesAre404", ["s3:ListBucket"], [f"arn:aws:s3:::{names.input_bucket}"]),
         _allow("WriteLabels", ["s3:PutObject"], [f"arn:aws:s3:::{names.output_bucket}/*"]),
+        _allow("ReadSharedResults", ["s3:GetObject"], [f"arn:aws:s3:::{names.output_bucket}/results/*"]),
+        _allow("MissingResultsAre404", ["s3:ListBucket"], [f"arn:aws:s3:::{names.output_bucket}"]),
         _allow("TerminateItself", ["ec2:TerminateInstances"], [_ec2_arn(region, account, "instance/*")],
                ArnEquals={"ec2:SourceInstanceARN": instance},
                StringEquals={f"aws:ResourceTag/{STACK_TAG}": names.stack}),

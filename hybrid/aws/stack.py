@@ -2,9 +2,11 @@
 (``hybrid.core.stack_engine``), which plans, applies, deletes and reports.
 
 ``up`` observes every resource by name and tag, plans, then creates or converges only what differs, so a second run
-changes nothing. ``down`` terminates the stack's instances first and confirms they are gone, then deletes what carries
-the stack's tags: the web processes' reply queues and the AMI export bucket (made by other commands, deleted when
-present), then the stack's resources in reverse order; anything of the same name without those tags is left alone.
+changes nothing; among them is the input bucket's event notification for batch mode (objects created under
+``batch/`` notify the request queue). ``down`` terminates the stack's instances first and confirms they are gone,
+then deletes what carries the stack's tags: the web processes' reply queues and the AMI export bucket (made by other
+commands, deleted when present), then the stack's resources in reverse order; anything of the same name without
+those tags is left alone.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from hybrid.core.clock import Clock, SystemClock
 from hybrid.core.contracts import Change, Fleet, Observed, Resource, ResourceDriver
 from hybrid.core.errors import NotFoundError
+from hybrid.core.messages import BATCH_PREFIX
 from hybrid.core.naming import (ROLE_APP_TIER, ROLE_DEAD_LETTERS, ROLE_EXPORTS, ROLE_INPUT, ROLE_OUTPUT, ROLE_REQUESTS,
                                 ROLE_RESPONSES, ROLE_WEB_TIER, StackNames)
 from hybrid.core.settings import Settings
@@ -51,6 +54,7 @@ def desired_resources(settings: Settings, policy_document: str = "", web_policie
                               (names.response_queue, ROLE_RESPONSES, aws.response_message_bytes)):
         resources += [_queue(names.dead_letter_queue(queue), ROLE_DEAD_LETTERS, size, "", settings, names),
                       _queue(queue, role, size, names.dead_letter_queue(queue), settings, names)]
+    resources.append(batch_notification_resource(names))
     resources += [
         Resource("security_group", names.app_security_group, ROLE_APP_TIER, {"ingress": _ingress(aws.operator_cidr)},
                  names.tags(ROLE_APP_TIER, names.app_security_group), inputs={"ssh_from": aws.operator_cidr}),
@@ -82,6 +86,13 @@ def exports_bucket_resource(names: StackNames) -> Resource:
 def _bucket(name: str, role: str, names: StackNames) -> Resource:
     return Resource("bucket", name, role, {"public_access": "blocked", "encryption": "AES256"},
                     names.tags(role, name))
+
+
+def batch_notification_resource(names: StackNames) -> Resource:
+    """Batch mode: every object created under ``batch/`` of the input bucket notifies the request queue."""
+    return Resource("notification", f"{names.input_bucket}/{BATCH_PREFIX}", ROLE_INPUT,
+                    {"queue": names.request_queue, "prefix": BATCH_PREFIX}, names.tags(ROLE_INPUT),
+                    inputs={"bucket": names.input_bucket})
 
 
 def _queue(name: str, role: str, size: int, dead_letters: str, settings: Settings, names: StackNames) -> Resource:
@@ -213,7 +224,7 @@ def build_aws_stack(settings: Settings, clock: Clock | None = None) -> AwsStack:
     from hybrid.aws.compute import Ec2Fleet, ImageDriver, KeyPairDriver, SecurityGroupDriver
     from hybrid.aws.identity import InstanceProfileDriver, WebTierUserDriver, web_machine_policies, worker_policy
     from hybrid.aws.session import AwsClients
-    from hybrid.aws.storage import BucketDriver, QueueDriver
+    from hybrid.aws.storage import BucketDriver, NotificationDriver, QueueDriver
 
     clients, stack, aws = AwsClients(settings), settings.stack, settings.aws
     policy = web_policies = ""
@@ -224,6 +235,7 @@ def build_aws_stack(settings: Settings, clock: Clock | None = None) -> AwsStack:
                                   sort_keys=True)
     drivers: dict[str, ResourceDriver] = {d.kind: d for d in (
         BucketDriver(clients.s3, stack, settings.aws.region), QueueDriver(clients.sqs, stack),
+        NotificationDriver(clients.s3, clients.sqs, stack),
         SecurityGroupDriver(clients.ec2, stack), KeyPairDriver(clients.ec2, stack, settings.state_path / "keys"),
         ImageDriver(clients.ec2, stack, can_register=settings.aws.target == "emulator"),
         InstanceProfileDriver(clients.iam, stack), WebTierUserDriver(clients.iam, stack))}

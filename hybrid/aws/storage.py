@@ -108,6 +108,103 @@ class BucketDriver:
         return rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] if rules else "none"
 
 
+NOTIFICATION_ID = "hybrid-batch"
+NOTIFIED_EVENTS = "s3:ObjectCreated:*"
+
+
+class NotificationDriver:
+    """The input bucket's event notification for batch mode: every object created under a prefix sends an S3 event to
+    the request queue, whose policy lets that bucket (of this account) send. Only the notification with Id
+    ``hybrid-batch`` is the stack's; the bucket's other notifications are kept. Properties: ``queue`` and
+    ``prefix``; ``inputs``: ``bucket``.
+
+    Setting it makes S3 send a test event to the queue; the driver takes it off again, so that a fresh stack's
+    autoscaler sees no backlog (one that arrives later, as on AWS it may, is skipped by the worker that takes it)."""
+
+    kind = "notification"
+
+    def __init__(self, s3: MappedClient, sqs: MappedClient, stack: str) -> None:
+        self.buckets, self.queues = BucketDriver(s3, stack, ""), QueueDriver(sqs, stack)
+
+    def observe(self, resource: Resource) -> Observed | None:
+        try:
+            found = [c for c in self.buckets.queue_notifications(resource.inputs["bucket"])
+                     if c.get("Id") == NOTIFICATION_ID]
+        except NotFoundError:
+            return None
+        if not found:
+            return None
+        rules = found[0].get("Filter", {}).get("Key", {}).get("FilterRules", [])
+        prefix = next((r["Value"] for r in rules if r.get("Name", "").lower() == "prefix"), "")
+        return Observed(self.kind, resource.name, NOTIFICATION_ID, True,
+                        {"queue": found[0]["QueueArn"].rsplit(":", 1)[-1], "prefix": prefix})
+
+    def create(self, resource: Resource) -> Observed:
+        self.update(resource, None)
+        return Observed(self.kind, resource.name, NOTIFICATION_ID, True, dict(resource.properties))
+
+    def update(self, resource: Resource, observed: Observed | None) -> None:
+        """Lets the bucket send to the queue, then sets the stack's notification beside the bucket's others."""
+        bucket, queue = resource.inputs["bucket"], resource.properties["queue"]
+        url = self.queues.url(queue)
+        if url is None:
+            raise NotFoundError(f"queue {queue} does not exist: run `hybrid aws up` first")
+        arn = self.queues.arn_at(url)
+        self.queues.set_policy(url, s3_may_send(arn, bucket))
+        mine = batch_notification(arn, resource.properties["prefix"])
+        self._set(bucket, [mine] + self._others(bucket))
+        self._take_test_events(url)
+
+    def delete(self, observed: Observed) -> bool:
+        return False  # it goes with its bucket, deleted right after it
+
+    def _take_test_events(self, url: str) -> None:
+        """Deletes S3's test events among the messages visible now; gives any other back at once."""
+        sqs = self.queues.sqs
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                       VisibilityTimeout=30).get("Messages", [])
+        for message in messages:
+            if _is_test_event(message["Body"]):
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            else:
+                sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"],
+                                              VisibilityTimeout=0)
+
+    def _others(self, bucket: str) -> list[dict[str, Any]]:
+        return [c for c in self.buckets.queue_notifications(bucket) if c.get("Id") != NOTIFICATION_ID]
+
+    def _set(self, bucket: str, queue_configurations: list[dict[str, Any]]) -> None:
+        current = self.buckets.s3.get_bucket_notification_configuration(Bucket=bucket)
+        current.pop("ResponseMetadata", None)
+        self.buckets.set_notifications(bucket, {**current, "QueueConfigurations": queue_configurations})
+
+
+def _is_test_event(body: str) -> bool:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("Event") == "s3:TestEvent"
+
+
+def batch_notification(queue_arn: str, prefix: str) -> dict[str, Any]:
+    """One object-created notification to the queue, filtered to ``prefix``."""
+    return {"Id": NOTIFICATION_ID, "QueueArn": queue_arn, "Events": [NOTIFIED_EVENTS],
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}}
+
+
+def s3_may_send(queue_arn: str, bucket: str) -> dict[str, Any]:
+    """S3 may send to the request queue for the stack's input bucket only, and only while that bucket belongs to this
+    account (``aws:SourceAccount``: a bucket name, unlike an ARN with an account, can pass to another account once
+    deleted). The stack's bucket and queue are made by one account, so the queue ARN's account is the owner's."""
+    account = queue_arn.split(":")[4]
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "InputBucketNotifies", "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"},
+        "Action": "sqs:SendMessage", "Resource": queue_arn,
+        "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"},
+                      "StringEquals": {"aws:SourceAccount": account}}}]}
+
+
 QUEUE_ATTRIBUTES = ("MaximumMessageSize", "VisibilityTimeout", "MessageRetentionPeriod", "SqsManagedSseEnabled")
 
 

@@ -4,9 +4,11 @@ A request carries S3 keys and ids, never image bytes, so it fits the request que
 
     {"v": 1, "id": "<correlation id>", "key": "<input-bucket key>", "name": "<image name>", "reply_to": "<queue>"}
 
-Batch mode puts no request on the queue itself: the input bucket's event notification does, for keys under
-``batch/<sha256>/<file name>``. ``requests_from_body`` turns such an S3 event into requests that need no reply,
-and the S3 test event into none.
+Batch mode puts no request on the queue itself: the input bucket's event notification does, for any key under
+``batch/`` (``hybrid results --requeue`` sends the same shape for an object that was never notified).
+``requests_from_body`` turns such an S3 event into requests that need no reply, a folder marker (a key ending in
+``/``) and the S3 test event into none. The worker answers a batch request with a ``BatchRecord`` in the output
+bucket, under ``result_key(input key)``.
 
 A reply carries the label, the top-5, the model id, or an error for an image that could not be classified::
 
@@ -15,6 +17,7 @@ A reply carries the label, the top-5, the model id, or an error for an image tha
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -28,6 +31,8 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9._ +=@,()\[\]-]{1,200}$")
 UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._ +=@,()\[\]-]+")
 MAX_NAME_CHARS = 120
 BATCH_PREFIX = "batch/"
+RECORD_SUFFIX = ".json"
+MAX_KEY_BYTES = 1024  # S3's limit on a key
 
 
 class MalformedMessage(HybridError):
@@ -115,9 +120,58 @@ def batch_key(digest: str, filename: str) -> str:
     return f"{BATCH_PREFIX}{digest}/{image_name(filename)}"
 
 
+def result_key(input_key: str) -> str:
+    """Where the output bucket holds a batch object's ``BatchRecord``: its input key plus ``.json``, or, for a key too
+    long for that, ``batch/.long/<sha256 of the key>.json``."""
+    key = input_key + RECORD_SUFFIX
+    if len(key.encode()) <= MAX_KEY_BYTES:
+        return key
+    return f"{BATCH_PREFIX}.long/{hashlib.sha256(input_key.encode()).hexdigest()}{RECORD_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """The answer to one batch object, stored under ``result_key(key)``: the label (and top-5) or the reason it could
+    not be classified, and the SHA-256 of the bytes the worker read (empty when it read none)::
+
+        {"v": 1, "key": "batch/a/cat.jpg", "sha256": "...", "label": "tabby", "top5": [...], "model": ..., "error": ""}
+    """
+
+    key: str
+    sha256: str = ""
+    label: str = ""
+    top5: tuple[tuple[str, float], ...] = field(default_factory=tuple)
+    model: str = ""
+    error: str = ""
+
+    @classmethod
+    def of(cls, key: str, digest: str, reply: "ClassifyReply") -> "BatchRecord":
+        return cls(key, digest, reply.label, reply.top5, reply.model, reply.error)
+
+    def to_body(self) -> str:
+        return json.dumps({"v": VERSION, "key": self.key, "sha256": self.sha256, "label": self.label,
+                           "top5": [[label, round(p, 4)] for label, p in self.top5], "model": self.model,
+                           "error": self.error}, separators=(",", ":"))
+
+    @classmethod
+    def from_body(cls, body: str) -> "BatchRecord":
+        data = _json_object(body)
+        reply = ClassifyReply.from_body(json.dumps({**data, "id": "record", "name": "record"}))
+        return cls(_text(data, "key"), str(data.get("sha256", "")), reply.label, reply.top5, reply.model,
+                   reply.error)
+
+
+def requeue_body(key: str) -> str:
+    """A message that asks for a batch object again, in the shape of the S3 event the bucket would have sent."""
+    return json.dumps({"Records": [{"eventSource": "hybrid:requeue",
+                                    "s3": {"object": {"key": urllib.parse.quote_plus(key, safe="/")}}}]},
+                      separators=(",", ":"))
+
+
 def requests_from_body(body: str) -> list[ClassifyRequest]:
-    """The requests a queue message carries: one (from the web tier), one per S3 record (batch mode, no reply),
-    or none (the S3 test event). Raises ``MalformedMessage`` for anything else."""
+    """The requests a queue message carries: one (from the web tier), one per S3 record of an object under
+    ``batch/`` (batch mode, no reply; none for a folder marker), or none (the S3 test event). Raises
+    ``MalformedMessage`` for anything else."""
     try:
         data = json.loads(body)
     except (TypeError, ValueError):
@@ -125,16 +179,19 @@ def requests_from_body(body: str) -> list[ClassifyRequest]:
     if isinstance(data, dict) and data.get("Event") == "s3:TestEvent":
         return []
     if isinstance(data, dict) and isinstance(data.get("Records"), list):
-        return [_request_from_record(record) for record in data["Records"]]
+        requests = [_request_from_record(record) for record in data["Records"]]
+        return [request for request in requests if request is not None]
     return [ClassifyRequest.from_body(body)]
 
 
-def _request_from_record(record: object) -> ClassifyRequest:
+def _request_from_record(record: object) -> ClassifyRequest | None:
+    """Any key under ``batch/`` (S3 URL-encodes keys in events, ``+`` for a space); None for a folder marker."""
     try:
         key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])  # type: ignore[index]
     except (TypeError, KeyError):
         raise MalformedMessage("S3 event record without s3.object.key") from None
-    parts = key.split("/")
-    if len(parts) != 3 or f"{parts[0]}/" != BATCH_PREFIX or not re.fullmatch(r"[0-9a-f]{64}", parts[1]):
-        raise MalformedMessage(f"S3 event for a key outside batch/<sha256>/<name>: {key[:80]!r}")
-    return ClassifyRequest(f"batch:{parts[1]}", key, image_name(parts[2]), reply_to="")
+    if not key.startswith(BATCH_PREFIX):
+        raise MalformedMessage(f"S3 event for a key outside {BATCH_PREFIX}: {key[:80]!r}")
+    if key.endswith("/"):
+        return None
+    return ClassifyRequest(f"batch:{key}", key, image_name(key), reply_to="")

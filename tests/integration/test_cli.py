@@ -60,8 +60,8 @@ def test_aws_commands_end_to_end(own_state, stack_name):
     stack = ["--stack", stack_name]
     assert hybrid(*stack, "aws", "status", state_dir=own_state, check=False).returncode == 3
     plan = hybrid(*stack, "aws", "plan", state_dir=own_state).stdout
-    assert f"create bucket {stack_name}-input" in plan and plan.strip().endswith("9 change(s)")
-    assert "9 change(s)" in hybrid(*stack, "aws", "up", state_dir=own_state).stdout
+    assert f"create bucket {stack_name}-input" in plan and plan.strip().endswith("10 change(s)")
+    assert "10 change(s)" in hybrid(*stack, "aws", "up", state_dir=own_state).stdout
     assert hybrid(*stack, "aws", "up", state_dir=own_state).stdout.strip() == f"stack {stack_name}: no changes"
     assert hybrid(*stack, "aws", "plan", state_dir=own_state).stdout.strip() == "no changes"
     status = json.loads(hybrid(*stack, "aws", "status", "--json", state_dir=own_state).stdout)

@@ -2,8 +2,9 @@
 call it makes is recorded (a botocore event hook on the clients its ``AwsClients`` makes), and each role's policy, as
 `hybrid aws up` put it in IAM, must allow every recorded request and grant nothing that went unused.
 
-- worker (the instance profile's role): answers a web request, a batch object and a request whose image is
-  missing, gives a malformed message back, then, idle, terminates its own instance;
+- worker (the instance profile's role): answers a web request, a batch object (whose bytes have no stored result
+  yet: the look-up by content hash is a 404) and a request whose image is missing, gives a malformed message back,
+  then, idle, terminates its own instance;
 - web tier (managed policy ``<stack>-web-tier`` of the web-tier machine's user): `hybrid web`'s stack check, a process's
   start (a dead process's reply queue deleted, its own created), an upload classified end to end, /status, /readyz;
 - autoscaler (managed policy ``<stack>-autoscaler`` of the same user): starts, launches on a backlog, terminates one
@@ -119,15 +120,16 @@ def test_every_role_uses_exactly_what_its_policy_grants(stack, recorder, raw_cli
     recorder.role = "worker"
     worker = build_worker(settings, own, OneLabel())
     recorder.role = ""
-    image = tmp_path / "coffee.jpg"
+    image, batch_image = tmp_path / "coffee.jpg", tmp_path / "rocket.jpg"
     image.write_bytes(photo_bytes("coffee", (64, 48)))
+    batch_image.write_bytes(photo_bytes("rocket", (64, 48)))  # other bytes than the web request's: never stored yet
 
     worker_thread = threading.Thread(target=worker.run, daemon=True)  # from here, idle for 3 s ends it
     worker_thread.start()
     rig.sqs.send_message(QueueUrl=rig.requests,
                          MessageBody=ClassifyRequest("gone", "sha256/missing", "gone", probe).to_body())
     rig.sqs.send_message(QueueUrl=rig.requests, MessageBody="not a request")  # made visible again at once
-    batch.upload(image)
+    batch.upload(batch_image)
     try:
         web = app.test_client()
         answer = web.post("/upload", data={"inputFile": (image.open("rb"), "coffee.jpg")})

@@ -8,7 +8,7 @@ from hybrid.core.errors import CloudError, NotFoundError, WaitTimeout
 from hybrid.core.settings import load
 from tests.fakes import FakeFleet, InMemoryDriver
 
-KINDS = ("bucket", "queue", "security_group", "key_pair", "image", "instance_profile", "iam_user")
+KINDS = ("bucket", "queue", "notification", "security_group", "key_pair", "image", "instance_profile", "iam_user")
 
 
 def make_stack(overrides=None, fail_on_create="", fleet=None):
@@ -22,7 +22,8 @@ def test_desired_resources_cover_the_stack():
     settings = load(None, {}, {"stack": "shop", "aws.operator_cidr": "203.0.113.7/32"})
     by_name = {r.name: r for r in desired_resources(settings)}
     assert set(by_name) == {"shop-input", "shop-output", "shop-requests", "shop-requests-dlq", "shop-responses",
-                            "shop-responses-dlq", "shop-app-tier", "shop-key"}
+                            "shop-responses-dlq", "shop-input/batch/", "shop-app-tier", "shop-key"}
+    assert by_name["shop-input/batch/"].properties == {"queue": "shop-requests", "prefix": "batch/"}
     assert by_name["shop-requests"].properties["MaximumMessageSize"] == "1024"
     assert by_name["shop-requests"].properties["dead_letter_queue"] == "shop-requests-dlq"
     assert by_name["shop-requests"].properties["max_receive_count"] == "3"

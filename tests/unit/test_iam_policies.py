@@ -8,7 +8,7 @@ import pytest
 
 from hybrid.aws.identity import autoscaler_policy, web_machine_policies, web_tier_policy, worker_policy
 from hybrid.core.naming import StackNames
-from hybrid.tools.batch import _s3_may_send
+from hybrid.aws.storage import s3_may_send
 from tests.iam_policy import Account, Call, Request, conditions_hold, denied, requests_of
 
 NAMES, REGION, ACCOUNT = StackNames("shop"), "eu-west-1", "123456789012"
@@ -54,8 +54,10 @@ def test_a_worker_reads_only_the_input_and_writes_only_the_output():
         "a missing image is a 404 (ListBucket on the input bucket)"
     assert allowed(policy, "s3", "PutObject", {"Bucket": "shop-output", "Key": "results/x.json"})
     assert not allowed(policy, "s3", "PutObject", {"Bucket": "shop-input", "Key": "sha256/x"})
-    assert not allowed(policy, "s3", "GetObject", {"Bucket": "shop-output", "Key": "results/x.json"})
-    assert not allowed(policy, "s3", "HeadBucket", {"Bucket": "shop-output"})
+    assert allowed(policy, "s3", "GetObject", {"Bucket": "shop-output", "Key": "results/x.json"}, error="NoSuchKey"), \
+        "a batch object's bytes looked up by content hash; not there yet is a 404"
+    assert not allowed(policy, "s3", "GetObject", {"Bucket": "shop-output", "Key": "batch/a.jpg.json"})
+    assert not allowed(policy, "s3", "GetObject", {"Bucket": "shop-output", "Key": "cat"})
 
 
 def test_a_worker_replies_only_to_reply_queues():
@@ -122,7 +124,7 @@ def test_the_web_machine_holds_both_documents_apart():
 
 
 def test_s3_may_notify_the_request_queue_only_for_this_accounts_input_bucket():
-    policy = _s3_may_send(f"arn:aws:sqs:{REGION}:{ACCOUNT}:shop-requests", "shop-input")
+    policy = s3_may_send(f"arn:aws:sqs:{REGION}:{ACCOUNT}:shop-requests", "shop-input")
     [statement] = policy["Statement"]
     assert statement["Condition"] == {"ArnLike": {"aws:SourceArn": "arn:aws:s3:::shop-input"},
                                       "StringEquals": {"aws:SourceAccount": ACCOUNT}}
