@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from hybrid.aws.session import MappedClient
@@ -81,10 +82,17 @@ class S3Objects:
 
     def keys(self, bucket: str, prefix: str) -> Iterator[str]:
         """Every key under ``prefix``, page after page."""
+        yield from (item["Key"] for item in self._listed(bucket, prefix))
+
+    def entries(self, bucket: str, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """Every key under ``prefix`` with its ``LastModified``, page after page."""
+        yield from ((item["Key"], item["LastModified"]) for item in self._listed(bucket, prefix))
+
+    def _listed(self, bucket: str, prefix: str) -> Iterator[dict]:
         more: dict[str, str] = {}
         while True:
             page = self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix, **more)
-            yield from (item["Key"] for item in page.get("Contents", []))
+            yield from page.get("Contents", [])
             if not page.get("IsTruncated"):
                 return
             more = {"ContinuationToken": page["NextContinuationToken"]}

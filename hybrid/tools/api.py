@@ -2,8 +2,10 @@
 
     from hybrid.tools import api
     api.init()                       # settings from hybrid.toml / HYBRID_* like the CLI; or api.init(settings)
-    api.upload("photos/cat.jpg")
-    api.list_results()               # [BatchResult(name, digest, label, error), ...]
+    api.upload("photos/cat.jpg")     # or upload under batch/ with any S3 client
+    api.list_results()               # [BatchResult(name, digest, label, error, key, state), ...]
+    api.requeue()                    # requests again the images that are not queued
+    api.wait(600)                    # until none is pending (the states as they are at the timeout)
     api.download("labels/")          # results.csv and one <name>.txt per label
 """
 from __future__ import annotations
@@ -38,6 +40,14 @@ def upload(path: str | Path) -> Submission:
 
 def list_results() -> list[BatchResult]:
     return _current().list_results()
+
+
+def requeue() -> list[BatchResult]:
+    return _current().requeue()
+
+
+def wait(timeout: float) -> list[BatchResult]:
+    return _current().wait(timeout)
 
 
 def download(out_dir: str | Path) -> Path:
