@@ -167,30 +167,34 @@ def samples() -> None:
 @click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
               help="runtime that labels the images; use the workers' (worker.runtime)")
 @click.option("--force", is_flag=True, help="replace an earlier sample set in DIR (other files are never deleted)")
-def sample_command(directory: Path, count: int, seed: int, size_range: Size, runtime: str, force: bool) -> None:
-    """Write COUNT distinct JPEGs made from real photos into DIR, with expected.csv (name,label: what the model
-    answers for each file) and manifest.json (how each image was made).
+@click.option("--format", "csv_format", type=click.Choice(["hybrid", "course"]), default="hybrid", show_default=True,
+              help="header of DIR.csv: name,label (hybrid) or the course's Image,Results (course)")
+def sample_command(directory: Path, count: int, seed: int, size_range: Size, runtime: str, force: bool,
+                   csv_format: str) -> None:
+    """Write COUNT distinct JPEGs made from real photos into DIR (images only), with DIR.csv beside it (the
+    label the model answers for each file, name without extension) and DIR.manifest.json (how each image was made).
 
     \b
     Sources: photos shipped by scikit-image, scikit-learn and matplotlib; nothing is downloaded.
     Refuses a DIR that holds files unless --force.
     """
     from app_tier.classifier import load_classifier
-    from hybrid.tools.samples import FolderNotEmptyError, build_samples, check_arguments, check_folder
+    from hybrid.tools.samples import FolderNotEmptyError, build_samples, check_arguments, check_folder, expected_path
 
     started = time.monotonic()
     try:
-        check_arguments(count, size_range)
+        check_arguments(count, size_range, csv_format)
         check_folder(directory, force)
     except (ConfigError, FolderNotEmptyError) as exc:
         raise click.UsageError(str(exc)) from None
     classifier = load_classifier(runtime, threads=1)
     with _progress_bar(count) as on_progress:
         made = build_samples(directory, count, seed, size_range, runtime, force=force, classifier=classifier,
-                             on_progress=on_progress)
+                             on_progress=on_progress, csv_format=csv_format)
     sources = sorted({sample.variant.source for sample in made})
     click.echo(f"wrote {len(made)} images to {directory} from {len(sources)} sources ({', '.join(sources)}); "
-               f"labels by {classifier.model_id} on {classifier.runtime}; {time.monotonic() - started:.1f} s")
+               f"labels by {classifier.model_id} on {classifier.runtime} in {expected_path(directory)}; "
+               f"{time.monotonic() - started:.1f} s")
 
 
 @contextmanager

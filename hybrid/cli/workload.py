@@ -24,7 +24,8 @@ class WorkloadUsageError(click.ClickException):
 @click.option("--concurrency", type=click.IntRange(min=1), default=100, show_default=True,
               help="threads sending at once")
 @click.option("--expected", "expected_csv", type=click.Path(path_type=Path), default=None,
-              help="CSV of name,label (header optional; name = file name without extension) to check labels")
+              help="CSV of name,label to check labels (name = file name without extension; header optional, "
+                   "name,label or the course's Image,Results), e.g. DIR.csv beside `hybrid samples sample DIR`")
 @click.option("--field", default="inputFile", show_default=True, help="multipart field name of the image")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write a JSON report (summary and one record per request) here [default: no report]")

@@ -6,19 +6,22 @@ downloaded). Each image is one source photo, cropped to a random box that keeps 
 mirrored, scaled so both sides lie in the size range, and saved at JPEG quality 85-95; all from one
 ``random.Random(seed)``, so the same seed gives the same bytes (with the same Pillow). Every file is byte-distinct.
 
-Beside the images go
+DIR holds the images and nothing else (a generator that posts every file of a folder, as the course's do, must find
+only images there). Beside DIR, named after it, go
 
-- ``expected.csv`` (``name,label``, name = file name without extension): the label the project's classifier gives
+- ``DIR.csv``: the expected labels, name = file name without extension: the label the project's classifier gives
   each file's bytes, run in-process exactly as a worker runs it (``load_classifier(runtime, threads=1)``). The
-  service must answer these labels.
-- ``manifest.json``: per image its source, crop box, flip, size, JPEG quality, sha256, label, top-1 probability and
-  top-1/top-2 margin, plus the model id and runtime, to rebuild or audit the set.
+  service must answer these labels. Its header is ``name,label`` (``hybrid``, the default) or the course's
+  ``Image,Results`` (``course``); ``read_expected`` and the workload generator read both.
+- ``DIR.manifest.json``: per image its source, crop box, flip, size, JPEG quality, sha256, label, top-1
+  probability and top-1/top-2 margin, plus the model id and runtime, to rebuild or audit the set.
 
 A candidate whose two best classes are within ``MIN_MARGIN`` of each other is drawn again: such a label could flip
 with the batch it is classified in or with the thread count, and the expected label must not depend on either.
 
-A folder that already holds files is refused; ``force`` replaces an earlier sample set (``test_*.jpg``,
-``expected.csv``, ``manifest.json``) but never deletes a file this module did not write.
+A folder that already holds files is refused; ``force`` replaces an earlier sample set (``test_*.jpg`` and the two
+files beside DIR; also ``expected.csv`` and ``manifest.json`` inside DIR, where earlier versions wrote them) but
+never deletes a file this module did not write.
 """
 from __future__ import annotations
 
@@ -49,8 +52,10 @@ QUALITY_RANGE = (85, 95)
 MIN_MARGIN = 1e-3
 SIZE_LIMITS = (32, 4096)
 MIN_RANGE_RATIO = 1.25
-EXPECTED_FILE = "expected.csv"
-MANIFEST_FILE = "manifest.json"
+EXPECTED_SUFFIX = ".csv"
+MANIFEST_SUFFIX = ".manifest.json"
+LEGACY_FILES = ("expected.csv", "manifest.json")  # inside DIR, where earlier versions wrote them
+CSV_HEADERS = {"hybrid": ("name", "label"), "course": ("Image", "Results")}
 NAME_PATTERN = re.compile(r"test_\d+\.jpg")
 CROP_TRIES = 1000
 SPARE_BATCHES = 10
@@ -201,7 +206,12 @@ def render(photo: Image.Image, variant: Variant) -> bytes:
 # ---------------------------------------------------------------- the output folder
 
 def check_folder(out_dir: Path, force: bool = False) -> None:
-    """Raise FolderNotEmptyError unless `out_dir` is missing, empty, or (with `force`) holds only a sample set."""
+    """Raise FolderNotEmptyError unless `out_dir` is missing, empty, or (with `force`) holds only a sample set, and
+    unless (without `force`) the files beside it that a sample set writes are absent."""
+    beside = [path for path in (expected_path(out_dir), manifest_path(out_dir)) if path.exists()]
+    if beside and not force:
+        raise FolderNotEmptyError(f"{beside[0]} already exists: use --force to replace an earlier sample set, or "
+                                  "pick another folder")
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
@@ -215,24 +225,44 @@ def check_folder(out_dir: Path, force: bool = False) -> None:
     foreign = [name for name in entries if not _is_sample_file(name)]
     if foreign:
         raise FolderNotEmptyError(f"{out_dir} holds {len(foreign)} file(s) that are not a sample set's "
-                                  f"(e.g. {foreign[0]}); --force only replaces test_*.jpg, {EXPECTED_FILE} and "
-                                  f"{MANIFEST_FILE}: move the others away or pick an empty folder")
+                                  f"(e.g. {foreign[0]}); --force only replaces test_*.jpg (and "
+                                  f"{' and '.join(LEGACY_FILES)} of earlier versions): move the others away or pick "
+                                  "an empty folder")
+
+
+def expected_path(out_dir: Path) -> Path:
+    """Where a sample set's expected labels go: ``DIR.csv`` beside the folder ``DIR``."""
+    return _beside(out_dir, EXPECTED_SUFFIX)
+
+
+def manifest_path(out_dir: Path) -> Path:
+    """Where a sample set's manifest goes: ``DIR.manifest.json`` beside the folder ``DIR``."""
+    return _beside(out_dir, MANIFEST_SUFFIX)
+
+
+def _beside(out_dir: Path, suffix: str) -> Path:
+    folder = Path(out_dir).absolute()
+    if not folder.name:
+        raise ConfigError(f"{out_dir}: a sample folder needs a name (its labels go beside it as NAME{suffix})")
+    return folder.parent / f"{folder.name}{suffix}"
 
 
 def _is_sample_file(name: str) -> bool:
-    return name in (EXPECTED_FILE, MANIFEST_FILE) or bool(NAME_PATTERN.fullmatch(name))
+    return name in LEGACY_FILES or bool(NAME_PATTERN.fullmatch(name))
 
 
 def _clear_sample_set(out_dir: Path) -> None:
     for path in out_dir.iterdir():
         if _is_sample_file(path.name) and path.is_file():
             path.unlink()
+    for path in (expected_path(out_dir), manifest_path(out_dir)):
+        path.unlink(missing_ok=True)
 
 
-def _write_expected(out_dir: Path, samples: Sequence[Sample]) -> None:
-    with (out_dir / EXPECTED_FILE).open("w", newline="", encoding="utf-8") as file:
+def _write_expected(out_dir: Path, samples: Sequence[Sample], csv_format: str) -> None:
+    with expected_path(out_dir).open("w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file, lineterminator="\n")
-        writer.writerow(["name", "label"])
+        writer.writerow(CSV_HEADERS[csv_format])
         writer.writerows([sample.name, sample.label] for sample in samples)
 
 
@@ -240,39 +270,44 @@ def _write_manifest(out_dir: Path, samples: Sequence[Sample], classifier: Classi
     manifest = {**settings, "model_id": classifier.model_id, "runtime": classifier.runtime,
                 "sources": {name: SOURCES[name][0] for name in sorted({s.variant.source for s in samples})},
                 "images": [s.to_dict() for s in samples]}
-    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    manifest_path(out_dir).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
 def read_expected(out_dir: Path) -> dict[str, str]:
-    """``expected.csv`` of a sample set as {name: label}, in file order."""
-    with (out_dir / EXPECTED_FILE).open(newline="", encoding="utf-8") as file:
-        return {row["name"]: row["label"] for row in csv.DictReader(file)}
+    """The expected labels of the sample set in ``out_dir`` (``DIR.csv``, either header) as {name: label}, in file
+    order."""
+    from hybrid.tools.workload import read_expected as read_csv
+
+    return read_csv(expected_path(out_dir))
 
 
 # ---------------------------------------------------------------- building a set
 
 def build_samples(out_dir: Path, count: int, seed: int = 0, size_range: Size = (240, 640), runtime: str = "auto",
                   *, force: bool = False, classifier: Classifier | None = None,
-                  on_progress: Callable[[int], None] | None = None) -> list[Sample]:
-    """Write `count` distinct JPEGs, ``expected.csv`` and ``manifest.json`` into `out_dir`; return the samples.
+                  on_progress: Callable[[int], None] | None = None, csv_format: str = "hybrid") -> list[Sample]:
+    """Write `count` distinct JPEGs into `out_dir`, and ``DIR.csv`` (header by `csv_format`: ``hybrid`` or
+    ``course``) and ``DIR.manifest.json`` beside it; return the samples.
 
     `classifier` (default: ``load_classifier(runtime, threads=1)``, as a worker loads it) labels the images;
     `on_progress` is called with the number of images written since its last call. With `force`, an earlier sample
     set in `out_dir` is deleted first (see `check_folder`).
     """
-    check_arguments(count, size_range)
+    check_arguments(count, size_range, csv_format)
     check_folder(out_dir, force)
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_sample_set(out_dir)
     classifier = classifier or load_classifier(runtime, threads=1)
     samples = _draw_samples(out_dir, count, random.Random(seed), size_range, classifier, on_progress)
-    _write_expected(out_dir, samples)
+    _write_expected(out_dir, samples, csv_format)
     _write_manifest(out_dir, samples, classifier, {"count": count, "seed": seed, "size_range": list(size_range),
                                                    "min_margin": MIN_MARGIN})
     return samples
 
 
-def check_arguments(count: int, size_range: Size) -> None:
+def check_arguments(count: int, size_range: Size, csv_format: str = "hybrid") -> None:
+    if csv_format not in CSV_HEADERS:
+        raise ConfigError(f"CSV format {csv_format!r} is not valid: expected one of {', '.join(CSV_HEADERS)}")
     if count < 1:
         raise ConfigError(f"count = {count} is not valid: expected at least 1")
     low, high = size_range

@@ -1,6 +1,6 @@
 """The workload generator: many concurrent image uploads to a web tier, every `name:label` reply checked.
 
-    hybrid workload --url http://127.0.0.1:8000/ --images DIR [--requests N] [--concurrency C] [--expected CSV]
+    hybrid workload --url http://127.0.0.1:8000/ --images DIR [--requests N] [--concurrency C] [--expected DIR.csv]
                     [--field inputFile] [--report PATH] [--timeout S] [--retries R] [--quiet]
 
 Each request is one multipart POST of one image (field ``--field``, file name = the image's file name) from a pool
@@ -8,8 +8,9 @@ of C threads, each with its own keep-alive ``requests.Session``. A connection er
 exponential backoff (0.2 s, 0.4 s, 0.8 s, ... capped at 5 s, up to ``--retries`` times); a 4xx, a 504 or a read
 timeout is an answer and counts as failed. Each reply gets one outcome:
 
-    correct   200 and "name:label" with the image's name (its file name without extension) and, with --expected,
-              the expected label. Without --expected labels are not checked (the summary says so).
+    correct   200 and "name:label" with the image's name (its file name without extension) and, with --expected
+              (a CSV with header name,label or the course's Image,Results), the expected label. Without
+              --expected labels are not checked (the summary says so).
     wrong     200, but the name or the label differs, or the body is not "name:label"
     failed    any other status, or no answer at all after the retries
 
@@ -59,7 +60,8 @@ BACKOFF_MAX_S = 5.0
 MAX_EXAMPLES = 10
 MAX_ANSWER_CHARS = 300
 CORRECT, WRONG, FAILED = "correct", "wrong", "failed"
-HEADER_NAMES = (("name", "label"),)
+HEADER_NAMES = (("name", "label"), ("image", "results"))
+"""Header rows of an expected-labels CSV (any case): the project's ``name,label`` and the course's ``Image,Results``."""
 
 
 # ---------------------------------------------------------------- inputs
@@ -88,7 +90,8 @@ def image_key(file_name: str) -> str:
 
 def read_expected(csv_path: Path) -> dict[str, str]:
     """Expected labels from a ``name,label`` CSV, keyed by image name (file name without extension; a name given
-    with an image extension is accepted). The header row ``name,label`` is optional; blank lines are skipped.
+    with an image extension is accepted). The header row, ``name,label`` or the course's ``Image,Results``, is
+    optional; blank lines are skipped.
     Raises ConfigError, naming the file and line, for an unreadable file, a row without exactly two non-empty
     cells, a name given two different labels, or a file with no rows."""
     rows = _csv_rows(Path(csv_path))

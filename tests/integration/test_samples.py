@@ -20,15 +20,15 @@ from app_tier.classifier import Classifier, load_classifier
 from hybrid.cli.tools import samples as samples_command
 from hybrid.core.errors import ConfigError
 from hybrid.tools.samples import (
-    EXPECTED_FILE,
-    MANIFEST_FILE,
     MIN_KEPT,
     MIN_MARGIN,
     SOURCES,
     FolderNotEmptyError,
     Variant,
     build_samples,
+    expected_path,
     load_sources,
+    manifest_path,
     read_expected,
     render,
 )
@@ -66,7 +66,7 @@ def jpegs(folder: Path) -> list[Path]:
 
 
 def manifest(folder: Path) -> dict:
-    return json.loads((folder / MANIFEST_FILE).read_text())
+    return json.loads(manifest_path(folder).read_text())
 
 
 # ------------------------------------------------------------------ the images
@@ -75,8 +75,8 @@ def test_writes_count_distinct_jpegs_named_in_order(sample_set):
     files = jpegs(sample_set)
     assert [f.name for f in files] == [f"test_{i:03d}.jpg" for i in range(COUNT)]
     assert len({hashlib.sha256(f.read_bytes()).hexdigest() for f in files}) == COUNT
-    assert sorted(p.name for p in sample_set.iterdir()) == sorted([f.name for f in files] + [EXPECTED_FILE,
-                                                                                              MANIFEST_FILE])
+    assert sorted(p.name for p in sample_set.iterdir()) == [f.name for f in files], "the folder holds images only"
+    assert sorted(p.name for p in sample_set.parent.iterdir()) == ["set", "set.csv", "set.manifest.json"]
 
 
 def test_every_image_is_a_jpeg_that_decodes_with_both_sides_in_the_size_range(sample_set):
@@ -120,7 +120,7 @@ def test_crops_keep_most_of_each_side_and_vary(sample_set):
 def test_same_seed_gives_the_same_bytes_and_another_seed_other_bytes(build):
     first, again, other = build("a", seed=3), build("b", seed=3), build("c", seed=4)
     assert [f.read_bytes() for f in jpegs(first)] == [f.read_bytes() for f in jpegs(again)]
-    assert (first / EXPECTED_FILE).read_bytes() == (again / EXPECTED_FILE).read_bytes()
+    assert expected_path(first).read_bytes() == expected_path(again).read_bytes()
     assert {f.read_bytes() for f in jpegs(first)}.isdisjoint({f.read_bytes() for f in jpegs(other)})
 
 
@@ -134,12 +134,28 @@ def test_another_size_range(build):
 # ------------------------------------------------------------------ the expected labels
 
 def test_expected_csv_has_one_row_per_image_with_a_model_class(sample_set, classifier):
-    with (sample_set / EXPECTED_FILE).open(newline="") as file:
+    with expected_path(sample_set).open(newline="") as file:
         rows = list(csv.reader(file))
     assert rows[0] == ["name", "label"]
     assert [name for name, _ in rows[1:]] == [f.stem for f in jpegs(sample_set)]
     assert all(label in classifier.labels for _, label in rows[1:])
     assert len({label for _, label in rows[1:]}) >= 5
+
+
+def test_the_course_format_writes_image_results_and_reads_back(build, classifier):
+    folder = build("course", count=3, csv_format="course")
+    rows = expected_path(folder).read_text().splitlines()
+    assert rows[0] == "Image,Results" and [row.split(",")[0] for row in rows[1:]] == ["test_000", "test_001",
+                                                                                        "test_002"]
+    assert list(read_expected(folder)) == ["test_000", "test_001", "test_002"]
+
+
+def test_force_removes_the_files_earlier_versions_wrote_inside_the_folder(build, tmp_path):
+    folder = build("old", count=3)
+    (folder / "expected.csv").write_text("name,label\n")
+    (folder / "manifest.json").write_text("{}")
+    build("old", count=3, force=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["test_000.jpg", "test_001.jpg", "test_002.jpg"]
 
 
 def test_labels_equal_what_the_classifier_answers_for_the_files(sample_set, classifier, onnx_cache):
@@ -183,9 +199,13 @@ def test_a_near_tie_is_drawn_again(classifier, tmp_path):
 
 # ------------------------------------------------------------------ the folder
 
-def test_a_folder_with_files_is_refused_without_force(build):
+def test_a_folder_with_files_is_refused_without_force(build, tmp_path):
     build("set")
-    with pytest.raises(FolderNotEmptyError, match="already holds 14 file"):
+    with pytest.raises(FolderNotEmptyError, match="set.csv already exists"):
+        build("set")
+    expected_path(tmp_path / "set").unlink()
+    manifest_path(tmp_path / "set").unlink()
+    with pytest.raises(FolderNotEmptyError, match="already holds 12 file"):
         build("set")
 
 
@@ -232,7 +252,7 @@ def test_cli_writes_the_set_and_one_summary_line(run_cli, tmp_path, classifier):
     assert result.exit_code == 0, result.output
     [line] = result.stdout.splitlines()
     assert line.startswith(f"wrote 12 images to {tmp_path / 'set'} from 10 sources (astronaut, camera,")
-    assert f"labels by {classifier.model_id} on onnx;" in line and line.endswith(" s")
+    assert f"labels by {classifier.model_id} on onnx in {tmp_path / 'set.csv'};" in line and line.endswith(" s")
     assert len(jpegs(tmp_path / "set")) == len(read_expected(tmp_path / "set")) == 12
     assert manifest(tmp_path / "set")["size_range"] == [200, 500]
 
@@ -241,7 +261,7 @@ def test_cli_refuses_a_folder_with_files_with_exit_2_and_force_replaces_it(run_c
     assert run_cli("sample", tmp_path / "set", "--count", 12).exit_code == 0
     refused = run_cli("sample", tmp_path / "set", "--count", 12)
     assert refused.exit_code == 2
-    assert "already holds 14 file(s)" in refused.output and "--force" in refused.output
+    assert "set.csv already exists" in refused.output and "--force" in refused.output
     replaced = run_cli("sample", tmp_path / "set", "--count", 13, "--seed", 1, "--force")
     assert replaced.exit_code == 0, replaced.output
     assert len(jpegs(tmp_path / "set")) == 13

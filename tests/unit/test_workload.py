@@ -46,6 +46,12 @@ def test_expected_labels_with_a_header(tmp_path):
     assert read_expected(csv_path) == {"cat": "tabby", "dog": "golden retriever"}
 
 
+def test_expected_labels_in_the_course_format(tmp_path):
+    """The course's header ``Image,Results`` (its generators read ``df['Image']``, ``df['Results']``)."""
+    csv_path = write(tmp_path / "e.csv", "Image,Results\ntest_000,tabby\ntest_001,golden retriever\n")
+    assert read_expected(csv_path) == {"test_000": "tabby", "test_001": "golden retriever"}
+
+
 def test_expected_labels_without_a_header_and_with_a_bom(tmp_path):
     csv_path = write(tmp_path / "e.csv", "\ufeffcat,tabby\r\n\"a,b\",\"label, with comma\"\r\n")
     assert read_expected(csv_path) == {"cat": "tabby", "a,b": "label, with comma"}
