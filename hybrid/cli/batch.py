@@ -16,20 +16,24 @@ if TYPE_CHECKING:
 
 
 @click.command("submit")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("folder", metavar="PATH", type=click.Path(exists=True, path_type=Path))
 @click.option("--requeue", is_flag=True, help="also request again every object under batch/ that is not queued")
 @pass_context
 def submit(ctx: Context, folder: Path, requeue: bool) -> None:
-    """Upload a folder of images to the input bucket for batch classification.
+    """Upload a folder of images, a zip archive of images or one image to the input bucket for batch
+    classification. A zip is checked whole before anything is uploaded (limits on entries and sizes, no absolute or
+    '..' paths, links or encrypted entries); a refused one is one error line, exit 1.
 
     The bucket notifies the request queue; workers write each label to the output bucket. Images whose bytes were
     submitted before are skipped (they are listed already). Collect the labels with `hybrid results --wait --out DIR`.
     """
-    from hybrid.tools.batch import BatchClient, image_files
+    from hybrid.tools.archives import sources
+    from hybrid.tools.batch import BatchClient
 
+    images = sources(folder)
     client = BatchClient(ctx.settings)
     client.init()
-    submissions = [client.upload(path) for path in image_files(folder)]
+    submissions = [client.upload(path, data) for path, data in images]
     uploaded = sum(s.uploaded for s in submissions)
     click.echo(f"submitted {uploaded} image(s); {len(submissions) - uploaded} already submitted (same bytes) skipped")
     if requeue:

@@ -100,10 +100,11 @@ class BatchClient:
         if found is None or dict(found.properties) != dict(resource.properties):
             self.notification.update(resource, found)
 
-    def upload(self, path: Path) -> Submission:
+    def upload(self, path: Path, data: bytes | None = None) -> Submission:
         """Uploads one image unless the same bytes were submitted before (then they are listed already). Bytes the
-        web tier answered are uploaded: the worker answers them from the stored result, and they are listed."""
-        data = Path(path).read_bytes()
+        web tier answered are uploaded: the worker answers them from the stored result, and they are listed.
+        ``data``: the image's bytes when they come from elsewhere (a zip entry, ``hybrid.tools.archives``)."""
+        data = Path(path).read_bytes() if data is None else data
         digest = hashlib.sha256(data).hexdigest()
         key = batch_key(digest, Path(path).name)
         if self.objects.any_under(self.input_bucket, f"{BATCH_PREFIX}{digest}/"):
