@@ -173,7 +173,7 @@ def require_stack(queues: QueueDriver, settings: Settings) -> None:
 def ensure_reply_queue(queues: QueueDriver, name: str, settings: Settings):
     resource = Resource("queue", name, ROLE_RESPONSES, {
         "MaximumMessageSize": str(settings.aws.response_message_bytes), "VisibilityTimeout": "30",
-        "MessageRetentionPeriod": str(REPLY_RETENTION_SECONDS)}, stack_names(settings).tags(ROLE_RESPONSES))
+        "MessageRetentionPeriod": str(REPLY_RETENTION_SECONDS)}, stack_names(settings).tags(ROLE_RESPONSES, name))
     return queues.observe(resource) or queues.create(resource)
 
 

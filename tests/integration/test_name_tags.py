@@ -68,3 +68,15 @@ def test_the_course_pattern_is_what_its_grader_filters_on(stack):
     graded = [{"Name": "tag:Name", "Values": ["app-tier-instance*"]},
               {"Name": "tag:hybrid:stack", "Values": [rig.settings.stack]}]
     assert _names_of_live(rig.ec2, graded) == ["app-tier-instance-1", "app-tier-instance-2"]
+
+
+def test_a_web_process_reply_queue_is_named_too(stack, raw_client):
+    from hybrid.aws.session import AwsClients
+    from hybrid.aws.storage import QueueDriver
+    from web_tier.runtime import ensure_reply_queue
+
+    rig = stack()
+    name = f"{rig.settings.stack}-replies-host-1"
+    queues = QueueDriver(AwsClients(rig.settings).sqs, rig.settings.stack)
+    url = ensure_reply_queue(queues, name, rig.settings).id
+    assert raw_client("sqs").list_queue_tags(QueueUrl=url)["Tags"]["Name"] == name
