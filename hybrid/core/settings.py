@@ -81,8 +81,9 @@ class AwsSettings:
     instance_profile: str = _opt("auto", "create the least-privilege IAM identities: the workers' instance "
                                  "profile and the web-tier machine's user <stack>-web-tier (its web tier and "
                                  "autoscaler policies); auto does so on AWS only", choices=("auto", "yes", "no"))
-    request_message_bytes: int = _opt(1024, "MaximumMessageSize of the request queue (messages carry S3 keys, "
-                                      "never image bytes)", min=1024, max=262144)
+    request_message_bytes: int = _opt(8192, "MaximumMessageSize of the request queue (messages carry S3 keys, "
+                                      "never image bytes; S3's batch notifications are 1-2 KB, 4 KB with a long "
+                                      "key URL-encoded)", min=1024, max=262144)
     response_message_bytes: int = _opt(2048, "MaximumMessageSize of the response queue", min=1024, max=262144)
     visibility_timeout: int = _opt(30, "seconds a received request stays hidden from other workers",
                                    min=0, max=43200)

@@ -81,7 +81,7 @@ def test_resources_are_private_small_and_redriven(settings_for, stack_name, raw_
             assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
         url = sqs.get_queue_url(QueueName=f"{stack_name}-requests")["QueueUrl"]
         attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        assert attributes["MaximumMessageSize"] == "1024"
+        assert attributes["MaximumMessageSize"] == "8192"
         redrive = json.loads(attributes["RedrivePolicy"])
         assert redrive["maxReceiveCount"] == 3 and redrive["deadLetterTargetArn"].endswith(f"{stack_name}-requests-dlq")
         tags = sqs.list_queue_tags(QueueUrl=url)["Tags"]
@@ -108,7 +108,7 @@ def test_drift_is_planned_and_converged(settings_for, stack_name, raw_client):
         ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[
             {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
         planned = sorted(c.describe() for c in stack.plan() if c.action != "keep")
-        assert planned == [f"update queue {stack_name}-requests: MaximumMessageSize: 262144 -> 1024",
+        assert planned == [f"update queue {stack_name}-requests: MaximumMessageSize: 262144 -> 8192",
                            f"update security_group {stack_name}-app-tier: ingress: tcp/80 from 0.0.0.0/0 -> none"]
         stack.up(**quiet)
         assert [c for c in stack.plan() if c.action != "keep"] == []

@@ -24,7 +24,7 @@ def test_desired_resources_cover_the_stack():
     assert set(by_name) == {"shop-input", "shop-output", "shop-requests", "shop-requests-dlq", "shop-responses",
                             "shop-responses-dlq", "shop-input/batch/", "shop-app-tier", "shop-key"}
     assert by_name["shop-input/batch/"].properties == {"queue": "shop-requests", "prefix": "batch/"}
-    assert by_name["shop-requests"].properties["MaximumMessageSize"] == "1024"
+    assert by_name["shop-requests"].properties["MaximumMessageSize"] == "8192"
     assert by_name["shop-requests"].properties["dead_letter_queue"] == "shop-requests-dlq"
     assert by_name["shop-requests"].properties["max_receive_count"] == "3"
     assert by_name["shop-input"].properties == {"public_access": "blocked", "encryption": "AES256"}

@@ -13,7 +13,7 @@ def test_defaults_describe_the_embedded_default():
     assert settings.aws.target == "emulator"
     assert settings.scaling.min_workers == 0 and settings.scaling.max_workers == 20
     assert settings.web.bind == "127.0.0.1:8000"
-    assert settings.aws.request_message_bytes == 1024
+    assert settings.aws.request_message_bytes == 8192
 
 
 def test_file_then_environment_then_flags(tmp_path):
