@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybrid.core import nginx
+from hybrid.core import nginx, procs
 from hybrid.core.errors import HybridError
 from hybrid.core.settings import Settings
 from web_tier.app import MULTIPART_OVERHEAD
@@ -219,14 +219,9 @@ def _address(bind: str) -> tuple[str, int]:
 
 def _require_free(bind: str) -> None:
     """A clear error when something else listens on ``web.bind`` (nginx would retry for 2.5 s, then exit)."""
-    host, port = _address(bind)
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise FrontError(f"cannot listen on web.bind {bind}: {exc.strerror} (another web tier or program "
-                             "listens there?)") from None
+    error = procs.bind_error(*_address(bind))
+    if error:
+        raise FrontError(f"cannot listen on web.bind {bind}: {error} (another web tier or program listens there?)")
 
 
 def _wait_listening(bind: str, process: subprocess.Popen) -> None:

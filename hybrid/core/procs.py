@@ -196,13 +196,18 @@ def _stopped(pid: int, running: Callable[[], bool]) -> Poll[None]:
 
 def port_is_free(port: int) -> bool:
     """True if a server could listen on ``port`` of 127.0.0.1 now (as servers bind it: reusing TIME_WAIT)."""
-    with socket.socket() as probe:
+    return bind_error("127.0.0.1", port) is None
+
+
+def bind_error(host: str, port: int) -> str | None:
+    """Why a server could not listen on ``host``:``port`` now (the system's words), or None when it could."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def free_port() -> int:
