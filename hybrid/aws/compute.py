@@ -171,6 +171,9 @@ class LaunchSpec:
     name_pattern: str = ""
     """The instances' ``Name`` tag with ``{n}`` left to fill (``StackNames.instance_name``); empty: no Name."""
 
+    def instance_name(self, n: int) -> str:
+        return self.name_pattern.replace("{n}", str(n))
+
 
 class Ec2Fleet:
     """The stack's app-tier instances, found by the ``hybrid:stack`` tag."""
@@ -188,18 +191,15 @@ class Ec2Fleet:
         launched = self._with_token(token)
         if launched:
             return launched
-        names = [""] * count if not self.spec.name_pattern else [self._name(n) for n in free_numbers(
-            {i.tags.get(NAME_TAG, "") for i in self.instances()}, self._name, count)]
-        return [self._run_one(f"{token}-{index}", token, name) for index, name in enumerate(names)]
-
-    def _name(self, n: int) -> str:
-        return self.spec.name_pattern.replace("{n}", str(n)) if self.spec and self.spec.name_pattern else ""
-
-    def _run_one(self, client_token: str, token: str, name: str) -> str:
         spec = self.spec
-        assert spec is not None
-        tags = {STACK_TAG: self.stack, ROLE_TAG: ROLE_APP_TIER, LAUNCH_TOKEN_TAG: token, **({NAME_TAG: name} if name
-                                                                                             else {})}
+        names = [""] * count if not spec.name_pattern else [spec.instance_name(n) for n in free_numbers(
+            {i.tags.get(NAME_TAG, "") for i in self.instances()}, spec.instance_name, count)]
+        return [self._run_one(spec, f"{token}-{index}", token, name) for index, name in enumerate(names)]
+
+    def _run_one(self, spec: LaunchSpec, client_token: str, token: str, name: str) -> str:
+        tags = {STACK_TAG: self.stack, ROLE_TAG: ROLE_APP_TIER, LAUNCH_TOKEN_TAG: token}
+        if name:
+            tags[NAME_TAG] = name
         extra = {"IamInstanceProfile": {"Name": spec.instance_profile}} if spec.instance_profile else {}
         reply = self.ec2.run_instances(
             ImageId=spec.image_id, InstanceType=spec.instance_type, KeyName=spec.key_name,
