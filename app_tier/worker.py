@@ -15,8 +15,8 @@ ignores a second reply to a request it has already answered):
    they run while the next image is classified. The reply may go out before or while its writes run: a crash in
    between leaves the request undeleted, so it comes back and is answered again;
 4. once every job of the batch is settled, delete, in one ``DeleteMessageBatch``, each message whose requests all had
-   their replies sent and their writes done. A reply or write that still fails after its retries leaves its message
-   for later (it comes back, and is answered again). Deleting per batch rather than per message saves a call per
+   their replies sent and their writes done. A reply or write that still fails after botocore's retries leaves its
+   message for later (it comes back, and is answered again). Deleting per batch rather than per message saves a call per
    image (one in six of the worker's calls); a deletion has no one waiting for it, and a crash before it only means
    that the batch's answered requests come back and are answered a second time.
 
@@ -53,11 +53,13 @@ from hybrid.core.contracts import ImageClassifier, MessageQueue, ObjectStore, Qu
 from hybrid.core.errors import HybridError, NotFoundError, TooLargeError
 from hybrid.core.messages import (BatchRecord, ClassifyReply, ClassifyRequest, MalformedMessage, requests_from_body,
                                   result_key)
-from hybrid.core.retry import is_transient, retry
+from hybrid.core.retry import Backoff, is_transient
 
 log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 RESULTS_PREFIX = "results/"
+# After a receive that failed even after botocore's own retries: a jittered wait of up to 1, 2, 4, then 5 s.
+RECEIVE_BACKOFF = Backoff(base=1.0, cap=5.0)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Worker:
     stats: WorkerStats = field(default_factory=WorkerStats)
     stop: threading.Event = field(default_factory=threading.Event)
     io_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "worker-io"))
+    receive_failures: int = 0  # receives failed in a row
 
     def run(self) -> str:
         """Works until idle for ``idle_timeout`` (then terminates its instance) or until ``stop`` is set."""
@@ -143,15 +146,22 @@ class Worker:
         return "stopped"
 
     def _receive(self, wait: int) -> list[QueueMessage]:
+        """One long poll; a transient failure (botocore has already retried it) backs off, jittered, and yields no
+        messages, so the loop polls again."""
         try:
-            return self.requests.receive(self.config.batch_size, wait, self.config.visibility)
+            messages = self.requests.receive(self.config.batch_size, wait, self.config.visibility)
         except HybridError as exc:
             if not is_transient(exc):
                 raise
             self.stats.errors += 1
-            log.warning("receive failed (%s); backing off", exc)
-            self.clock.sleep(min(5.0, 0.5 * 2 ** min(self.stats.errors, 4)))
+            self.receive_failures += 1
+            delay = RECEIVE_BACKOFF.delay(self.receive_failures)
+            log.warning("receive failed %d times in a row (%s); polling again in %.1f s", self.receive_failures, exc,
+                        delay)
+            self.clock.sleep(delay)
             return []
+        self.receive_failures = 0
+        return messages
 
     def process(self, messages: Sequence[QueueMessage]) -> None:
         """Handles one received batch end to end: each request is answered as soon as it can be, and the answered
@@ -194,15 +204,22 @@ class Worker:
         except MalformedMessage as exc:
             self.stats.malformed += 1
             log.warning("malformed request %s (receive %d): %s", message.message_id, message.receive_count, exc)
-            retry(lambda: self.requests.hide([message.receipt], 0), "releasing a malformed message", clock=self.clock)
+            self._release(message)
             return None
+
+    def _release(self, message: QueueMessage) -> None:
+        """Makes a malformed message visible again at once; if that fails, it comes back after its visibility
+        timeout anyway."""
+        try:
+            self.requests.hide([message.receipt], 0)
+        except HybridError as exc:
+            log.warning("cannot release malformed message %s now (%s)", message.message_id, exc)
 
     def _fetch(self, job: Job) -> bool:
         """Reads the image and hashes it (here, off the path from answer to delete; the result is stored under the
         hash); a missing image gets an error reply; a failing input bucket leaves the request for later."""
         try:
-            job.image = retry(lambda: self.inputs.get(job.request.key, MAX_IMAGE_BYTES),
-                              f"fetching {job.request.key}", clock=self.clock)
+            job.image = self.inputs.get(job.request.key, MAX_IMAGE_BYTES)
             job.digest = hashlib.sha256(job.image).hexdigest()
             if job.batch:
                 self._answer_from_stored(job)
@@ -280,12 +297,10 @@ class Worker:
         self._store_result(job)
 
     def _store_label(self, job: Job) -> None:
-        retry(lambda: self.outputs.put(job.request.name, job.reply.label.encode(), "text/plain; charset=utf-8"),
-              f"storing the label of {job.request.name}", clock=self.clock)
+        self.outputs.put(job.request.name, job.reply.label.encode(), "text/plain; charset=utf-8")
 
     def _store_result(self, job: Job) -> None:
-        retry(lambda: self.outputs.put(f"{RESULTS_PREFIX}{job.digest}.json", job.reply.to_body().encode(),
-                                       "application/json"), f"storing result {job.digest}", clock=self.clock)
+        self.outputs.put(f"{RESULTS_PREFIX}{job.digest}.json", job.reply.to_body().encode(), "application/json")
 
     def _store_batch_one(self, job: Job) -> None:
         """A batch object's record (label or error), after its label under the image name and (when classified
@@ -295,13 +310,12 @@ class Worker:
         if job.reply.ok and not job.shared:
             self._store_result(job)
         record = BatchRecord.of(job.request.key, job.digest, job.reply)
-        retry(lambda: self.outputs.put(result_key(job.request.key), record.to_body().encode(), "application/json"),
-              f"storing the batch record of {job.request.key}", clock=self.clock)
+        self.outputs.put(result_key(job.request.key), record.to_body().encode(), "application/json")
 
     def _send_replies(self, queue_name: str, bodies: list[str]) -> None:
         """Sends replies to one queue; drops them if that queue is gone (see the module docstring)."""
         try:
-            retry(lambda: self.replies_to(queue_name).send(bodies), f"replying to {queue_name}", clock=self.clock)
+            self.replies_to(queue_name).send(bodies)
         except NotFoundError as exc:
             self.stats.dropped_replies += len(bodies)
             log.warning("reply queue %s is gone (%s): dropped %d replies, their results are stored", queue_name,
@@ -309,13 +323,12 @@ class Worker:
 
     def _delete_answered(self, messages: list[QueueMessage]) -> None:
         """Deletes the answered messages of a batch in one call (the queue splits it at SQS's limit of 10); if that
-        still fails after its retries, they come back and are answered again."""
+        still fails after botocore's retries, they come back and are answered again."""
         if not messages:
             return
         receipts = [message.receipt for message in messages]
         try:
-            retry(lambda: self.requests.delete(receipts), f"deleting {len(receipts)} answered messages",
-                  clock=self.clock)
+            self.requests.delete(receipts)
         except HybridError as exc:
             self.stats.errors += 1
             log.warning("cannot delete %d answered messages (%s): they will come back and be answered again",

@@ -1,16 +1,26 @@
-"""Retry with exponential backoff for transient cloud errors, on an injected clock."""
+"""One jittered backoff for the project's own retries (HTTP to the web tier, the worker's poll loop).
+
+Calls through the AWS SDK are not retried here: botocore's standard retry mode retries them (throttling, 5xx,
+dropped connections; see hybrid/aws/session.py), and a loop around it would multiply its attempts.
+
+The wait after failed try n (1-based) is "full jitter" (AWS Architecture Blog, "Exponential Backoff And Jitter"):
+uniform in [0, min(cap, base * 2 ** (n - 1))], so clients that failed together do not come back together.
+"""
 from __future__ import annotations
 
 import logging
+import random
+import time
+from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from hybrid.core.clock import Clock, SystemClock
 from hybrid.core.errors import (CloudError, ConfigError, CredentialsError, EmulatorNotRunning,
                                NameTakenError, NotFoundError)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PERMANENT = (NotFoundError, NameTakenError, CredentialsError, ConfigError)
+Random = Callable[[], float]  # uniform in [0, 1), like random.random
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -18,17 +28,49 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (CloudError, EmulatorNotRunning)) and not isinstance(exc, PERMANENT)
 
 
-def retry(action: Callable[[], T], what: str, attempts: int = 4, base_delay: float = 0.2, max_delay: float = 5.0,
-          clock: Clock | None = None) -> T:
-    """Runs ``action``; on a transient error waits base_delay * 2**n (capped) and tries again, up to ``attempts``."""
-    clock = clock or SystemClock()
-    for attempt in range(attempts):
+def never(exc: BaseException) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: ``delay(n)`` is uniform in [0, ``ceiling(n)``]."""
+
+    base: float = 0.2
+    cap: float = 5.0
+
+    def ceiling(self, attempt: int) -> float:
+        """The longest wait after failed try ``attempt`` (1-based): base, 2 base, 4 base, ... capped at ``cap``."""
+        return min(self.cap, self.base * 2 ** max(0, attempt - 1))
+
+    def delay(self, attempt: int, rand: Random = random.random) -> float:
+        return self.ceiling(attempt) * rand()
+
+
+def retry(action: Callable[[], T], what: str, attempts: int, *, done: Callable[[T], bool] = lambda _: True,
+          retryable: Callable[[BaseException], bool] = never, backoff: Backoff = Backoff(),
+          sleep: Callable[[float], None] = time.sleep, rand: Random = random.random) -> T:
+    """Calls ``action`` at most ``attempts`` times and returns its first outcome that is ``done``; an exception
+    that is ``retryable`` counts as a try that was not done, any other is raised at once. Sleeps ``backoff.delay(n)``
+    after failed try n. After the last try, returns its outcome (done or not) or raises its exception."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, not {attempts}")
+    for attempt in range(1, attempts + 1):
         try:
-            return action()
-        except Exception as exc:  # noqa: BLE001 - only transient errors are retried, the rest re-raised
-            if not is_transient(exc) or attempt == attempts - 1:
+            outcome = action()
+        except Exception as exc:  # noqa: BLE001 - only retryable errors are tried again, the rest re-raised
+            if not retryable(exc) or attempt == attempts:
                 raise
-            delay = min(max_delay, base_delay * 2 ** attempt)
-            log.warning("%s failed (%s); retry %d/%d in %.1f s", what, exc, attempt + 1, attempts - 1, delay)
-            clock.sleep(delay)
+            _wait(what, exc, attempt, attempts, backoff, sleep, rand)
+            continue
+        if done(outcome) or attempt == attempts:
+            return outcome
+        _wait(what, outcome, attempt, attempts, backoff, sleep, rand)
     raise AssertionError("unreachable")
+
+
+def _wait(what: str, why: object, attempt: int, attempts: int, backoff: Backoff, sleep: Callable[[float], None],
+          rand: Random) -> None:
+    delay = backoff.delay(attempt, rand)
+    log.debug("%s: try %d/%d got %s; next in %.2f s", what, attempt, attempts, why, delay)
+    sleep(delay)

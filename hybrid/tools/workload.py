@@ -5,8 +5,9 @@
 
 Each request is one multipart POST of one image (field ``--field``, file name = the image's file name) from a pool
 of C threads, each with its own keep-alive ``requests.Session``. A connection error, a 502 or a 503 is retried with
-exponential backoff (0.2 s, 0.4 s, 0.8 s, ... capped at 5 s, up to ``--retries`` times); a 4xx, a 504 or a read
-timeout is an answer and counts as failed. Each reply gets one outcome:
+jittered exponential backoff (``hybrid.core.retry``: a random wait of up to 0.2 s, 0.4 s, 0.8 s, ... capped at
+5 s), up to ``--retries`` times; a 4xx, a 504 or a read timeout is an answer and counts as failed. Each reply
+gets one outcome:
 
     correct   200 and "name:label" with the image's name (its file name without extension) and, with --expected
               (a CSV with header name,label or the course's Image,Results), the expected label. Without
@@ -30,10 +31,12 @@ from __future__ import annotations
 
 import csv
 import gc
+import itertools
 import json
 import logging
 import math
 import mimetypes
+import random
 import sys
 import threading
 import time
@@ -50,13 +53,13 @@ from requests.adapters import HTTPAdapter
 
 from hybrid.core import netns
 from hybrid.core.errors import ConfigError
+from hybrid.core.retry import Backoff, Random, retry
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
 RETRY_STATUSES = frozenset({502, 503})
-BACKOFF_BASE_S = 0.2
-BACKOFF_MAX_S = 5.0
+BACKOFF = Backoff(base=0.2, cap=5.0)
 MAX_EXAMPLES = 10
 MAX_ANSWER_CHARS = 300
 CORRECT, WRONG, FAILED = "correct", "wrong", "failed"
@@ -161,24 +164,14 @@ class Reply:
     attempts: int
 
 
-def backoff_delay(attempt: int) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based): 0.2, 0.4, 0.8, ... capped at 5."""
-    return min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
-
-
 def post_with_retries(post: Callable[[], requests.Response], retries: int,
-                      sleep: Callable[[float], None] = time.sleep) -> Reply:
+                      sleep: Callable[[float], None] = time.sleep, rand: Random = random.random) -> Reply:
     """Calls ``post`` until it answers something other than a connection error, 502 or 503, at most
-    ``retries + 1`` times, sleeping ``backoff_delay`` between tries."""
-    attempt = 0
-    while True:
-        attempt += 1
-        reply, retryable = _attempt(post, attempt)
-        if not retryable or attempt > retries:
-            return reply
-        log.debug("attempt %d got %s; retrying in %.1f s", attempt, reply.status or reply.answer,
-                  backoff_delay(attempt))
-        sleep(backoff_delay(attempt))
+    ``retries + 1`` times, with the project's jittered backoff (``BACKOFF``) between tries."""
+    tries = itertools.count(1)
+    reply, _ = retry(lambda: _attempt(post, next(tries)), "POST", retries + 1, done=lambda outcome: not outcome[1],
+                     backoff=BACKOFF, sleep=sleep, rand=rand)
+    return reply
 
 
 def _attempt(post: Callable[[], requests.Response], attempt: int) -> tuple[Reply, bool]:

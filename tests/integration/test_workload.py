@@ -154,7 +154,6 @@ def test_a_mixed_run_retries_what_it_should_and_reports_every_request(serve, tmp
         "flaky": ("correct", 200, 3), "dropped": ("correct", 200, 2), "rejected": ("failed", 422, 1),
         "gateway": ("failed", 504, 1)}
     assert by_name["good_b"]["answer"] == "good_b:espresso" and by_name["good_b"]["expected"] == "good_b:espresso"
-    assert by_name["flaky"]["latency"] >= 0.6, "two backoffs of 0.2 s and 0.4 s are inside the latency"
     assert all(r["started_at"] <= r["finished_at"] for r in report["records"])
     summary = report["summary"]
     assert (summary["requests"], summary["correct"], summary["wrong"], summary["failed"]) == (7, 4, 1, 2)

@@ -5,11 +5,8 @@ import pytest
 
 from app_tier.service import own_instance_id
 from app_tier.termination import SelfTerminator, instance_id_from_cloud_init, instance_id_from_metadata
-from hybrid.core.clock import FakeClock
 from hybrid.core.errors import CloudError, HybridError
-from hybrid.core.errors import NotFoundError
 from hybrid.core.messages import ClassifyReply, ClassifyRequest, MalformedMessage
-from hybrid.core.retry import is_transient, retry
 
 
 def test_a_request_round_trips_and_fits_the_1kb_queue():
@@ -31,21 +28,6 @@ def test_a_reply_round_trips():
     reply = ClassifyReply("id", "cat", "tabby", (("tabby", 0.5), ("tiger cat", 0.25)), "m@1")
     assert ClassifyReply.from_body(reply.to_body()) == reply
     assert not ClassifyReply("id", "x", error="bad image").ok
-
-
-def test_retry_backs_off_on_transient_errors_only():
-    clock, attempts = FakeClock(), []
-
-    def flaky():
-        attempts.append(1)
-        if len(attempts) < 3:
-            raise CloudError("throttled", "SlowDown")
-        return "ok"
-    assert retry(flaky, "thing", clock=clock) == "ok"
-    assert clock.sleeps == [0.2, 0.4]
-    with pytest.raises(NotFoundError):
-        retry(lambda: (_ for _ in ()).throw(NotFoundError("gone")), "thing", clock=clock)
-    assert not is_transient(NotFoundError("gone")) and is_transient(CloudError("x"))
 
 
 def test_self_termination_falls_back_to_an_os_shutdown_only_when_given():

@@ -8,7 +8,7 @@ import pytest
 
 from app_tier.idle import poll_wait, should_terminate
 from app_tier.outbox import Outbox
-from app_tier.worker import RESULTS_PREFIX, Worker, WorkerConfig
+from app_tier.worker import RECEIVE_BACKOFF, RESULTS_PREFIX, Worker, WorkerConfig
 from hybrid.core.clock import FakeClock
 from hybrid.core.errors import CloudError, NotFoundError
 from hybrid.core.messages import ClassifyReply, ClassifyRequest
@@ -87,14 +87,35 @@ def test_a_malformed_message_reaches_the_dead_letter_queue_while_work_goes_on():
     assert rig.requests.messages == {}
 
 
-def test_a_transient_store_error_is_retried():
+def test_a_store_error_is_not_retried_on_top_of_the_sdk_and_the_request_comes_back():
+    """botocore's standard mode retries S3 and SQS calls; the worker adds no loop of its own: a get that failed
+    even so leaves its request for later, and it is answered when it comes back."""
     rig = Rig()
     rig.submit("a", b"cat-1")
-    rig.inputs.failures["get"] = 2
-    rig.outputs.failures["put"] = 1
+    rig.inputs.failures["get"] = 1
     rig.drain()
+    assert rig.inputs.failures["get"] == 0, "one try only"
+    assert rig.replies_sent() == [] and len(rig.requests.messages) == 1
+    rig.clock.advance(31)
+    rig.drain()
+    assert [r.label for r in rig.replies_sent()] == ["cat"] and rig.requests.messages == {}
+
+
+def test_a_failing_receive_backs_off_with_growing_jittered_waits_then_polls_again():
+    rig = Rig()
+    rig.submit("a", b"cat-1")
+    receive, failures = rig.requests.receive, [CloudError("injected receive failure", "InternalError")] * 3
+
+    def flaky_receive(*args):
+        if failures:
+            raise failures.pop()
+        return receive(*args)
+    rig.requests.receive = flaky_receive
+    assert rig.worker.run() == "idle"
+    ceilings = [RECEIVE_BACKOFF.ceiling(n) for n in (1, 2, 3)]
+    assert ceilings == [1.0, 2.0, 4.0] and all(0 <= s <= c for s, c in zip(rig.clock.sleeps[:3], ceilings))
     assert [r.label for r in rig.replies_sent()] == ["cat"]
-    assert rig.clock.sleeps, "backoff slept on the injected clock"
+    assert (rig.worker.stats.errors, rig.worker.receive_failures) == (3, 0), "reset by the receive that worked"
 
 
 def test_a_store_that_keeps_failing_leaves_the_request_for_later():

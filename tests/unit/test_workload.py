@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from hybrid.cli.workload import workload
 from hybrid.core.errors import ConfigError
 from hybrid.tools.workload import (CORRECT, FAILED, WRONG, RequestRecord, SessionPool, Target, WorkloadReport,
-                                   backoff_delay, check_url, classify, find_images, image_key, percentile,
+                                   BACKOFF, check_url, classify, find_images, image_key, percentile,
                                    plan_requests, post_with_retries, read_expected, run_workload, send_image)
 
 
@@ -148,12 +148,12 @@ def scripted(*outcomes):
     return post, calls
 
 
-def test_503_and_502_are_retried_with_doubling_backoff():
+def test_503_and_502_are_retried_with_jittered_doubling_backoff():
     post, _ = scripted(503, 502, 200)
     sleeps: list[float] = []
-    reply = post_with_retries(post, retries=3, sleep=sleeps.append)
+    reply = post_with_retries(post, retries=3, sleep=sleeps.append, rand=lambda: 0.5)
     assert (reply.status, reply.answer, reply.attempts) == (200, "200 body", 3)
-    assert sleeps == [0.2, 0.4]
+    assert sleeps == [0.1, 0.2], "half of the ceilings 0.2 s and 0.4 s"
 
 
 def test_connection_errors_are_retried():
@@ -175,18 +175,42 @@ def test_a_read_timeout_is_not_retried():
     assert reply.status is None and "ReadTimeout" in reply.answer and reply.attempts == 1
 
 
-def test_retries_give_up_with_the_last_reply():
-    post, calls = scripted(503, 503, 503, 200)
+@pytest.mark.parametrize("retries", [0, 1, 2, 5])
+def test_retries_give_up_with_the_last_reply_after_exactly_retries_plus_one_tries(retries):
+    post, calls = scripted(*[503] * (retries + 2))
     sleeps: list[float] = []
-    assert post_with_retries(post, retries=2, sleep=sleeps.append).status == 503
-    assert len(calls) == 3 and sleeps == [0.2, 0.4]
+    reply = post_with_retries(post, retries=retries, sleep=sleeps.append)
+    assert (reply.status, reply.attempts, len(calls), len(sleeps)) == (503, retries + 1, retries + 1, retries)
+    assert all(0 <= s <= BACKOFF.ceiling(n) for n, s in enumerate(sleeps, 1))
     post, calls = scripted(*[requests.ConnectionError("refused")] * 2)
     reply = post_with_retries(post, retries=1, sleep=lambda s: None)
     assert reply.status is None and reply.answer.startswith("ConnectionError: refused") and reply.attempts == 2
 
 
-def test_backoff_doubles_up_to_a_cap():
-    assert [backoff_delay(n) for n in range(1, 8)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+class ScriptedSessions:
+    """A SessionPool whose one session answers from ``post``."""
+
+    def __init__(self, post):
+        self.post = post
+
+    def get(self):
+        return self
+
+    def prepare_request(self, request):
+        return request
+
+    def send(self, prepared, timeout):
+        return self.post()
+
+
+def test_the_workload_sends_each_request_retries_plus_one_times_at_most(tmp_path):
+    """Through send_image, as `hybrid workload --retries 2` does: a web tier that always answers 503."""
+    post, calls = scripted(*[503] * 5)
+    (tmp_path / "cat.jpg").write_bytes(b"x")
+    sleeps: list[float] = []
+    target = Target("http://127.0.0.1:9/", "inputFile", 1.0, 2, None, ScriptedSessions(post), sleep=sleeps.append)
+    record = send_image(target, 0, tmp_path / "cat.jpg")
+    assert (record.outcome, record.status, record.attempts, len(calls), len(sleeps)) == (FAILED, 503, 3, 3, 2)
 
 
 def test_an_image_that_cannot_be_read_is_a_failed_request_not_a_crash(tmp_path):
