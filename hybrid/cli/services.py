@@ -59,13 +59,14 @@ def autoscale(ctx: Context, ticks: int | None, plot_to: str | None) -> None:
     terminates a running worker: workers end themselves after worker.idle_timeout. It does end instances stuck
     pending, leaked (stopped) ones, and any beyond the maximum. Each tick is one log line and one row in
     <state_dir>/autoscale/<stack>-timeline.jsonl.
+
+    With --plot: exit 3 if the stack has no timeline (or an empty one), 1 if it is damaged.
     """
     settings = ctx.settings
     if plot_to:
-        from hybrid.autoscale.loop import read_timeline
-        from hybrid.autoscale.plot import plot_timeline
+        from hybrid.autoscale.plot import load_timeline, plot_timeline  # matplotlib: operator only
 
-        out = plot_timeline(read_timeline(settings.timeline_path), Path(plot_to), f"stack {settings.stack}")
+        out = plot_timeline(load_timeline(settings.timeline_path), Path(plot_to), settings=settings)
         click.echo(f"timeline written to {out}")
         return
     from hybrid.autoscale.service import build_autoscaler

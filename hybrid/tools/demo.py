@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from hybrid.autoscale.loop import read_timeline
-from hybrid.autoscale.plot import plot_timeline
+from hybrid.autoscale.plot import Span, plot_timeline
 from hybrid.aws.compute import Ec2Fleet
 from hybrid.aws.session import AwsClients
 from hybrid.core import procs
@@ -84,7 +84,7 @@ def run_demo(settings: Settings, child_args: list[str], report_dir: Path, count:
         result.first_answer_s = _seconds_since(began, result.summaries["cold"])
         result.time_to_zero = _wait_for_zero(settings, result.summaries["cold"], report)
         result.summaries["warm"] = _workload("warm", url, images, expected, concurrency, report_dir, report)
-        rows = _timeline(settings, started, report_dir, report)
+        rows = _timeline(settings, started, report_dir, report, spans=_run_spans(result.summaries))
         result.max_fleet = max((r["pending"] + r["running"] for r in rows), default=0)
     finally:
         leftovers = local.down(settings, report=report)
@@ -118,7 +118,8 @@ def run_openstack_demo(settings: Settings, report_dir: Path, count: int = 100, c
                                              service.namespace)
         stack = web_vm.openstack_stack(settings)
         result.check = _check_server(stack, report)
-        rows = _timeline(settings, runs_started, report_dir, report, _server_timeline(stack, settings))
+        rows = _timeline(settings, runs_started, report_dir, report, _server_timeline(stack, settings),
+                         _run_spans(result.summaries))
         result.max_fleet = max((r["pending"] + r["running"] for r in rows), default=0)
         if before_down is not None:
             before_down(OpenStackDemo(settings, stack, service.url, report_dir))
@@ -204,14 +205,21 @@ def _wait_for_zero(settings: Settings, cold: dict[str, Any], report: Report) -> 
 
 
 def _timeline(settings: Settings, since: float, report_dir: Path, report: Report,
-              rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """The autoscaler's rows since ``since`` (from its local file unless given), saved and drawn."""
+              rows: list[dict[str, Any]] | None = None, spans: list[Span] | None = None) -> list[dict[str, Any]]:
+    """The autoscaler's rows since ``since`` (from its local file unless given), saved and drawn with the runs
+    shaded."""
     rows = [r for r in (read_timeline(settings.timeline_path) if rows is None else rows) if r["t"] >= since - 2]
     (report_dir / "timeline.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    picture = plot_timeline(rows, report_dir / "timeline.png", f"hybrid demo: stack {settings.stack}",
-                            answered=_answered_times(report_dir))
+    picture = plot_timeline(rows, report_dir / "timeline.png", "hybrid demo", answered=_answered_times(report_dir),
+                            spans=spans or [], settings=settings)
     report(f"timeline: {picture}")
     return rows
+
+
+def _run_spans(summaries: dict[str, dict[str, Any]]) -> list[Span]:
+    """The cold and warm runs, from their first request's start to their last answer (epoch seconds)."""
+    return [Span(f"{run} run", summary["started_at"], summary["finished_at"])
+            for run, summary in summaries.items() if summary.get("started_at") and summary.get("finished_at")]
 
 
 def _answered_times(report_dir: Path) -> list[float]:
