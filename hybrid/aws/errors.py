@@ -6,7 +6,7 @@ from typing import Any
 import botocore.exceptions as bx
 
 from hybrid.core.errors import (CloudError, CredentialsError, EmulatorNotRunning, HybridError, NameTakenError,
-                                NotFoundError, QuotaError, RegionError)
+                                NotFoundError, QuotaError, RegionError, UnreachableError)
 
 CREDENTIAL_CODES = {"InvalidClientTokenId", "AuthFailure", "SignatureDoesNotMatch", "UnrecognizedClientException",
                     "InvalidAccessKeyId", "ExpiredToken", "ExpiredTokenException", "AccessDenied",
@@ -50,7 +50,7 @@ def _unreachable(exc: Exception, target: str) -> HybridError:
     if target == "emulator":
         return EmulatorNotRunning(f"the local AWS server does not answer ({exc}): start it with "
                                   "`hybrid emulator start`")
-    return CloudError(f"cannot reach AWS ({exc}): check the network and aws.region")
+    return UnreachableError(f"cannot reach AWS ({exc}): check the network and aws.region")
 
 
 def _from_client_error(exc: bx.ClientError, operation: str) -> HybridError:

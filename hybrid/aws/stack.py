@@ -154,6 +154,23 @@ class AwsStack:
             report(outcomes[-1])
         return outcomes + self.engine.delete_in_reverse(report)
 
+    def down_preview(self) -> list[str]:
+        """What `down` would do, one line per resource, changing nothing: the instances it would terminate, the
+        buckets it would empty and delete with their object counts, and every other resource of the stack."""
+        live = self.fleet.instances()
+        lines = [f"terminate {len(live)} instance(s): {', '.join(i.id for i in live)}"] if live else []
+        lines += [f"delete queue {queue.name} (a web process's reply queue)" for queue in self._reply_queues()]
+        exports = exports_bucket_resource(stack_names(self.settings))
+        found = [(exports, self.engine.find(exports)), *reversed(self.engine.found_each())]
+        return lines + self.engine.deletion_preview(found, self._preview_detail)
+
+    def _preview_detail(self, resource: Resource, found: Observed | None) -> str:
+        counter = getattr(self.drivers["bucket"], "count_objects", None)
+        if resource.kind != "bucket" or found is None or counter is None:
+            return ""
+        count, more = counter(found.name)
+        return f"{count}{'+' if more else ''} object(s), emptied first" if count else "empty"
+
     def _reply_queues(self) -> list[Observed]:
         """The web processes' own reply queues that carry this stack's tag."""
         discover = getattr(self.drivers["queue"], "discover", None)

@@ -60,6 +60,16 @@ class BucketDriver:
             return False
         return True
 
+    def count_objects(self, bucket: str, limit: int = 100_000) -> tuple[int, bool]:
+        """How many objects (and object versions, and delete markers) the bucket holds, counting up to ``limit``;
+        and whether there are more."""
+        count = 0
+        for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            count += len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
+            if count >= limit:
+                return count, bool(page.get("IsTruncated"))
+        return count, False
+
     def empty(self, bucket: str) -> int:
         """Deletes every object (and object version) in the bucket; returns how many.
 

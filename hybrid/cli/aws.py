@@ -1,12 +1,16 @@
 """``hybrid aws``: the stack's AWS side on AWS or on the local AWS server (the same code path)."""
 from __future__ import annotations
 
+import sys
 import time
+from typing import Any
 
 import click
 
 from hybrid.cli.context import Context, pass_context
-from hybrid.cli.output import echo_applied, echo_json, echo_plan, echo_status, progress
+from hybrid.cli.output import (detailed_exitcode_option, echo_applied, echo_json, echo_plan, echo_preview,
+                               echo_status, json_option, pending, plan_exit_code, progress)
+from hybrid.cli.safety import confirm, dry_run_option, real_aws, yes_option
 
 
 @click.group()
@@ -20,28 +24,40 @@ def aws() -> None:
 
 
 @aws.command("plan")
+@json_option
+@detailed_exitcode_option
 @pass_context
-def aws_plan(ctx: Context) -> None:
+def aws_plan(ctx: Context, as_json: bool, detailed_exitcode: bool) -> None:
     """Show what `up` would change, without changing anything."""
     from hybrid.aws.stack import build_aws_stack
 
-    echo_plan(build_aws_stack(ctx.settings).plan())
+    changes = build_aws_stack(ctx.settings).plan()
+    echo_plan(changes, as_json, header(ctx))
+    sys.exit(plan_exit_code(changes, detailed_exitcode))
 
 
 @aws.command("up")
+@yes_option
 @pass_context
-def aws_up(ctx: Context) -> None:
-    """Create or converge every AWS resource of the stack. Safe to run again: a second run changes nothing."""
-    up(ctx)
+def aws_up(ctx: Context, yes: bool) -> None:
+    """Create or converge every AWS resource of the stack. Safe to run again: a second run changes nothing.
+
+    On real AWS it first shows the plan and asks (--yes does not ask)."""
+    up(ctx, yes)
 
 
 @aws.command("down")
+@yes_option
+@dry_run_option
 @pass_context
-def aws_down(ctx: Context) -> None:
+def aws_down(ctx: Context, yes: bool, dry_run: bool) -> None:
     """Terminate the stack's instances (and wait until they are gone), then delete its buckets (emptied first),
     queues, security group, key pair, instance profile, web-tier user and its keys. Only resources tagged for the
-    stack are touched; safe after a half-finished `up` and safe to repeat."""
-    down(ctx)
+    stack are touched; safe after a half-finished `up` and safe to repeat.
+
+    On real AWS it first lists what it will delete (buckets with their object counts) and asks (--yes does not
+    ask); --dry-run only lists."""
+    down(ctx, yes, dry_run)
 
 
 @aws.command("web-policy")
@@ -64,31 +80,62 @@ def aws_web_policy(ctx: Context, account: str) -> None:
 
 
 @aws.command("status")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option
 @pass_context
 def aws_status(ctx: Context, as_json: bool) -> None:
     """Every resource of the stack with its state, queue depths and instance counts. Exit 3 if any is missing."""
     status(ctx, as_json)
 
 
-def up(ctx: Context) -> None:
+def header(ctx: Context) -> dict[str, Any]:
+    """What names the AWS side in a JSON report."""
+    return {"stack": ctx.settings.stack, "target": ctx.settings.aws.target, "region": ctx.settings.aws.region}
+
+
+def up(ctx: Context, yes: bool = False) -> None:
+    """Applies the stack's plan; on real AWS (unless ``yes``) shows it and asks first."""
     from hybrid.aws.stack import build_aws_stack
 
     started = time.monotonic()
-    echo_applied(ctx.settings.stack, build_aws_stack(ctx.settings).up(report=click.echo), started)
+    stack = build_aws_stack(ctx.settings)
+    if real_aws(ctx.settings) and not yes:
+        changes = stack.plan()
+        echo_plan(changes)
+        if not pending(changes):
+            return
+        confirm(f"apply these changes to stack {ctx.settings.stack}", real_aws(ctx.settings), yes)
+    echo_applied(ctx.settings.stack, stack.up(report=click.echo), started)
 
 
-def down(ctx: Context) -> None:
+def down_preview(ctx: Context) -> list[str]:
     from hybrid.aws.stack import build_aws_stack
 
+    return build_aws_stack(ctx.settings).down_preview()
+
+
+def down(ctx: Context, yes: bool = False, dry_run: bool = False, asked: bool = False) -> None:
+    """Tears the AWS side down; on real AWS (unless ``yes``, or ``asked`` by the caller) lists what it would
+    delete and asks first; with ``dry_run`` only lists."""
+    from hybrid.aws.stack import build_aws_stack
+
+    if dry_run or (real_aws(ctx.settings) and not (yes or asked)):
+        echo_preview("AWS", ctx.settings.stack, down_preview(ctx))
+        if dry_run:
+            return
+        confirm(f"delete all of this of stack {ctx.settings.stack}", real_aws(ctx.settings), yes)
     started = time.monotonic()
     with progress("terminating instances") as on_poll:
         build_aws_stack(ctx.settings).down(report=click.echo, on_poll=on_poll)
     click.echo(f"stack {ctx.settings.stack}: down in {time.monotonic() - started:.1f} s")
 
 
-def status(ctx: Context, as_json: bool = False) -> None:
+def status_report(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The AWS side's status rows and what names it."""
     from hybrid.aws.stack import build_aws_stack
 
-    rows = build_aws_stack(ctx.settings).status()
-    echo_status(rows, as_json, {"stack": ctx.settings.stack, "target": ctx.settings.aws.target})
+    return build_aws_stack(ctx.settings).status(), header(ctx)
+
+
+def status(ctx: Context, as_json: bool = False) -> None:
+    rows, named = status_report(ctx)
+    echo_status(rows, as_json, named)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from hybrid.cli.context import EXIT_NOT_RUNNING, Context, pass_context
-from hybrid.cli.output import progress
+from hybrid.cli.output import echo_json, json_option, progress
 
 if TYPE_CHECKING:
     from hybrid.tools.batch import BatchClient, BatchResult
@@ -46,8 +46,9 @@ def submit(ctx: Context, folder: Path, requeue: bool) -> None:
 @click.option("--requeue", is_flag=True, help="request again every image that is not queued (before waiting)")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="write results.csv and one <name>.txt per label here")
+@json_option
 @pass_context
-def results(ctx: Context, wait_s: float | None, requeue: bool, out_dir: Path | None) -> None:
+def results(ctx: Context, wait_s: float | None, requeue: bool, out_dir: Path | None, as_json: bool) -> None:
     """Show (and optionally download) the state of every image under batch/ in the input bucket: its label, failed
     with the reason, pending, or not queued (nothing will answer it: --requeue requests it again). Exit 3 if some
     are pending or not queued."""
@@ -61,9 +62,13 @@ def results(ctx: Context, wait_s: float | None, requeue: bool, out_dir: Path | N
     else:
         with progress("waiting for batch results") as on_poll:
             listed = client.wait(wait_s, on_poll)
-    for result in listed:
-        click.echo(_line(result))
-    click.echo(summary(listed), err=True)
+    if as_json:
+        echo_json({"stack": ctx.settings.stack, "summary": summary(listed),
+                   "results": [_record(result) for result in listed]})
+    else:
+        for result in listed:
+            click.echo(_line(result))
+        click.echo(summary(listed), err=True)
     if out_dir:
         click.echo(f"wrote {client.download(out_dir, listed)}", err=True)
     if not all(r.ready for r in listed):
@@ -78,6 +83,11 @@ def _line(result: "BatchResult") -> str:
     if result.state == "not queued":  # hybrid.tools.batch.NOT_QUEUED (imported lazily, as the client is)
         return f"{result.name}: not queued (no request will answer it: `hybrid results --requeue`)"
     return f"{result.name}: {result.state}"
+
+
+def _record(result: "BatchResult") -> dict[str, str]:
+    return {"name": result.name, "state": result.state, "label": result.label, "error": result.error,
+            "key": result.key, "sha256": result.digest}
 
 
 def _requeue(client: "BatchClient") -> None:

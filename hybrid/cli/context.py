@@ -21,8 +21,8 @@ class Context:
     """What the top-level options decided; settings are loaded on first use so `--help` never fails on config."""
 
     def __init__(self, config: str | None = None, overrides: dict[str, Any] | None = None,
-                 assignments: list[str] | None = None) -> None:
-        self.config, self.overrides = config, overrides or {}
+                 assignments: list[str] | None = None, verbose: int = 0) -> None:
+        self.config, self.overrides, self.verbose = config, overrides or {}, verbose
         self.assignments: list[str] = assignments or []
         self.user_data: str | None = None
         self._settings: Settings | None = None

@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from hybrid.cli.context import EXIT_NOT_RUNNING, Context, pass_context
-from hybrid.cli.output import echo_applied, echo_plan, echo_status, progress
+from hybrid.cli.output import (detailed_exitcode_option, echo_applied, echo_plan, echo_preview, echo_status,
+                               json_option, pending, plan_exit_code, progress)
+from hybrid.cli.safety import confirm, dry_run_option, real_openstack, yes_option
 from hybrid.core.naming import IMAGE_LOGIN_USER
 DEFAULT_USER = IMAGE_LOGIN_USER
 
@@ -42,10 +44,14 @@ def openstack() -> None:
 @openstack.command("plan")
 @image_option
 @convert_option
+@json_option
+@detailed_exitcode_option
 @pass_context
-def openstack_plan(ctx: Context, image: Path | None, convert: bool) -> None:
+def openstack_plan(ctx: Context, image: Path | None, convert: bool, as_json: bool, detailed_exitcode: bool) -> None:
     """Show what `up` would change, without changing anything."""
-    echo_plan(_stack(ctx, image, convert).plan())
+    changes = _stack(ctx, image, convert).plan()
+    echo_plan(changes, as_json, header(ctx))
+    sys.exit(plan_exit_code(changes, detailed_exitcode))
 
 
 @openstack.command("up")
@@ -53,24 +59,30 @@ def openstack_plan(ctx: Context, image: Path | None, convert: bool) -> None:
 @convert_option
 @credentials_option
 @ssh_user_option
+@yes_option
 @pass_context
-def openstack_up(ctx: Context, image: Path | None, convert: bool, credentials: Path | None, ssh_user: str) -> None:
+def openstack_up(ctx: Context, image: Path | None, convert: bool, credentials: Path | None, ssh_user: str,
+                 yes: bool) -> None:
     """Create or converge the web tier on OpenStack and print its URL. Safe to run again: a second run changes
-    nothing. A failed run removes what it created."""
-    up(ctx, image, convert, credentials, ssh_user)
+    nothing. A failed run removes what it created. On a cloud other than the local fixture it first shows the plan
+    and asks (--yes does not ask)."""
+    up(ctx, image, convert, credentials, ssh_user, yes)
 
 
 @openstack.command("down")
 @click.option("--delete-image", is_flag=True, help="also delete the web-tier image if this stack uploaded it")
+@yes_option
+@dry_run_option
 @pass_context
-def openstack_down(ctx: Context, delete_image: bool) -> None:
+def openstack_down(ctx: Context, delete_image: bool, yes: bool, dry_run: bool) -> None:
     """Delete the stack's floating IP, server, security group and key pair. Only what carries the stack's marker
-    is touched; safe after a half-finished `up` and safe to repeat."""
-    down(ctx, delete_image)
+    is touched; safe after a half-finished `up` and safe to repeat. On a cloud other than the local fixture it first
+    lists what it will delete and asks (--yes does not ask); --dry-run only lists."""
+    down(ctx, delete_image, yes, dry_run)
 
 
 @openstack.command("status")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option
 @pass_context
 def openstack_status(ctx: Context, as_json: bool) -> None:
     """Every resource of the stack with its state, and the web tier's URL. Exit 3 if any is missing."""
@@ -101,10 +113,20 @@ def openstack_check(ctx: Context, ssh_user: str) -> None:
         sys.exit(EXIT_NOT_RUNNING)
 
 
+def header(ctx: Context) -> dict[str, Any]:
+    """What names the OpenStack side in a JSON report."""
+    return {"stack": ctx.settings.stack, "cloud": ctx.settings.openstack.cloud}
+
+
 def up(ctx: Context, image: Path | None = None, convert: bool = False, credentials: Path | None = None,
-       ssh_user: str = DEFAULT_USER) -> None:
+       ssh_user: str = DEFAULT_USER, yes: bool = False) -> None:
     started = time.monotonic()
     stack = _stack(ctx, image, convert)
+    if real_openstack(ctx.settings) and not yes:
+        changes = stack.plan()
+        echo_plan(changes)
+        if pending(changes):
+            confirm(f"apply these changes to stack {ctx.settings.stack}", real_openstack(ctx.settings), yes)
     with progress("booting the web-tier server") as on_poll:
         changes = stack.up(report=click.echo, on_poll=on_poll)
     echo_applied(ctx.settings.stack, changes, started)
@@ -115,15 +137,36 @@ def up(ctx: Context, image: Path | None = None, convert: bool = False, credentia
     click.echo(f"web tier: {stack.url()}")
 
 
-def down(ctx: Context, delete_image: bool = False) -> None:
+def plan(ctx: Context, image: Path | None = None, convert: bool = False) -> list[Any]:
+    return _stack(ctx, image, convert).plan()
+
+
+def down_preview(ctx: Context, delete_image: bool = False) -> list[str]:
+    return _stack(ctx).down_preview(delete_image)
+
+
+def down(ctx: Context, delete_image: bool = False, yes: bool = False, dry_run: bool = False,
+         asked: bool = False) -> None:
+    """Tears the OpenStack side down; on a real cloud (unless ``yes``, or ``asked`` by the caller) lists what it
+    would delete and asks first; with ``dry_run`` only lists."""
+    if dry_run or (real_openstack(ctx.settings) and not (yes or asked)):
+        echo_preview("OpenStack", ctx.settings.stack, down_preview(ctx, delete_image))
+        if dry_run:
+            return
+        confirm(f"delete all of this of stack {ctx.settings.stack}", real_openstack(ctx.settings), yes)
     started = time.monotonic()
     _stack(ctx).down(report=click.echo, delete_image=delete_image)
     click.echo(f"stack {ctx.settings.stack}: down in {time.monotonic() - started:.1f} s")
 
 
+def status_report(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The OpenStack side's status rows and what names it."""
+    return _stack(ctx).status(), header(ctx)
+
+
 def status(ctx: Context, as_json: bool = False) -> None:
-    rows = _stack(ctx).status()
-    echo_status(rows, as_json, {"stack": ctx.settings.stack, "cloud": ctx.settings.openstack.cloud})
+    rows, named = status_report(ctx)
+    echo_status(rows, as_json, named)
 
 
 def _stack(ctx: Context, image: Path | None = None, convert: bool = False) -> Any:

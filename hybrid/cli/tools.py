@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import click
 
-from app_tier.classifier import RUNTIMES
+from app_tier.runtimes import RUNTIMES
 from hybrid.cli.context import Context, pass_context
+from hybrid.cli.output import echo_json, json_option
 from hybrid.core.errors import ConfigError, HybridError
 
 if TYPE_CHECKING:
@@ -104,10 +105,11 @@ def bench() -> None:
               help="client threads sending at once in the pipeline run")
 @click.option("--workers", type=click.IntRange(min=1, max=64), default=2, show_default=True,
               help="fixed app-tier fleet (scaling.min_workers = max_workers); 2 = this machine's cores")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="write every figure as JSON here")
+@click.option("--out", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="also write every figure as JSON to this file")
+@json_option
 @pass_context
-def compare(ctx: Context, count: int, concurrency: int, workers: int, json_path: Path | None) -> None:
+def compare(ctx: Context, count: int, concurrency: int, workers: int, json_path: Path | None, as_json: bool) -> None:
     """Classify the same images in-process and through the whole local pipeline; print both side by side.
 
     \b
@@ -122,7 +124,7 @@ def compare(ctx: Context, count: int, concurrency: int, workers: int, json_path:
     from hybrid.tools.bench import BenchResult, bench_settings, format_report, run_bench
 
     if json_path is not None and not json_path.resolve().parent.is_dir():
-        raise click.BadParameter(f"folder {json_path.resolve().parent} does not exist", param_hint="--json")
+        raise click.BadParameter(f"folder {json_path.resolve().parent} does not exist", param_hint="--out")
     try:
         settings, child_args = bench_settings(ctx.overrides, ctx.assignments, workers)
     except HybridError as exc:
@@ -130,10 +132,13 @@ def compare(ctx: Context, count: int, concurrency: int, workers: int, json_path:
     result = BenchResult(count, concurrency, workers, os.cpu_count() or 1, secrets.randbelow(1_000_000),
                          settings.stack, str(settings.state_path.resolve()))
     run_bench(settings, child_args, result)
-    click.echo("\n".join(format_report(result)))
+    if as_json:
+        echo_json(result.to_json())
+    else:
+        click.echo("\n".join(format_report(result)))
     if json_path is not None:
         json_path.write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n", encoding="utf-8")
-        click.echo(f"figures written to {json_path}")
+        click.echo(f"figures written to {json_path}", err=as_json)
     sys.exit(result.exit_code)
 
 

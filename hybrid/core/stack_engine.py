@@ -227,6 +227,25 @@ class StackEngine:
         reason = self.kept_because.get(resource.kind, "")
         return f"{resource.kind} {resource.name}: kept" + (f" ({reason})" if reason else "")
 
+    def deletion_preview(self, found_each: Sequence[tuple[Resource, Observed | None]],
+                         detail: Detail | None = None) -> list[str]:
+        """What deleting these resources would do, one line each, changing nothing: those the stack owns would be
+        deleted (with ``detail``, e.g. a bucket's object count), the others kept or left alone; absent ones are not
+        listed."""
+        lines = []
+        for resource, found in found_each:
+            what = f"{resource.kind} {resource.name}"
+            if found is None:
+                continue
+            if not resource.managed:
+                lines.append(f"keep {what} (referenced by id, not owned)")
+            elif not found.owned:
+                lines.append(f"leave alone {what} ({self.not_ours})")
+            else:
+                extra = detail(resource, found) if detail else ""
+                lines.append(f"delete {what}" + (f" ({extra})" if extra else ""))
+        return lines
+
     def status(self, detail: Detail = notes_of) -> list[dict[str, Any]]:
         """One status row per desired resource, its detail from ``detail`` (default: the driver's notes)."""
         return [status_row(resource, found, detail(resource, found)) for resource, found in self.found_each()]

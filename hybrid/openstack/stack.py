@@ -183,6 +183,13 @@ class OpenStackStack:
         image this stack uploaded); returns one line per resource. Safe to repeat."""
         return self.engine.delete_in_reverse(report, lambda resource: self._delete(resource, delete_image))
 
+    def down_preview(self, delete_image: bool = False) -> list[str]:
+        """What `down` would do, one line per resource, changing nothing."""
+        found = list(reversed(self.engine.found_each()))
+        kept = [(r, f) for r, f in found if r.kind == "image" and not delete_image and f is not None]
+        lines = self.engine.deletion_preview([(r, f) for r, f in found if (r, f) not in kept])
+        return lines + [f"keep image {r.name} (pass --delete-image to delete it)" for r, _ in kept]
+
     def _delete(self, resource: Resource, delete_image: bool) -> str:
         """Every resource of that name this stack owns (Nova and Neutron allow several); the image only when asked."""
         if resource.kind == "image" and not delete_image:

@@ -28,7 +28,7 @@ def bench(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_compare_prints_both_ways_writes_json_and_leaves_nothing(tmp_path):
-    result = bench(tmp_path, "--count", "8", "--concurrency", "4", "--workers", "1", "--json", "figures.json")
+    result = bench(tmp_path, "--count", "8", "--concurrency", "4", "--workers", "1", "--out", "figures.json")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     for expected in TABLE_LINES:
@@ -57,7 +57,7 @@ def test_compare_prints_both_ways_writes_json_and_leaves_nothing(tmp_path):
     assert processes_of(state_dir.resolve()) == []
 
 
-@pytest.mark.parametrize("args", [("--count", "0"), ("--workers", "0"), ("--json", "no/such/folder/out.json")])
+@pytest.mark.parametrize("args", [("--count", "0"), ("--workers", "0"), ("--out", "no/such/folder/out.json")])
 def test_bad_usage_exits_2_before_starting_anything(tmp_path, args):
     result = bench(tmp_path, *args)
     assert result.returncode == 2, result.stdout + result.stderr

@@ -4,7 +4,7 @@ import pytest
 from hybrid.aws.errors import translate
 from hybrid.core.clock import FakeClock
 from hybrid.core.errors import (CloudError, CredentialsError, EmulatorNotRunning, HybridError, NameTakenError,
-                                NotFoundError, QuotaError, RegionError, WaitTimeout)
+                                NotFoundError, QuotaError, RegionError, UnreachableError, WaitTimeout)
 from hybrid.core.wait import Poll, wait_for
 
 
@@ -43,7 +43,8 @@ def test_missing_credentials_and_unreachable_emulator():
     unreachable = bx.EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
     error = translate(unreachable, "sqs.list_queues", "emulator")
     assert isinstance(error, EmulatorNotRunning) and "hybrid emulator start" in str(error)
-    assert type(translate(unreachable, "sqs.list_queues", "aws")) is CloudError
+    error = translate(unreachable, "sqs.list_queues", "aws")
+    assert type(error) is UnreachableError and error.exit_code == 3
 
 
 def test_unknown_exceptions_are_not_swallowed():

@@ -1,0 +1,47 @@
+"""Asking before a real cloud is changed, as Terraform and SkyPilot do.
+
+On a real cloud (``aws.target = "aws"``, or an OpenStack cloud other than the local fixture) ``up`` shows its plan and
+``down`` lists what it would delete (buckets with their object counts), and both ask before going on; ``--yes``
+answers for the operator. Without a terminal to ask on, they refuse (exit 2) and change nothing. The embedded default
+(the local AWS server and the local OpenStack fixture) never asks.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hybrid.core.errors import HybridError
+from hybrid.core.settings import FIXTURE_CLOUD, Settings
+
+yes_option = click.option("--yes", "-y", is_flag=True,
+                          help="do not ask before changing a real cloud (the local ones never ask)")
+dry_run_option = click.option("--dry-run", is_flag=True, help="list what would be deleted, and delete nothing")
+
+
+class Cancelled(HybridError):
+    """The operator answered no: nothing was changed."""
+
+
+def real_aws(settings: Settings) -> list[str]:
+    """The AWS account, when the stack's AWS side is on real AWS (not the local server)."""
+    return [f"AWS (region {settings.aws.region})"] if settings.aws.target == "aws" else []
+
+
+def real_openstack(settings: Settings) -> list[str]:
+    """The OpenStack cloud, when it is not the local fixture."""
+    cloud = settings.openstack.cloud
+    return [f"OpenStack cloud {cloud!r}"] if cloud != FIXTURE_CLOUD else []
+
+
+def confirm(action: str, clouds: list[str], yes: bool) -> None:
+    """Asks "<action> on <clouds>?" when ``clouds`` names a real one and ``yes`` is not given; raises
+    :class:`Cancelled` on no, and a usage error (exit 2) when there is no terminal to ask on."""
+    if not clouds or yes:
+        return
+    where = " and ".join(clouds)
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"{action} on {where} needs a confirmation, and stdin is not a terminal: nothing was "
+                               "changed; pass --yes to go ahead")
+    if not click.confirm(f"{action} on {where}?", default=False, err=True):
+        raise Cancelled("cancelled: nothing was changed")
