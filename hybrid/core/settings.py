@@ -6,26 +6,55 @@ Precedence, lowest first: the defaults below, the TOML file (``hybrid.toml``, or
     stack = "demo"                 # top level: HYBRID_STACK
     [aws]   region = "us-east-1"   # HYBRID_AWS_REGION, or the flag --set aws.region=us-east-1
 
-A bad value raises ``ConfigError`` naming the key, the value and what is allowed. The object is JSON-serialisable
-(``to_json`` / ``from_json``) so it can travel to instances as user data; it never holds credentials.
+Two keys fall back on their SDK's usual variables when no layer above sets them (``CHAINS``): ``aws.region`` on
+``AWS_REGION``, ``AWS_DEFAULT_REGION``, then the AWS profile's own region (looked up by a function the caller hands
+in, since reading AWS's files is the SDK's business); ``openstack.cloud`` on ``OS_CLOUD``, then ``envvars`` (the
+openrc variables) when ``OS_AUTH_URL`` is set. ``load_with_origins`` says which layer gave each value.
+
+A bad value raises ``ConfigError`` naming the key, the value and what is allowed; an unknown key, also with the
+closest known one. ``HYBRID_*`` variables that are no setting (and not in ``OTHER_VARIABLES``) are logged as
+warnings. The object is JSON-serialisable (``to_json`` / ``from_json``) so it can travel to instances as user data;
+it never holds credentials.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import json
+import logging
 import re
 import textwrap
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from hybrid.core.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 CONFIG_FILE = "hybrid.toml"
 ENV_PREFIX = "HYBRID_"
+CONFIG_VARIABLE = f"{ENV_PREFIX}CONFIG"
+OTHER_VARIABLES = {
+    CONFIG_VARIABLE: "the config file's path (--config)",
+    "HYBRID_IMAGE_CACHE": "the baked-disk cache of the local AWS server (hybrid.core.localserver)",
+    "HYBRID_UPDATE_SCREENSHOTS": "the tests' switch that refreshes docs/ screenshots",
+    "HYBRID_ROLE": "input of images/common/bake.sh on an image builder",
+    "HYBRID_EXTRA": "input of images/common/bake.sh on an image builder",
+    "HYBRID_UNITS": "input of images/common/bake.sh on an image builder",
+    "HYBRID_PROBE": "a test's marker variable",
+}
+"""The ``HYBRID_*`` variables this project reads that are not settings: no "unknown variable" warning for them."""
+DEFAULT_REGION = "us-east-1"
+REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+ENVVARS_CLOUD = "envvars"
+ORIGIN_DEFAULT, ORIGIN_FLAGS = "default", "command line"
+CHAIN_KEYS = ("aws.region", "openstack.cloud")
+"""Keys that fall back on their SDK's variables: the example file leaves them commented out, since a value there
+would hide AWS_REGION, the profile's region and OS_CLOUD."""
 STACK_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,22}[a-z0-9]$")
 
 
@@ -61,11 +90,26 @@ def _bind(value: str) -> str | None:
     return "HOST:PORT, for example 127.0.0.1:8000"
 
 
+def _loopback_bind(value: str) -> str | None:
+    host, _, port = value.rpartition(":")
+    if value == "" or (host in ("127.0.0.1", "localhost", "[::1]") and port.isdigit() and int(port) < 65536):
+        return None
+    return "empty, or a loopback HOST:PORT such as 127.0.0.1:9101 (port 0 for any free one)"
+
+
 @dataclass(frozen=True)
 class AwsSettings:
     target: str = _opt("emulator", "where the AWS calls go: the local AWS server started by "
                        "`hybrid emulator start`, or AWS itself", choices=("emulator", "aws"))
-    region: str = _opt("us-east-1", "AWS region of every resource of the stack")
+    region: str = _opt(DEFAULT_REGION, "AWS region of every resource of the stack. When neither this file, "
+                       "HYBRID_AWS_REGION nor --set gives it: AWS_REGION, then AWS_DEFAULT_REGION, then the AWS "
+                       f"profile's region (target aws), else {DEFAULT_REGION}")
+    profile: str = _opt("", "AWS profile of ~/.aws/config and ~/.aws/credentials (AWS_CONFIG_FILE, "
+                        "AWS_SHARED_CREDENTIALS_FILE) whose credentials and region are used (flag --profile); "
+                        "empty: the SDK's default chain (AWS_PROFILE, then the default profile). Target aws only: "
+                        "the emulator has fixed test credentials and reads no AWS file")
+    max_attempts: int = _opt(5, "attempts of one AWS call, the first included: the SDK's standard retry mode "
+                             "retries throttling, 5xx answers and dropped connections with backoff", min=1, max=20)
     endpoint_url: str = _opt("", "send AWS calls to this endpoint instead (overrides target's endpoint)")
     use_instance_metadata: bool = _opt(False, "let boto3 ask the instance metadata service for credentials; "
                                        "true only for code running on an EC2 instance")
@@ -102,7 +146,10 @@ on the external network (where the operator's connections to a floating IP come 
 
 @dataclass(frozen=True)
 class OpenStackSettings:
-    cloud: str = _opt(FIXTURE_CLOUD, "name of the cloud in clouds.yaml")
+    cloud: str = _opt(FIXTURE_CLOUD, "name of the cloud in clouds.yaml (flag --os-cloud), or 'envvars' for the "
+                      "openrc variables (OS_AUTH_URL, OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME, ...). When neither "
+                      "this file, HYBRID_OPENSTACK_CLOUD nor --set gives it: OS_CLOUD, then 'envvars' when "
+                      f"OS_AUTH_URL is set, else {FIXTURE_CLOUD!r} (the local fixture)")
     image_name: str = _opt("", "Glance image of the web tier; empty means '<stack>-web-tier'")
     flavor: str = _opt("m1.small", "flavor of the web-tier server")
     network: str = _opt("private", "private network the server boots on")
@@ -130,6 +177,8 @@ class ScalingSettings:
     poll_interval: float = _opt(1.0, "seconds between autoscaler ticks", min=0.05, max=300.0)
     pending_timeout: float = _opt(300.0, "seconds an instance may stay pending before it is replaced",
                                   min=1.0, max=86400.0)
+    metrics_bind: str = _opt("", "loopback HOST:PORT where `hybrid autoscale` serves Prometheus metrics at /metrics "
+                             "(port 0: any free port, logged); empty serves none", check=_loopback_bind)
 
 
 @dataclass(frozen=True)
@@ -159,6 +208,13 @@ class WebSettings:
                                        min=1, max=100_000)
 
 
+@dataclass(frozen=True)
+class LogSettings:
+    format: str = _opt("text", "log lines of the service processes (hybrid web, worker, autoscale): text, or json "
+                       "(one object a line, with the request id of an upload on the web tier's and the worker's "
+                       "lines for it)", choices=("text", "json"))
+
+
 def _check_stack(value: str) -> str | None:
     if STACK_PATTERN.match(value) and "--" not in value:
         return None
@@ -175,6 +231,7 @@ class Settings:
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
     def __post_init__(self) -> None:
         if self.scaling.min_workers > self.scaling.max_workers:
@@ -210,22 +267,67 @@ SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fiel
                              if f.default_factory is not dataclasses.MISSING}
 
 
+ProfileRegion = Callable[[str], "tuple[str | None, str]"]
+"""Given ``aws.profile`` ("" for the SDK's default chain): that profile's region (None if it sets none) and a label
+such as ``profile work``; raises ``ConfigError`` when the profile does not exist (``hybrid.aws.session``)."""
+
+Entry = tuple[str, Any, str]
+"""One value of one layer: (``section.key``, value, origin), the origin as ``config show --origin`` prints it."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The settings and, for every key, where its value came from: ``default``, ``file PATH``, ``user data PATH``,
+    ``env NAME`` (a HYBRID_* variable, or AWS_REGION, OS_CLOUD...), ``command line`` or ``profile NAME``."""
+
+    settings: Settings
+    origins: Mapping[str, str]
+
+    def rows(self) -> list[tuple[str, Any, str]]:
+        """(key, value, origin) for every setting, in ``describe`` order."""
+        values = _flatten(self.settings.to_dict())
+        return [(key, values[key], self.origins.get(key, ORIGIN_DEFAULT)) for key, _default, _help in describe()]
+
+
 def load(config_path: str | Path | None = None, environ: Mapping[str, str] | None = None,
-         overrides: Mapping[str, Any] | None = None, user_data: str | Path | None = None) -> Settings:
+         overrides: Mapping[str, Any] | None = None, user_data: str | Path | None = None,
+         profile_region: ProfileRegion | None = None) -> Settings:
     """Builds the settings from the config file, then the environment, then flags (``section.key`` -> value).
 
     On an instance, ``user_data`` (the JSON settings written at boot) takes the config file's place.
     """
+    return load_with_origins(config_path, environ, overrides, user_data, profile_region).settings
+
+
+def load_with_origins(config_path: str | Path | None = None, environ: Mapping[str, str] | None = None,
+                      overrides: Mapping[str, Any] | None = None, user_data: str | Path | None = None,
+                      profile_region: ProfileRegion | None = None) -> Loaded:
+    """``load``, saying where each value came from; logs a warning for each unknown ``HYBRID_*`` variable."""
     environ = {} if environ is None else environ
-    layered: dict[str, Any] = {}
+    for warning in unknown_variables(environ):
+        logger.warning("%s", warning)
+    entries = [*_first_layer(config_path, environ, user_data), *entries_from_environ(environ),
+               *entries_from_dotted(overrides or {})]
+    check_known(entries)
+    origins = {key: origin for key, _value, origin in entries}
+    settings = build(_nest(entries))
+    if user_data is None:
+        settings = _with_chains(settings, origins, environ, profile_region)
+    return Loaded(settings, origins)
+
+
+def _first_layer(config_path: str | Path | None, environ: Mapping[str, str],
+                 user_data: str | Path | None) -> list[Entry]:
     if user_data is not None:
-        _merge(layered, read_user_data(Path(user_data)))
-    else:
-        _merge(layered, read_config_file(config_path or environ.get(f"{ENV_PREFIX}CONFIG"),
-                                         config_path is not None or f"{ENV_PREFIX}CONFIG" in environ))
-    _merge(layered, values_from_environ(environ))
-    _merge(layered, values_from_dotted(overrides or {}))
-    return build(layered)
+        values = read_user_data(Path(user_data))
+        return [e for e in _entries(values, f"user data {user_data}") if e[0] not in MACHINE_LOCAL]
+    path = config_path or environ.get(CONFIG_VARIABLE)
+    values = read_config_file(path, config_path is not None or CONFIG_VARIABLE in environ)
+    return _entries(values, f"file {path or CONFIG_FILE}")
+
+
+MACHINE_LOCAL = {"aws.profile"}
+"""Keys that mean something only on the machine that wrote them: an instance reading user data ignores them."""
 
 
 def read_config_file(path: str | Path | None, required: bool) -> dict[str, Any]:
@@ -236,9 +338,23 @@ def read_config_file(path: str | Path | None, required: bool) -> dict[str, Any]:
             raise ConfigError(f"config file {file} does not exist")
         return {}
     try:
-        return tomllib.loads(file.read_text())
+        return tomllib.loads(_config_text(file))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+
+
+def _config_text(file: Path) -> str:
+    if file.is_dir():
+        raise ConfigError(f"config file {file} is a folder: name the file, e.g. {file / CONFIG_FILE}")
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {file} is not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+                          f"{exc.start}): save it as UTF-8") from None
 
 
 def read_user_data(path: Path) -> dict[str, Any]:
@@ -254,33 +370,120 @@ def read_user_data(path: Path) -> dict[str, Any]:
     return data
 
 
-def values_from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``HYBRID_AWS_REGION`` -> {"aws": {"region": ...}}; ``HYBRID_STACK`` -> {"stack": ...}."""
-    values: dict[str, Any] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
-            continue
-        key = name[len(ENV_PREFIX):].lower()
-        section, _, rest = key.partition("_")
-        if section in SECTIONS and rest:
-            values.setdefault(section, {})[rest] = value
-        elif key in _top_level_keys():
-            values[key] = value
-    return values
+def variable_names() -> dict[str, str]:
+    """Every setting's environment variable: ``HYBRID_AWS_REGION`` -> ``aws.region``."""
+    return {ENV_PREFIX + key.replace(".", "_").upper(): key for key, _default, _help in describe()}
 
 
-def values_from_dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """{"aws.region": "eu-west-1", "stack": "x"} -> nested values; None means the flag was not given."""
-    values: dict[str, Any] = {}
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        section, _, key = dotted.partition(".")
-        if key:
-            values.setdefault(section, {})[key] = value
+def entries_from_environ(environ: Mapping[str, str]) -> list[Entry]:
+    """The ``HYBRID_*`` variables that are settings, each with its own origin (``env HYBRID_AWS_REGION``)."""
+    names = variable_names()
+    return [(names[name], value, f"env {name}") for name, value in sorted(environ.items()) if name in names]
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning per ``HYBRID_*`` variable that is neither a setting nor in ``OTHER_VARIABLES``."""
+    known = [*variable_names(), *OTHER_VARIABLES]
+    return [f"{name} is not a setting and is ignored{_did_you_mean(name, known)} (`hybrid config keys` lists them)"
+            for name in sorted(environ) if name.startswith(ENV_PREFIX) and name not in known]
+
+
+def entries_from_dotted(overrides: Mapping[str, Any]) -> list[Entry]:
+    """{"aws.region": "eu-west-1", "stack": "x"} from flags; None means the flag was not given."""
+    return [(key, value, ORIGIN_FLAGS) for key, value in overrides.items() if value is not None]
+
+
+def check_known(entries: list[Entry]) -> None:
+    """Raises ``ConfigError`` for the first key that is no setting, with the closest one and where it was found."""
+    known = [key for key, _default, _help in describe()]
+    for key, _value, origin in entries:
+        if key not in known and key not in SECTIONS:
+            raise ConfigError(f"unknown setting {key} ({origin}){_did_you_mean(key, known)}; "
+                              "`hybrid config keys` lists them")
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f": did you mean {close[0]}?" if close else ""
+
+
+def _entries(values: Mapping[str, Any], origin: str) -> list[Entry]:
+    """A file's nested values as entries; a section that is not a table stays whole, for ``build`` to refuse."""
+    entries: list[Entry] = []
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            entries += [(f"{key}.{name}", item, origin) for name, item in value.items()]
         else:
-            values[section] = value
+            entries.append((key, value, origin))
+    return entries
+
+
+def _nest(entries: list[Entry]) -> dict[str, Any]:
+    """Entries, later ones winning, as the nested values ``build`` takes."""
+    values: dict[str, Any] = {}
+    for key, value, _origin in entries:
+        section, _, name = key.partition(".")
+        if not name:
+            values[key] = value
+            continue
+        table = values.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table of settings, got {table!r}")
+        table[name] = value
     return values
+
+
+def _flatten(values: Mapping[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in SECTIONS:
+            flat.update({f"{key}.{name}": item for name, item in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _with_chains(settings: Settings, origins: dict[str, str], environ: Mapping[str, str],
+                 profile_region: ProfileRegion | None) -> Settings:
+    """Fills aws.region and openstack.cloud from their SDKs' variables and the AWS profile where no layer set them
+    (``origins`` gains their origin)."""
+    region = region_from_chain(settings, origins, environ, profile_region)
+    cloud = cloud_from_chain(origins, environ)
+    for key, found in (("aws.region", region), ("openstack.cloud", cloud)):
+        if found:
+            origins[key] = found[1]
+    return dataclasses.replace(
+        settings, aws=dataclasses.replace(settings.aws, region=region[0]) if region else settings.aws,
+        openstack=dataclasses.replace(settings.openstack, cloud=cloud[0]) if cloud else settings.openstack)
+
+
+def region_from_chain(settings: Settings, origins: Mapping[str, str], environ: Mapping[str, str],
+                      profile_region: ProfileRegion | None) -> tuple[str, str] | None:
+    """(region, origin) from AWS_REGION, AWS_DEFAULT_REGION or the profile when no layer set aws.region; None keeps
+    the setting. On target aws the profile is looked up even then, so that a profile which does not exist is
+    reported now."""
+    profile = None
+    if settings.aws.target == "aws" and profile_region is not None:
+        profile = profile_region(settings.aws.profile)
+    if "aws.region" in origins:
+        return None
+    for name in REGION_VARIABLES:
+        if environ.get(name):
+            return environ[name], f"env {name}"
+    if profile and profile[0]:
+        return profile[0], profile[1]
+    return None
+
+
+def cloud_from_chain(origins: Mapping[str, str], environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """(cloud, origin) from OS_CLOUD, or envvars when OS_AUTH_URL is set, if no layer set openstack.cloud."""
+    if "openstack.cloud" in origins:
+        return None
+    if environ.get("OS_CLOUD"):
+        return environ["OS_CLOUD"], "env OS_CLOUD"
+    if environ.get("OS_AUTH_URL"):
+        return ENVVARS_CLOUD, "env OS_AUTH_URL (the openrc variables)"
+    return None
 
 
 def parse_assignment(text: str) -> tuple[str, str]:
@@ -303,16 +506,13 @@ def build(values: Mapping[str, Any]) -> Settings:
     return Settings(**top, **sections)
 
 
-def _top_level_keys() -> set[str]:
-    return {f.name for f in dataclasses.fields(Settings) if f.name not in SECTIONS}
-
-
 def _build_section(section_type: type, raw: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(section_type) if f.name not in SECTIONS}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        known = ", ".join(prefix + name for name in fields)
-        raise ConfigError(f"unknown setting {prefix}{unknown[0]} (known: {known})")
+        known = [prefix + name for name in fields]
+        raise ConfigError(f"unknown setting {prefix}{unknown[0]}{_did_you_mean(prefix + unknown[0], known)} "
+                          f"(known: {', '.join(known)})")
     hints = typing.get_type_hints(section_type)
     return {name: _validated(prefix + name, raw[name], hints[name], fields[name].metadata) for name in raw}
 
@@ -367,16 +567,6 @@ def _rule_problem(value: Any, rules: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _merge(into: dict[str, Any], values: Mapping[str, Any]) -> None:
-    for key, value in values.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            into[key].update(value)
-        elif isinstance(value, Mapping):
-            into[key] = dict(value)
-        else:
-            into[key] = value
-
-
 def describe() -> list[tuple[str, Any, str]]:
     """(key, default, help) for every setting, for `hybrid config keys` and the example file."""
     rows = [(f.name, f.default, f.metadata["help"]) for f in dataclasses.fields(Settings) if f.name not in SECTIONS]
@@ -388,9 +578,12 @@ def describe() -> list[tuple[str, Any, str]]:
 def example_toml() -> str:
     """The documented example config: every key with its default and meaning (``hybrid config example``)."""
     lines = ["# hybrid settings: copy to hybrid.toml and change what you need. Every key is optional; these are the",
-             "# defaults. Precedence: this file < HYBRID_<SECTION>_<KEY> environment variables < --set SECTION.KEY=VALUE.",
+             "# defaults. Precedence: this file < HYBRID_<SECTION>_<KEY> environment variables < --set "
+             "SECTION.KEY=VALUE.",
              "# Example: HYBRID_AWS_TARGET=aws hybrid aws plan    or    hybrid --set aws.target=aws aws plan",
              "# No credentials belong here: AWS credentials come from your usual AWS configuration (profile, env).",
+             "# aws.region and openstack.cloud are commented out: unset, they follow AWS_REGION, the AWS profile and",
+             "# OS_CLOUD. `hybrid config show --origin` says where each value came from.",
              "# Regenerate with: hybrid config example > hybrid.example.toml"]
     current = ""
     for key, default, help_text in describe():
@@ -399,11 +592,12 @@ def example_toml() -> str:
             lines += ["", f"[{section}]"]
             current = section
         lines += [f"# {line}" for line in textwrap.wrap(help_text, 110)]
-        lines.append(f"{name} = {_toml_value(default)}")
+        lines.append(("# " if key in CHAIN_KEYS else "") + f"{name} = {toml_value(default)}")
     return "\n".join(lines) + "\n"
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """A value as TOML writes it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value) if isinstance(value, str) else repr(value)

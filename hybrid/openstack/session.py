@@ -6,6 +6,7 @@ through ``translate``, the one place where openstacksdk and keystoneauth excepti
 """
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -15,14 +16,17 @@ import openstack
 import openstack.exceptions as osx
 
 from hybrid.core.errors import (CloudError, ConfigError, CredentialsError, HybridError, NotFoundError,
-                               QuotaError, WaitTimeout)
+                               QuotaError, UnreachableError, WaitTimeout)
+from hybrid.core.settings import ENVVARS_CLOUD
 
 API_TIMEOUT = 60.0
 QUOTA_WORDS = ("quota", "overquota", "limit exceeded")
 
 
 def connect(cloud: str) -> MappedConnection:
-    """The named cloud of clouds.yaml (``~/.config/openstack``, ``/etc/openstack`` or ``OS_CLIENT_CONFIG_FILE``)."""
+    """The named cloud of clouds.yaml (``~/.config/openstack``, ``/etc/openstack`` or ``OS_CLIENT_CONFIG_FILE``), or
+    with ``envvars`` the openrc variables (``OS_AUTH_URL``, ``OS_USERNAME``, ...). Which cloud is the settings'
+    business (``openstack.cloud``, then ``OS_CLOUD``): openstacksdk is always told, never left to guess."""
     try:
         connection = openstack.connect(cloud=cloud, api_timeout=API_TIMEOUT)
     except Exception as exc:
@@ -94,8 +98,8 @@ def translate(exc: Exception, operation: str, cloud: str) -> HybridError:
     if isinstance(exc, (osx.ConfigException, ksa.MissingRequiredOptions, ksa.MissingAuthPlugin)):
         return _config_error(exc, cloud)
     if isinstance(exc, (ksa.ConnectFailure, ksa.ConnectTimeout, ksa.UnknownConnectionError)):
-        return CloudError(f"the endpoint of cloud {cloud!r} does not answer ({_first_line(exc)}): is the cloud up? "
-                          "(locally: `devstack/minicloud.sh status`)", "unreachable")
+        return UnreachableError(f"the endpoint of cloud {cloud!r} does not answer ({_first_line(exc)}): is the "
+                                "cloud up? (locally: `devstack/minicloud.sh status`)", "unreachable")
     if isinstance(exc, ksa.Unauthorized):
         return _credentials_error(exc, operation, cloud)
     status = _status_of(exc)
@@ -112,11 +116,20 @@ def translate(exc: Exception, operation: str, cloud: str) -> HybridError:
 
 def _config_error(exc: Exception, cloud: str) -> HybridError:
     text = _first_line(exc)
+    if cloud == ENVVARS_CLOUD:
+        return ConfigError(f"openstack.cloud = {ENVVARS_CLOUD!r} takes the cloud from the openrc variables "
+                           "(OS_AUTH_URL, OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME, ...), which are "
+                           f"{_envvars_state()}: source your openrc file, or name a cloud of clouds.yaml with "
+                           "--os-cloud or OS_CLOUD")
     if "was not found" in text:
         return ConfigError(f"cloud {cloud!r} is not in clouds.yaml: add it (~/.config/openstack/clouds.yaml, "
                            "/etc/openstack/clouds.yaml or the file named by OS_CLIENT_CONFIG_FILE), "
-                           "or set openstack.cloud to one that is")
+                           "or name one that is (openstack.cloud, --os-cloud or OS_CLOUD)")
     return ConfigError(f"cloud {cloud!r} in clouds.yaml is not usable: {text}")
+
+
+def _envvars_state() -> str:
+    return "incomplete" if os.environ.get("OS_AUTH_URL") else "not set (no OS_AUTH_URL)"
 
 
 def _credentials_error(exc: Exception, operation: str, cloud: str) -> HybridError:
