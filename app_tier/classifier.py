@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from app_tier.runtimes import RUNTIMES, TOP_K
 from hybrid.core.decoding import CROP_SIZE, BadImageError, decode_image
 from hybrid.core.errors import ConfigError
 from hybrid.core.files import file_sha256
@@ -24,14 +25,12 @@ from hybrid.core.files import file_sha256
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "efficientnet-lite0/imagenet"
-RUNTIMES = ("auto", "onnx", "torch")
 # Running the ONNX export needs only onnxruntime (the app-tier image has nothing more); making it needs torch, onnx
 # and onnxscript (the [app] extra, on the operator's machine).
 ONNX_PACKAGES = ("onnxruntime",)
 EXPORT_PACKAGES = ("torch", "onnx", "onnxscript")
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "hybrid" / "models"
 ONNX_FILE = "model.onnx"
-TOP_K = 5
 
 Infer = Callable[[np.ndarray], np.ndarray]
 """A runtime's forward pass: float32 images N x 3 x 224 x 224 in, logits N x 1000 out."""

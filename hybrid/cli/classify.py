@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import click
 
-from app_tier.classifier import RUNTIMES, TOP_K, Prediction, load_classifier
+from app_tier.runtimes import RUNTIMES, TOP_K
 from hybrid.cli.context import EXIT_FAILED
-from hybrid.core.decoding import BadImageError
+
+if TYPE_CHECKING:
+    from app_tier.classifier import Prediction
 
 BATCH_SIZE = 16
 
@@ -29,6 +31,9 @@ BATCH_SIZE = 16
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="compute threads")
 def classify(images: Sequence[Path], top: int, runtime: str, threads: int) -> None:
     """Classify IMG files with the offline ImageNet model (EfficientNet-Lite0)."""
+    from app_tier.classifier import load_classifier  # numpy, Pillow: the worker extra, not the core
+    from hybrid.core.decoding import BadImageError
+
     classifier = load_classifier(runtime, threads)
     failed = False
     for paths in _batches(images, BATCH_SIZE):
