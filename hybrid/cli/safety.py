@@ -34,13 +34,18 @@ def real_openstack(settings: Settings) -> list[str]:
     return [f"OpenStack cloud {cloud!r}"] if cloud != FIXTURE_CLOUD else []
 
 
+def can_ask() -> bool:
+    """Whether there is an operator to ask: stdin is a terminal."""
+    return sys.stdin.isatty()
+
+
 def confirm(action: str, clouds: list[str], yes: bool) -> None:
     """Asks "<action> on <clouds>?" when ``clouds`` names a real one and ``yes`` is not given; raises
     :class:`Cancelled` on no, and a usage error (exit 2) when there is no terminal to ask on."""
     if not clouds or yes:
         return
     where = " and ".join(clouds)
-    if not sys.stdin.isatty():
+    if not can_ask():
         raise click.UsageError(f"{action} on {where} needs a confirmation, and stdin is not a terminal: nothing was "
                                "changed; pass --yes to go ahead")
     if not click.confirm(f"{action} on {where}?", default=False, err=True):

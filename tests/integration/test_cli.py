@@ -75,7 +75,7 @@ def test_aws_commands_end_to_end(own_state, stack_name):
 
 def test_errors_are_one_line_with_a_trustworthy_exit_code(own_state):
     missing = hybrid("aws", "status", state_dir=own_state, check=False)
-    assert missing.returncode == 1
+    assert missing.returncode == 3
     assert missing.stderr.strip() == ("error: the local AWS server is not running (no live emulator recorded in "
                                       f"{own_state}/emulator): start it with `hybrid emulator start`")
     bad = hybrid("--set", "scaling.max_workers=lots", "aws", "plan", state_dir=own_state, check=False)
@@ -95,6 +95,6 @@ def test_help_teaches(own_state):
 def test_web_refuses_to_serve_a_stack_that_is_not_set_up(own_state, stack_name):
     hybrid("emulator", "start", state_dir=own_state)
     result = hybrid("--stack", stack_name, "--set", "web.bind=127.0.0.1:9", "web", state_dir=own_state, check=False)
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert result.stderr.strip() == (f"error: stack {stack_name} is not set up (no queue {stack_name}-requests): "
                                      "run `hybrid aws up` first")
