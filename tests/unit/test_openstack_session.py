@@ -3,7 +3,8 @@ import keystoneauth1.exceptions as ksa
 import openstack.exceptions as osx
 import pytest
 
-from hybrid.core.errors import CloudError, ConfigError, CredentialsError, NotFoundError, QuotaError, WaitTimeout
+from hybrid.core.errors import (CloudError, ConfigError, CredentialsError, NotFoundError, QuotaError,
+                                UnreachableError, WaitTimeout)
 from hybrid.openstack.session import MappedConnection, connect, translate
 from tests.openstack_fakes import FakeCloud, http_error
 
@@ -22,7 +23,7 @@ from tests.openstack_fakes import FakeCloud, http_error
      CredentialsError, "not allowed"),
     (http_error(osx.NotFoundException, 404, "No Server found for x"), NotFoundError, "No Server found"),
     (http_error(osx.ConflictException, 409, "Security Group sg-1 in use."), CloudError, "conflict"),
-    (ksa.ConnectFailure("Unable to establish connection to http://127.0.0.1:1/v3"), CloudError,
+    (ksa.ConnectFailure("Unable to establish connection to http://127.0.0.1:1/v3"), UnreachableError,
      "endpoint of cloud 'c1' does not answer"),
     (osx.ResourceTimeout("Timeout waiting for the server to come up."), WaitTimeout, "Timeout"),
     (osx.SDKException("odd"), CloudError, "odd"),
