@@ -2,7 +2,12 @@
 
 A request carries S3 keys and ids, never image bytes, so it fits the request queue's 1 KB MaximumMessageSize::
 
-    {"v": 1, "id": "<correlation id>", "key": "<input-bucket key>", "name": "<image name>", "reply_to": "<queue>"}
+    {"v": 1, "id": "<correlation id>", "key": "<input-bucket key>", "name": "<image name>", "reply_to": "<queue>",
+     "request_id": "<the upload's request id, for log lines>"}
+
+``request_id`` is optional (a message without it, or with one that is not a sane id, is valid and has "" there): it
+is the upload's id as the web tier logged and returned it (``hybrid.core.logs``), not the correlation id, which
+stays unique per message.
 
 Batch mode puts no request on the queue itself: the input bucket's event notification does, for any key under
 ``batch/`` (``hybrid results --requeue`` sends the same shape for an object that was never notified).
@@ -25,6 +30,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from hybrid.core.errors import HybridError
+from hybrid.core.logs import sane_request_id
 
 VERSION = 1
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._ +=@,()\[\]-]{1,200}$")
@@ -45,15 +51,24 @@ class ClassifyRequest:
     key: str
     name: str
     reply_to: str
+    request_id: str = ""
+
+    @property
+    def log_id(self) -> str:
+        """The id this request's log lines carry: its request id, else (an older message) its correlation id."""
+        return self.request_id or self.id
 
     def to_body(self) -> str:
-        return json.dumps({"v": VERSION, "id": self.id, "key": self.key, "name": self.name,
-                           "reply_to": self.reply_to}, separators=(",", ":"))
+        fields = {"v": VERSION, "id": self.id, "key": self.key, "name": self.name, "reply_to": self.reply_to}
+        if self.request_id:
+            fields["request_id"] = self.request_id
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def from_body(cls, body: str) -> "ClassifyRequest":
         data = _json_object(body)
-        request = cls(**{k: _text(data, k) for k in ("id", "key", "name", "reply_to")})
+        request = cls(**{k: _text(data, k) for k in ("id", "key", "name", "reply_to")},
+                      request_id=sane_request_id(data.get("request_id")))
         if not SAFE_NAME.match(request.name) or request.name in (".", ".."):
             raise MalformedMessage(f"request {request.id}: unsafe image name {request.name[:50]!r}")
         return request
