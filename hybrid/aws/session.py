@@ -165,9 +165,15 @@ def check_region(region: str) -> None:
     """Rejects a region name AWS does not have, before any call is made."""
     known = sorted(_isolated_session().get_available_regions("ec2"))
     if region not in known:
-        close = difflib.get_close_matches(region, known, n=1)
-        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+        close = _closest_region(region, known)
+        hint = f"did you mean {close}?" if close else f"known: {', '.join(known)}"
         raise RegionError(f"aws.region = {region!r} is not an AWS region ({hint})")
+
+
+def _closest_region(region: str, known: list[str]) -> str | None:
+    """The region with the same letters (a transposition: us-esat-1), else the most similar one, if any is close."""
+    same_letters = [name for name in known if sorted(name) == sorted(region)]
+    return (same_letters or difflib.get_close_matches(region, known, n=1) or [None])[0]
 
 
 def sdk_session(aws: AwsSettings) -> botocore.session.Session:

@@ -384,8 +384,9 @@ def entries_from_environ(environ: Mapping[str, str]) -> list[Entry]:
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """One warning per ``HYBRID_*`` variable that is neither a setting nor in ``OTHER_VARIABLES``."""
     known = [*variable_names(), *OTHER_VARIABLES]
-    return [f"{name} is not a setting and is ignored{_did_you_mean(name, known)} (`hybrid config keys` lists them)"
-            for name in sorted(environ) if name.startswith(ENV_PREFIX) and name not in known]
+    return [f"{name} is not a setting and is ignored{_did_you_mean(name, known, ENV_PREFIX)} "
+            "(`hybrid config keys` lists them)" for name in sorted(environ)
+            if name.startswith(ENV_PREFIX) and name not in known]
 
 
 def entries_from_dotted(overrides: Mapping[str, Any]) -> list[Entry]:
@@ -398,13 +399,14 @@ def check_known(entries: list[Entry]) -> None:
     known = [key for key, _default, _help in describe()]
     for key, _value, origin in entries:
         if key not in known and key not in SECTIONS:
-            raise ConfigError(f"unknown setting {key} ({origin}){_did_you_mean(key, known)}; "
+            raise ConfigError(f"unknown setting {key} ({origin}){_did_you_mean(key, [*known, *SECTIONS])}; "
                               "`hybrid config keys` lists them")
 
 
-def _did_you_mean(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    return f": did you mean {close[0]}?" if close else ""
+def _did_you_mean(name: str, known: list[str], prefix: str = "") -> str:
+    """``: did you mean X?`` for the closest of ``known``, compared without their common ``prefix``; else ""."""
+    close = difflib.get_close_matches(name[len(prefix):], [k[len(prefix):] for k in known], n=1, cutoff=0.6)
+    return f": did you mean {prefix}{close[0]}?" if close else ""
 
 
 def _entries(values: Mapping[str, Any], origin: str) -> list[Entry]:
