@@ -17,6 +17,7 @@ from hybrid.aws.channels import S3Store, SqsQueue
 from hybrid.aws.compute import Ec2Fleet
 from hybrid.aws.session import AwsClients
 from hybrid.aws.stack import stack_names
+from hybrid.core import logs
 from hybrid.core.contracts import ImageClassifier
 from hybrid.core.settings import Settings
 
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: Settings, instance_id: str, classifier: ImageClassifier | None = None) -> str:
     """Works until idle (then terminates the instance) or stopped; returns why it ended. Loads the classifier
-    unless given one (a forked local worker inherits its runner's)."""
+    unless given one (a forked local worker inherits its runner's). Its log lines take ``log.format``."""
+    logs.use_format(settings.log.format)
     classifier = classifier or load_classifier(settings.worker.runtime, settings.worker.threads)
     instance_id = own_instance_id(instance_id, runs_on_aws(settings))
     worker = build_worker(settings, instance_id, classifier)

@@ -51,6 +51,7 @@ from app_tier.outbox import Outbox, all_of
 from hybrid.core.clock import Clock, SystemClock
 from hybrid.core.contracts import ImageClassifier, MessageQueue, ObjectStore, QueueMessage
 from hybrid.core.errors import HybridError, NotFoundError, TooLargeError
+from hybrid.core.logs import in_request_scope, request_scope
 from hybrid.core.messages import (BatchRecord, ClassifyReply, ClassifyRequest, MalformedMessage, requests_from_body,
                                   result_key)
 from hybrid.core.retry import Backoff, is_transient
@@ -177,7 +178,7 @@ class Worker:
         """Starts fetching every image of the batch, then classifies image by image as each arrives (in order) and
         hands each answer off at once. Returns, once all are settled, the messages that may be deleted: those whose
         every image was fetched, answered and stored."""
-        fetches = {id(job): self.io_pool.submit(self._fetch, job) for job in jobs}
+        fetches = {id(job): self.io_pool.submit(in_request_scope, job.request.log_id, self._fetch, job) for job in jobs}
         replies = Outbox(self.io_pool, self._send_replies)
         handed: list[tuple[Job, Future]] = []
         whole: list[tuple[QueueMessage, list[Future]]] = []
@@ -189,7 +190,8 @@ class Worker:
             done = []
             for job in fetched:
                 if job.reply is None:
-                    job.reply = self._classify_batch_one(job, by_digest) if job.batch else self._classify_one(job)
+                    with request_scope(job.request.log_id):
+                        job.reply = self._classify_batch_one(job, by_digest) if job.batch else self._classify_one(job)
                 done.append(self._hand_off(job, replies))
                 handed.append((job, done[-1]))
             if len(fetched) == len(message_jobs):  # an image left for later keeps its message (it comes back)
@@ -276,9 +278,9 @@ class Worker:
         if job.request.reply_to:
             pending.append(replies.post(job.request.reply_to, job.reply.to_body()))
         if job.batch:
-            pending.append(self.io_pool.submit(self._store_batch_one, job))
+            pending.append(self.io_pool.submit(in_request_scope, job.request.log_id, self._store_batch_one, job))
         elif job.reply.ok:
-            pending.append(self.io_pool.submit(self._store_one, job))
+            pending.append(self.io_pool.submit(in_request_scope, job.request.log_id, self._store_one, job))
         return all_of(pending)
 
     def _completed(self, job: Job, done: Future) -> bool:
@@ -289,7 +291,10 @@ class Worker:
         if error is not None:
             self.stats.errors += 1
             log.warning("request %s (%s) not finished (%s): it will come back", job.request.id, job.request.name,
-                        error)
+                        error, extra={"request_id": job.request.log_id})
+        else:
+            log.info("answered %s (%s): %s", job.request.name, job.request.key, job.reply.label or job.reply.error,
+                     extra={"request_id": job.request.log_id})
         return error is None
 
     def _store_one(self, job: Job) -> None:

@@ -9,9 +9,12 @@
                         output buckets answer; else 503 naming the thread stopped or the first of them that fails
                         (the local AWS server is down, the stack is not set up: send no traffic here, no restart)
     GET /status         JSON: queue depths, fleet size, cache entries and hit rate, requests in flight
-    GET /metrics        Prometheus text
+    GET /metrics        Prometheus text (``web_tier.metrics``: every server process's counts together)
     (/status and /metrics answer only from the machine itself: the front, ``web_tier.front``, refuses them with 403
     from anywhere else)
+
+Every answer carries ``X-Request-Id``: the request's own when it sent a sane one (``hybrid.core.logs``), else a new
+one; the log lines made while answering it, and the worker's for its image, carry the same id.
 """
 from __future__ import annotations
 
@@ -22,14 +25,17 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from hybrid.core import logs
 from hybrid.core.errors import HybridError
 from hybrid.core.settings import Settings
+from web_tier.metrics import CONTENT_TYPE
 from web_tier.runtime import WebRuntime, build_runtime
 from web_tier.service import ImageRejected, Outcome, RequestTimeout
 from web_tier.uploads import Upload, UploadError, check_image, read_upload
 
 log = logging.getLogger("web_tier.requests")
 MULTIPART_OVERHEAD = 64 * 1024
+REQUEST_ID_HEADER = "X-Request-Id"
 FORM = """<!doctype html><title>hybrid</title><h1>Image recognition</h1>
 <form method=post enctype=multipart/form-data><input type=file name=inputFile accept="image/*">
 <input type=submit value=Classify></form><p>Or: <code>curl -F inputFile=@cat.jpg {url}</code></p>"""
@@ -43,7 +49,9 @@ def create_app(settings: Settings, runtime: WebRuntime | None = None) -> Flask:
     app.extensions["hybrid"] = runtime
     app.extensions["hybrid.max_upload"] = settings.web.max_upload_bytes
     _register_routes(app)
+    app.before_request(_enter_request_scope)
     app.after_request(_log_request)
+    app.teardown_request(_leave_request_scope)
     return app
 
 
@@ -68,13 +76,30 @@ def _app() -> Flask:
     return current_app  # type: ignore[return-value]
 
 
+def _enter_request_scope() -> None:
+    """The request's id: its sane ``X-Request-Id``, else a new one; the log lines made for it carry it."""
+    g.request_id = logs.sane_request_id(request.headers.get(REQUEST_ID_HEADER)) or logs.new_request_id()
+    g.request_token = logs.enter_request(g.request_id)
+
+
+def _leave_request_scope(error: BaseException | None) -> None:
+    token = g.pop("request_token", None)
+    if token is not None:
+        logs.leave_request(token)
+
+
 def _upload() -> Response:
     g.started = time.perf_counter()
-    runtime = runtime_of(_app())
+    with runtime_of(_app()).metrics.in_progress.track_inprogress():
+        return _classify_upload(runtime_of(_app()))
+
+
+def _classify_upload(runtime: WebRuntime) -> Response:
     try:
         upload = read_upload(request.files, _app().extensions["hybrid.max_upload"])
         g.name = upload.name
-        outcome = runtime.service.classify(upload, check=check_image)
+        runtime.metrics.upload_bytes.observe(len(upload.data))
+        outcome = runtime.service.classify(upload, check=check_image, request_id=g.request_id)
     except UploadError as exc:
         return _fail(exc.status, str(exc), "bad_request")
     except ImageRejected as exc:
@@ -139,9 +164,7 @@ def _readyz() -> Response:
 
 def _metrics() -> Response:
     runtime = runtime_of(_app())
-    gauges = {"cache_entries": runtime.cache.entries, "cache_hit_rate": runtime.cache.hit_rate,
-              "requests_in_flight": runtime.dispatcher.waiting, "late_replies_total": runtime.dispatcher.late_replies}
-    return Response(runtime.metrics.render(gauges), mimetype="text/plain; version=0.0.4")
+    return Response(runtime.metrics.render(runtime.gauges()), content_type=CONTENT_TYPE)
 
 
 def _log_request(response: Response) -> Response:
@@ -151,4 +174,5 @@ def _log_request(response: Response) -> Response:
     if "started" in g:
         details.append(f"{(time.perf_counter() - g.started) * 1000:.1f}ms")
     log.info(" ".join(str(d) for d in details))
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     return response

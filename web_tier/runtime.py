@@ -34,7 +34,7 @@ from hybrid.core.naming import ROLE_RESPONSES
 from hybrid.core.settings import Settings
 from web_tier.cache import ResultCache
 from web_tier.dispatch import ReplyDispatcher
-from web_tier.metrics import Metrics
+from web_tier.metrics import GaugeFigure, WebMetrics
 from web_tier.sender import BatchingSender
 from web_tier.service import ClassifyService
 from web_tier.slots import claim_slot
@@ -54,7 +54,7 @@ class WebRuntime:
     requests: MessageQueue
     replies: MessageQueue
     fleet: Fleet | None
-    metrics: Metrics
+    metrics: WebMetrics
     on_close: Any = None
     checks: tuple[Check, ...] = ()
 
@@ -67,6 +67,23 @@ class WebRuntime:
                 "in_flight": {"requests": self.dispatcher.waiting, "images": self.service.inflight},
                 "counters": vars(self.service.counters), "late_replies": self.dispatcher.late_replies,
                 "request_sends": vars(self.sender.counters)}
+
+    def gauges(self) -> list[GaugeFigure]:
+        """What ``/metrics`` reads at scrape time: the request queue's depth and the fleet by state, as ``/status``
+        has them (left out, with ``hybrid_web_cloud_up`` 0, when the cloud does not answer), and the cache's size."""
+        depth, fleet = _depth(self.requests), _fleet_states(self.fleet)
+        figures = [GaugeFigure("hybrid_web_cache_entries", "Entries in the result cache, as the answering process "
+                               "holds it.", values={"": self.cache.entries}),
+                   GaugeFigure("hybrid_web_cloud_up", "1 when the cloud answered this scrape's question (what: "
+                               "request_queue, fleet), else 0.", "what",
+                               {"request_queue": float(isinstance(depth, dict)), "fleet": float(fleet is not None)})]
+        if isinstance(depth, dict):
+            figures.append(GaugeFigure("hybrid_web_request_queue_messages", "Messages in the request queue, by state "
+                                       "(visible: waiting for a worker; in_flight: taken by one).", "state", depth))
+        if fleet is not None:
+            figures.append(GaugeFigure("hybrid_app_tier_instances", "The stack's app-tier instances, by state.",
+                                       "state", fleet))
+        return figures
 
     def problems(self) -> list[str]:
         """Why this process cannot answer a cache miss, or [] when it can: both of its threads must run."""
@@ -117,20 +134,37 @@ def _fleet(fleet: Fleet | None) -> dict[str, int] | str:
     return {"running": states.count("running"), "pending": states.count("pending"), "total": len(states)}
 
 
+def _fleet_states(fleet: Fleet | None) -> dict[str, int] | None:
+    """The fleet's instances by state (pending and running always named), or None when unknown or unavailable."""
+    if fleet is None:
+        return None
+    try:
+        states = [i.state for i in fleet.instances()]
+    except HybridError:
+        return None
+    return {state: states.count(state) for state in ("pending", "running", *sorted(set(states)))}
+
+
 def assemble(inputs, requests, replies: MessageQueue, cache: ResultCache, request_timeout: float,
              fleet: Fleet | None = None, on_close: Any = None, wait_seconds: int = 2,
              reopen_replies: Callable[[], Any] | None = None, checks: tuple[Check, ...] = ()) -> WebRuntime:
     """A runtime from its parts (fakes in unit tests, SQS/S3 adapters in production); starts the dispatcher and the
     request sender. ``reopen_replies`` creates the reply queue again when it is found missing."""
     holder: dict[str, ClassifyService] = {}
-    dispatcher = ReplyDispatcher(replies, lambda reply: holder["service"].remember(reply), wait_seconds,
-                                 on_missing=reopen_replies)
+    metrics = WebMetrics()
+
+    def late_reply(reply: Any) -> None:
+        metrics.late_replies.inc()
+        holder["service"].remember(reply)
+
+    dispatcher = ReplyDispatcher(replies, late_reply, wait_seconds, on_missing=reopen_replies)
     sender = BatchingSender(requests)
-    service = ClassifyService(inputs, sender, replies.name, dispatcher, cache, request_timeout)
+    service = ClassifyService(inputs, sender, replies.name, dispatcher, cache, request_timeout,
+                              on_lookup=metrics.count_lookup)
     holder["service"] = service
     dispatcher.start()
     sender.start()
-    return WebRuntime(service, dispatcher, sender, cache, requests, replies, fleet, Metrics(), on_close, checks)
+    return WebRuntime(service, dispatcher, sender, cache, requests, replies, fleet, metrics, on_close, checks)
 
 
 def build_runtime(settings: Settings) -> WebRuntime:

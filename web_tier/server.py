@@ -12,9 +12,10 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from hybrid.core import logs
 from hybrid.core.decoding import warm_decoder
 from hybrid.core.settings import Settings
-from web_tier import front
+from web_tier import front, metrics
 from web_tier.app import create_app
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class WebServer(BaseApplication):
 
     def load_config(self) -> None:
         options = {**gunicorn_options(self.settings, self.processes, self.paths),
-                   "when_ready": self._start_front, "on_exit": self._stop_front}
+                   "on_starting": self._prepare_run, "when_ready": self._start_front, "on_exit": self._stop_front}
         for key, value in options.items():
             self.cfg.set(key, value)
 
@@ -45,6 +46,12 @@ class WebServer(BaseApplication):
             if self.front_died:
                 raise front.FrontError("nginx, the web tier's front, stopped (its messages are above): the web tier "
                                        "stopped with it")
+
+    def _prepare_run(self, arbiter: Any) -> None:
+        """gunicorn's on_starting hook, in the master before any fork: the log format, and this run's private,
+        empty metrics folder (``web_tier.metrics``) under the front's folder."""
+        logs.use_format(self.settings.log.format)
+        metrics.use_multiprocess_dir(self.paths.prefix / "prometheus")
 
     def _start_front(self, arbiter: Any) -> None:
         """gunicorn's when_ready hook, in the master once its socket is bound: nginx starts, and is watched."""
@@ -80,10 +87,31 @@ def gunicorn_options(settings: Settings, processes: int, paths: front.FrontPaths
     web = settings.web
     return {"bind": f"unix:{paths.socket}", "workers": processes, "worker_class": "gthread", "threads": web.threads,
             "timeout": int(web.request_timeout) + 30, "graceful_timeout": 10, "keepalive": 5,
-            "worker_exit": _close_runtime, "accesslog": None, "errorlog": "-", "loglevel": "info",
+            "worker_exit": _close_runtime, "child_exit": _process_died, "accesslog": None, "errorlog": "-",
+            "loglevel": "info", "logger_class": _logger_class(settings.log.format),
             "proc_name": f"hybrid-web-{settings.stack}", "preload_app": False,
             # One shared control socket in $HOME would make two servers on one machine collide.
             "control_socket_disable": True}
+
+
+def _logger_class(kind: str) -> Any:
+    """gunicorn's own log lines (its error log): its usual text, or JSON like the others."""
+    from gunicorn.glogging import Logger
+
+    if kind == "text":
+        return Logger
+
+    class FormattedLogger(Logger):
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            logs.use_format(kind, self.error_log)
+
+    return FormattedLogger
+
+
+def _process_died(server: Any, worker: Any) -> None:
+    """gunicorn's child_exit hook, in the master: the dead process's live gauges stop counting."""
+    metrics.process_died(worker.pid)
 
 
 def _close_runtime(server: Any, worker: Any) -> None:

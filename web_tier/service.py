@@ -4,9 +4,10 @@
 - Identical images in flight at the same time share one request message (single flight): the first caller leads,
   the others wait on its future.
 - The image goes to the input bucket under its content hash, and only if it is not there yet.
-- The request message carries the key and a correlation id; it goes out through the process's sender, which
-  sends the requests of concurrent callers together (``web_tier.sender``); the reply arrives through the process's
-  dispatcher.
+- The request message carries the key, a correlation id and the upload's request id (for log lines, see
+  ``hybrid.core.logs``; a follower shares its leader's message, so the worker logs the leader's id); it goes out
+  through the process's sender, which sends the requests of concurrent callers together (``web_tier.sender``); the
+  reply arrives through the process's dispatcher.
 - No reply within ``request_timeout``: ``RequestTimeout`` (HTTP 504); a reply that comes later still fills the cache.
 - An outcome's ``timings`` (ms): ``store_ms`` the S3 put, ``send_ms`` from then until the request is on the queue
   (waiting for the sender's next round, then its batch send), ``queue_and_classify_ms`` from the same point until the
@@ -64,9 +65,11 @@ class Counters:
 
 class ClassifyService:
     def __init__(self, inputs: ObjectStore, sender: RequestSender, reply_queue_name: str,
-                 dispatcher: ReplyDispatcher, cache: ResultCache, request_timeout: float) -> None:
+                 dispatcher: ReplyDispatcher, cache: ResultCache, request_timeout: float,
+                 on_lookup: Callable[[bool], None] = lambda hit: None) -> None:
         self.inputs, self.sender, self.reply_queue_name = inputs, sender, reply_queue_name
         self.dispatcher, self.cache, self.request_timeout = dispatcher, cache, request_timeout
+        self.on_lookup = on_lookup  # told of each cache look-up: hit or not (the metrics count them)
         self._inflight: dict[str, Future[Outcome]] = {}
         self._lock = threading.Lock()
         self.counters = Counters()
@@ -76,12 +79,15 @@ class ClassifyService:
         with self._lock:
             return len(self._inflight)
 
-    def classify(self, upload: Upload, check: Callable[[bytes], None] = lambda data: None) -> Outcome:
+    def classify(self, upload: Upload, check: Callable[[bytes], None] = lambda data: None,
+                 request_id: str = "") -> Outcome:
         """The label of an uploaded image, from the cache or from the app tier. ``check`` vets the bytes of a miss
-        (a hit's bytes were classified before); it raises to refuse them."""
+        (a hit's bytes were classified before); it raises to refuse them. ``request_id`` goes into the request
+        message (the worker's log lines for it carry it)."""
         started = time.perf_counter()
         self.counters.requests += 1
         cached = self.cache.get(upload.digest)
+        self.on_lookup(cached is not None)
         if cached is not None:
             self.counters.hits += 1
             return Outcome(cached.label, cached.top5, cached.model, cached=True,
@@ -90,7 +96,7 @@ class ClassifyService:
         self.counters.misses += 1
         future, leader = self._join_flight(upload.digest)
         if leader:
-            self._lead(upload, future)
+            self._lead(upload, future, request_id)
         else:
             self.counters.shared += 1
         outcome = self._result(future)
@@ -105,21 +111,21 @@ class ClassifyService:
             self._inflight[digest] = future
             return future, True
 
-    def _lead(self, upload: Upload, future: Future[Outcome]) -> None:
+    def _lead(self, upload: Upload, future: Future[Outcome], request_id: str) -> None:
         try:
-            future.set_result(self._ask_app_tier(upload))
+            future.set_result(self._ask_app_tier(upload, request_id))
         except BaseException as exc:  # noqa: BLE001 - followers must see the same failure
             future.set_exception(exc)
         finally:
             with self._lock:
                 self._inflight.pop(upload.digest, None)
 
-    def _ask_app_tier(self, upload: Upload) -> Outcome:
+    def _ask_app_tier(self, upload: Upload, request_id: str) -> Outcome:
         started = time.perf_counter()
         key = f"{INPUT_PREFIX}{upload.digest}"
         self.inputs.put_if_absent(key, upload.data)
         stored = time.perf_counter()
-        request = ClassifyRequest(uuid.uuid4().hex, key, upload.name, self.reply_queue_name)
+        request = ClassifyRequest(uuid.uuid4().hex, key, upload.name, self.reply_queue_name, request_id)
         reply_future = self.dispatcher.expect(request.id)
         self._send(request)
         sent = time.perf_counter()
