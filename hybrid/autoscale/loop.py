@@ -2,7 +2,8 @@
 
 Any error of a tick is logged and counted (``failed_ticks``), and the loop goes on: a failed tick changes nothing and
 the next one sees the truth again. Cloud errors (the project's ``HybridError``) are expected (the local AWS server
-restarting, a throttled call) and logged as one warning line; anything else also gets its traceback.
+restarting, a throttled call) and logged as one warning line; anything else also gets its traceback. With
+``metrics`` (``hybrid.autoscale.metrics``), each tick, launch, terminate and failure is counted there too.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hybrid.autoscale.metrics import AutoscaleMetrics
 from hybrid.autoscale.policy import Decision, Observation, PolicyState, decide
 from hybrid.core.clock import Clock
 from hybrid.core.contracts import Fleet, MessageQueue
@@ -57,6 +59,7 @@ class Autoscaler:
     state: PolicyState = field(default_factory=PolicyState)
     ticks: int = 0
     failed_ticks: int = 0
+    metrics: AutoscaleMetrics | None = None
 
     def tick(self) -> Decision | None:
         """One round; returns the decision, or None when observing failed."""
@@ -64,11 +67,13 @@ class Autoscaler:
         try:
             observation = self.observe()
         except HybridError as exc:
-            self.failed_ticks += 1
+            self._failed(observing=True)
             log.warning("tick %d: cannot observe (%s); trying again next tick", self.ticks, exc)
             return None
         decision = decide(observation, self.scaling, self.state)
         self.state = decision.state
+        if self.metrics:
+            self.metrics.decided(observation, decision)
         error = self.act(decision)
         log.info("tick %d: %s%s", self.ticks, decision.reason, f" [error: {error}]" if error else "")
         if self.timeline:
@@ -83,28 +88,38 @@ class Autoscaler:
         """Launches and terminates as decided; returns the error text of a failed cloud call, else ''."""
         errors = []
         if decision.to_launch:
-            errors.append(self._try(lambda: self.fleet.launch(decision.to_launch, decision.launch_token), "launch"))
+            errors.append(self._try(lambda: self.fleet.launch(decision.to_launch, decision.launch_token), "launch",
+                                    decision.to_launch))
         if decision.to_terminate:
-            errors.append(self._try(lambda: self.fleet.terminate(list(decision.to_terminate)), "terminate"))
+            errors.append(self._try(lambda: self.fleet.terminate(list(decision.to_terminate)), "terminate",
+                                    len(decision.to_terminate)))
         return "; ".join(e for e in errors if e)
 
-    def _try(self, action: Any, what: str) -> str:
+    def _try(self, action: Any, what: str, count: int) -> str:
+        error = ""
         try:
             action()
         except HybridError as exc:
             log.warning("%s failed: %s", what, exc)
-            return f"{what}: {exc}"
-        return ""
+            error = f"{what}: {exc}"
+        if self.metrics:
+            self.metrics.acted(what, count, error)
+        return error
+
+    def _failed(self, observing: bool = False) -> None:
+        self.failed_ticks += 1
+        if self.metrics:
+            self.metrics.failed_tick(observing)
 
     def survive_tick(self) -> Decision | None:
         """``tick``, with any error it raises logged and counted instead of ending the loop."""
         try:
             return self.tick()
         except HybridError as exc:
-            self.failed_ticks += 1
+            self._failed()
             log.warning("tick %d failed (%s); %d failed so far, going on", self.ticks, exc, self.failed_ticks)
         except Exception:  # noqa: BLE001 - the loop must outlive any one tick
-            self.failed_ticks += 1
+            self._failed()
             log.exception("tick %d failed; %d failed so far, going on", self.ticks, self.failed_ticks)
         return None
 
