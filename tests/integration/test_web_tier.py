@@ -37,10 +37,11 @@ class WebServer:
         for key, value in overrides.items():
             self.args += ["--set", f"{key.replace('__', '.')}={value}"]
         self.process: subprocess.Popen | None = None
+        self.command = ["web"]
 
     def start(self) -> "WebServer":
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.args + ["web"], stdout=log, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(self.args + self.command, stdout=log, stderr=subprocess.STDOUT,
                                             env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true"})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.process.poll() is None:
