@@ -27,6 +27,7 @@ class AutoscaleMetrics:
 
         disable_created_metrics()  # as the web tier's: no *_created series
         self.registry = CollectorRegistry()
+        self.url = ""  # where ``serve`` serves them
         registry = self.registry
         self.desired = Gauge("hybrid_autoscale_desired_workers", "Workers the last decision wanted.",
                              registry=registry)
@@ -84,6 +85,6 @@ def serve(metrics: AutoscaleMetrics, bind: str) -> tuple[str, Any]:
         server, _thread = start_http_server(int(port), host.strip("[]"), registry=metrics.registry)
     except OSError as exc:
         raise ConfigError(f"scaling.metrics_bind = {bind!r}: the autoscaler cannot serve its metrics there ({exc})")
-    url = f"http://{host}:{server.server_address[1]}/metrics"
-    log.info("autoscaler metrics on %s", url)
-    return url, server
+    metrics.url = f"http://{host}:{server.server_address[1]}/metrics"
+    log.info("autoscaler metrics on %s", metrics.url)
+    return metrics.url, server

@@ -100,3 +100,23 @@ def test_one_upload_s_request_id_is_on_the_web_tier_s_and_the_worker_s_json_line
     nginx = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[")  # the front's own lines stay nginx's
     assert all(line.startswith(("hybrid web tier ready", "web tier of stack")) or nginx.match(line)
                for line in plain), plain
+
+
+def test_the_autoscaler_serves_what_its_tick_saw_and_did(stack):
+    from hybrid.autoscale.service import build_autoscaler
+
+    rig = stack(scaling__max_workers="2", scaling__metrics_bind="127.0.0.1:0", worker__idle_timeout="2")
+    scaler = build_autoscaler(rig.settings, None)
+    for i in range(3):
+        rig.submit(f"coffee-{i}", photo_bytes("coffee", (120 + i, 90)))
+    decision = scaler.tick()
+    assert decision.to_launch == 2
+    text = requests.get(scaler.metrics.url, timeout=5).text
+    found = {family.name: family for family in text_string_to_metric_families(text)}
+    assert value(found["hybrid_autoscale_backlog_messages"], state="visible") == 3
+    assert value(found["hybrid_autoscale_desired_workers"]) == 2
+    assert value(found["hybrid_autoscale_launched_instances"]) == 2
+    assert value(found["hybrid_autoscale_ticks"], result="ok") == 1
+    assert value(found["hybrid_autoscale_errors"], action="launch") == 0
+    assert found["hybrid_autoscale_ticks"].type == "counter" and found["hybrid_autoscale_workers"].type == "gauge"
+    assert len(rig.collect(3, timeout=120)) == 3, "the launched workers answer"
