@@ -58,7 +58,8 @@ def autoscale(ctx: Context, ticks: int | None, plot_to: str | None) -> None:
     scaling.max_workers, counting pending instances as capacity and launching the difference in one call. It never
     terminates a running worker: workers end themselves after worker.idle_timeout. It does end instances stuck
     pending, leaked (stopped) ones, and any beyond the maximum. Each tick is one log line and one row in
-    <state_dir>/autoscale/<stack>-timeline.jsonl.
+    <state_dir>/autoscale/<stack>-timeline.jsonl. With scaling.metrics_bind (e.g. 127.0.0.1:9101) it serves
+    Prometheus metrics at http://<that address>/metrics; log.format = json makes its log lines JSON.
 
     With --plot: exit 3 if the stack has no timeline (or an empty one), 1 if it is damaged.
     """
@@ -90,7 +91,9 @@ def web(ctx: Context, processes: int) -> None:
 
     \b
     POST / or /upload with one image (multipart field inputFile or myfile) -> "name:label"
-    GET /healthz, /status (JSON), /metrics (Prometheus)
+    GET /healthz, /readyz, /status (JSON), /metrics (Prometheus: every process's counts together)
+    /status and /metrics answer only from this machine. Every answer carries an X-Request-Id header.
+    log.format = json: JSON log lines, with the request id on the web tier's and the worker's lines.
     Try: curl -F inputFile=@cat.jpg http://127.0.0.1:8000/
     """
     from web_tier.runtime import require_stack_exists
