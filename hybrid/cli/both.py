@@ -125,6 +125,7 @@ def _echo_previews(ctx: Context, delete_image: bool) -> int:
 def both_status(ctx: Context, as_json: bool) -> None:
     """Both clouds' resources, each whatever the other says; exit 3 if anything is missing on either (or a cloud
     cannot be reached: its error is shown in its place, and the exit code is the worst of the two)."""
+    stack = ctx.settings.stack  # a bad setting is one error, not one per cloud
     reports: dict[str, Any] = {}
     codes = []
     for key, title, report_of in (("aws", "AWS", aws.status_report), ("openstack", "OpenStack",
@@ -143,7 +144,7 @@ def both_status(ctx: Context, as_json: bool) -> None:
             else:
                 echo_table(reports[key]["resources"], STATUS_COLUMNS)
     if as_json:
-        echo_json({"stack": ctx.settings.stack, **reports})
+        echo_json({"stack": stack, **reports})
     sys.exit(max(codes))
 
 

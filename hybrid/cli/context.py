@@ -30,7 +30,8 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = settings_module.load(self.config, os.environ, self.overrides, self.user_data)
+            self._settings = settings_module.load(self.config, os.environ, self.overrides, self.user_data,
+                                                  profile_region=profile_region)
         return self._settings
 
     def child_args(self) -> list[str]:
@@ -42,6 +43,13 @@ class Context:
         for assignment in self.assignments:
             args += ["--set", assignment]
         return args
+
+
+def profile_region(profile: str) -> tuple[str | None, str]:
+    """The AWS profile's region for the settings' region chain (asked only on target aws, where boto3 loads)."""
+    from hybrid.aws.session import profile_region as lookup
+
+    return lookup(profile)
 
 
 pass_context = click.make_pass_decorator(Context, ensure=True)
