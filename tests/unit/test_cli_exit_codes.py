@@ -47,7 +47,8 @@ NO_SETTINGS = {("models", "prepare"), ("classify",), ("samples", "sample"), ("co
 OWN_STACK = {("demo",), ("bench", "compare")}
 """Commands that read no settings, and those that make their own stack's settings (and would run in full)."""
 REQUIRED_ARGUMENTS = {("submit",): (".",), ("workload",): ("--url", "http://127.0.0.1:9/", "--images", "."),
-                      ("image", "bake"): ("--role", "web-tier"), ("image", "user-data"): ("--role", "web-tier", "--boot")}
+                      ("image", "bake"): ("--role", "web-tier"),
+                      ("image", "user-data"): ("--role", "web-tier", "--boot")}
 ARGUMENTS_FIRST = {("submit",), ("workload",)}
 """Commands that check their arguments (here: a folder without images, exit 2 as well) before the settings."""
 
