@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from hybrid.cli.context import EXIT_NOT_RUNNING, Context, pass_context
-from hybrid.cli.output import (detailed_exitcode_option, echo_applied, echo_plan, echo_preview, echo_status,
-                               json_option, pending, plan_exit_code, progress)
+from hybrid.cli.output import (detailed_exitcode_option, echo_applied, echo_json, echo_plan, echo_preview,
+                               echo_status, json_option, pending, plan_exit_code, progress)
 from hybrid.cli.safety import confirm, dry_run_option, real_openstack, yes_option
 from hybrid.core.naming import IMAGE_LOGIN_USER
 DEFAULT_USER = IMAGE_LOGIN_USER
@@ -91,8 +91,9 @@ def openstack_status(ctx: Context, as_json: bool) -> None:
 
 @openstack.command("check")
 @ssh_user_option
+@json_option
 @pass_context
-def openstack_check(ctx: Context, ssh_user: str) -> None:
+def openstack_check(ctx: Context, ssh_user: str, as_json: bool) -> None:
     """SSH into the server (paramiko, the stack's key; its host key must be one its console printed) and check the
     web tier there: its systemd unit is active, /healthz answers from inside, the server's clock is within 2 s of this
     machine's, and show the unit's last log lines. Exit 3 if any check fails. Skipped (exit 0) where the cloud's
@@ -101,14 +102,21 @@ def openstack_check(ctx: Context, ssh_user: str) -> None:
     stack = _stack(ctx)
     skipped = stack.ssh_skip_reason()
     if skipped:
-        click.echo(f"check: {skipped}")
+        if as_json:
+            echo_json({"skipped": skipped})
+        else:
+            click.echo(f"check: {skipped}")
         return
     result = stack.check(ssh_user)
-    click.echo(f"check: {'ok' if result.ok else 'failing'}: {result.detail}")
-    click.echo(f"check: {result.clock_detail}")
-    click.echo("last log lines:")
-    for line in result.log_lines or ("(none)",):
-        click.echo(f"  {line}")
+    if as_json:
+        echo_json({"ok": result.ok, "detail": result.detail, "clock": result.clock_detail,
+                   "log_lines": list(result.log_lines)})
+    else:
+        click.echo(f"check: {'ok' if result.ok else 'failing'}: {result.detail}")
+        click.echo(f"check: {result.clock_detail}")
+        click.echo("last log lines:")
+        for line in result.log_lines or ("(none)",):
+            click.echo(f"  {line}")
     if not result.ok:
         sys.exit(EXIT_NOT_RUNNING)
 

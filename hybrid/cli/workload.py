@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from hybrid.cli.output import echo_json, json_option
 from hybrid.core.errors import ConfigError
 
 
@@ -32,13 +33,16 @@ class WorkloadUsageError(click.ClickException):
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
               help="seconds to wait for each answer")
 @click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True,
-              help="retries after a connection error, 502 or 503 (backoff 0.2 s doubling)")
+              help="retries after a connection error, 502 or 503 (waits drawn at random up to 0.2 s, doubling "
+                   "to at most 5 s: full jitter)")
 @click.option("--namespace", default="", metavar="NETNS",
               help="send from inside this network namespace (needs root): minicloud-ext reaches the local "
                    "OpenStack fixture's floating IPs, which exist nowhere else")
 @click.option("--quiet", is_flag=True, help="no progress bar (it is drawn only on a terminal anyway)")
+@json_option
 def workload(url: str, images_dir: Path, count: int | None, concurrency: int, expected_csv: Path | None,
-             field: str, report_path: Path | None, timeout: float, retries: int, namespace: str, quiet: bool) -> None:
+             field: str, report_path: Path | None, timeout: float, retries: int, namespace: str, quiet: bool,
+             as_json: bool) -> None:
     """Send many concurrent image uploads to the web tier and check every "name:label" answer.
 
     \b
@@ -61,7 +65,10 @@ def workload(url: str, images_dir: Path, count: int | None, concurrency: int, ex
                               namespace)
     except ConfigError as exc:
         raise WorkloadUsageError(str(exc)) from None
-    click.echo(report.format_summary())
+    if as_json:
+        echo_json({"summary": report.summary(), "examples": report.to_json()["examples"]})
+    else:
+        click.echo(report.format_summary())
     if report_path is not None:
-        click.echo(f"report written to {report.write_json(report_path)}")
+        click.echo(f"report written to {report.write_json(report_path)}", err=as_json)
     sys.exit(report.exit_code)

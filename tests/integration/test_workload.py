@@ -198,3 +198,12 @@ def test_no_server_at_all_fails_each_request_after_its_retries(tmp_path):
     records = json.loads(report_path.read_text())["records"]
     assert [(r["status"], r["attempts"], r["answer"].split(":")[0]) for r in records] == \
         [(None, 2, "ConnectionError")] * 2
+
+
+def test_json_prints_the_summary_on_stdout(serve, tmp_path):
+    server = serve(field="inputFile")
+    images = image_folder(tmp_path, "good_a.jpg", "good_b.jpg")
+    result = CliRunner().invoke(workload, ["--url", server.url, "--images", str(images), "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert printed["summary"]["correct"] == 2 and printed["summary"]["requests"] == 2 and printed["examples"] == []

@@ -66,3 +66,10 @@ def test_plan_lists_the_changes(cloud, tmp_path):
     assert result.output.splitlines() == ["create keypair cli-openstack", "create security_group cli-web-tier",
                                           "create server cli-web-tier", "create floating_ip cli-web-tier",
                                           "4 change(s)"]
+
+
+def test_check_json_says_why_it_was_skipped(cloud, tmp_path):
+    assert invoke(tmp_path, "up").exit_code == 0
+    check = invoke(tmp_path, "check", "--json")
+    assert check.exit_code == 0
+    assert "are not reachable from this machine" in json.loads(check.output)["skipped"]
