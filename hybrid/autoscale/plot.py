@@ -159,7 +159,7 @@ def _draw_spans(panels: Sequence[Any], spans: Sequence[Span], start: float) -> N
         colour = SPAN_COLOURS[index % len(SPAN_COLOURS)]
         for number, axes in enumerate(panels):
             axes.axvspan(span.start - start, span.end - start, color=colour, alpha=0.12, linewidth=0,
-                         label=f"{span.label} ({span.end - span.start:.0f} s)" if number == 0 else None)
+                         label=f"{span.label} ({_seconds(span.end - span.start)})" if number == 0 else None)
         middle = (span.start + span.end) / 2 - start
         panels[0].annotate(span.label, xy=(middle, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
                            textcoords="offset points", ha="center", va="bottom", fontsize=8, color=colour)
@@ -167,14 +167,20 @@ def _draw_spans(panels: Sequence[Any], spans: Sequence[Span], start: float) -> N
 
 def _draw_idle_timeouts(axes: Any, rows: Sequence[dict[str, Any]], spans: Sequence[Span], start: float,
                         idle_timeout: float) -> None:
-    """A line at idle_timeout after each run's end (or after the queue last drained): idle workers end by then."""
+    """A line at idle_timeout after each run's end (or after the queue last drained): idle workers end by then.
+    A line that would fall after the last tick is left out (the timeline does not reach it)."""
     ends = [span.end for span in spans] or [_last_drain(rows)]
-    for number, end in enumerate(e for e in ends if e is not None):
+    shown = [end for end in ends if end is not None and end + idle_timeout <= rows[-1]["t"]]
+    for number, end in enumerate(shown):
         at = end + idle_timeout - start
         axes.axvline(at, color="black", linestyle="-.", linewidth=1,
                      label=f"idle timeout ({idle_timeout:g} s after the work ends)" if number == 0 else None)
         axes.annotate(f"+{idle_timeout:g} s idle", xy=(at, 1.0), xycoords=("data", "axes fraction"),
                       xytext=(3, -10), textcoords="offset points", fontsize=7)
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
 
 
 def _last_drain(rows: Sequence[dict[str, Any]]) -> float | None:

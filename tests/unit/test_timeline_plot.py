@@ -65,15 +65,30 @@ def test_cold_and_warm_runs_are_shaded_and_labelled_on_both_panels(figure):
         assert len(shaded) == 2
         assert [round(p.get_x()) for p in shaded] == [5, 35] and [round(p.get_width()) for p in shaded] == [20, 10]
     labels = queue.get_legend_handles_labels()[1]
-    assert "cold run (20 s)" in labels and "warm run (10 s)" in labels
+    assert "cold run (20 s)" in labels and "warm run (10 s)" in labels, "whole seconds from 10 s on"
     assert {t.get_text() for t in queue.texts} >= {"cold run", "warm run"}
 
 
+def idle_marks(figure):
+    fleet = [a for a in figure.axes if a.get_ylabel() == "app-tier instances"][0]
+    return [round(line.get_xdata()[0], 1) for line in fleet.get_lines() if line.get_linestyle() == "-."]
+
+
 def test_the_idle_timeout_is_marked_after_each_run(figure):
+    assert idle_marks(figure) == [25 + 7, 45 + 7]
     _, _, fleet = panels(figure)
-    marks = [line for line in fleet.get_lines() if line.get_linestyle() == "-."]
-    assert [round(line.get_xdata()[0]) for line in marks] == [25 + 7, 45 + 7]
     assert any("idle timeout (7 s" in label for label in fleet.get_legend_handles_labels()[1])
+
+
+def test_an_idle_timeout_after_the_last_tick_is_not_marked_and_short_runs_show_tenths(settings):
+    import matplotlib.pyplot as plt
+
+    spans = [Span("cold run", T0 + 5, T0 + 25), Span("warm run", T0 + 44.75, T0 + 45)]
+    figure = build_figure(timeline(50), spans=spans, settings=settings)
+    assert idle_marks(figure) == [32], "45 + 7 is past the last tick (49)"
+    queue = [a for a in figure.axes if a.get_ylabel() == "requests in the queue"][0]
+    assert "warm run (0.2 s)" in queue.get_legend_handles_labels()[1]
+    plt.close(figure)
 
 
 def test_legends_sit_outside_the_data(figure):
@@ -98,8 +113,7 @@ def test_without_runs_the_idle_timeout_follows_the_last_drain(settings, tmp_path
     import matplotlib.pyplot as plt
 
     figure = build_figure(timeline(), settings=settings)
-    fleet = [a for a in figure.axes if a.get_ylabel() == "app-tier instances"][0]
-    assert [round(line.get_xdata()[0]) for line in fleet.get_lines() if line.get_linestyle() == "-."] == [45 + 7]
+    assert idle_marks(figure) == [45 + 7]
     assert figure.get_suptitle().startswith("hybrid autoscaler timeline\nstack plotted")
     plt.close(figure)
 
