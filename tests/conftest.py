@@ -12,9 +12,11 @@ from hybrid.core import procs
 from tests.fakes import eventually
 
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-for _name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-              "AWS_DEFAULT_REGION", "AWS_REGION"):
+for _name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+              "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "OS_CLOUD", "OS_AUTH_URL"):
     os.environ.pop(_name, None)
+# The operator's AWS files stay out too: settings take a profile's region from them, and botocore its credentials.
+os.environ["AWS_CONFIG_FILE"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
 # The operator's settings (HYBRID_*) stay out of the tests; HYBRID_UPDATE_SCREENSHOTS is the tests' own switch.
 for _name in [n for n in os.environ if n.startswith("HYBRID_") and n != "HYBRID_UPDATE_SCREENSHOTS"]:
     os.environ.pop(_name)

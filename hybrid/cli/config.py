@@ -5,7 +5,7 @@ import os
 
 import click
 
-from hybrid.cli.context import Context, pass_context
+from hybrid.cli.context import Context, pass_context, profile_region
 from hybrid.cli.output import echo_json
 from hybrid.core import settings as settings_module
 
@@ -17,8 +17,6 @@ def config() -> None:
 
 def load_with_origins(ctx: Context) -> settings_module.Loaded:
     """The settings of this command line with each value's origin, the AWS profile's region included."""
-    from hybrid.aws.session import profile_region  # boto3 loads only for the commands that need it
-
     return settings_module.load_with_origins(ctx.config, os.environ, ctx.overrides, ctx.user_data,
                                              profile_region=profile_region)
 
