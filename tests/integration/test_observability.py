@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hybrid.local.instance_folders import instance_folder
 from tests.integration.rig import photo_bytes
 from tests.integration.test_web_tier import WebServer
+from web_tier.runtime import CACHE_FLUSH_SECONDS
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.emulator]
 UPLOADS = 24
@@ -53,6 +54,7 @@ def test_metrics_add_up_over_both_server_processes(json_stack):
     with ThreadPoolExecutor(UPLOADS) as pool:  # every image twice at once: a miss or a shared flight each
         answers = list(pool.map(lambda name: server.post(f"{name}.jpg", images[name]), [*images, *images]))
     assert [a.status_code for a in answers] == [200] * UPLOADS
+    time.sleep(CACHE_FLUSH_SECONDS + 1)  # both processes' caches have appended their answers: either one hits
     again = server.post("img0.jpg", images["img0"])  # now a cache hit
     assert again.status_code == 200
 
