@@ -8,9 +8,9 @@ from typing import Any
 import click
 
 from hybrid.cli.context import Context, pass_context
-from hybrid.cli.output import (detailed_exitcode_option, echo_applied, echo_json, echo_plan, echo_preview,
-                               echo_status, json_option, pending, plan_exit_code, progress)
-from hybrid.cli.safety import confirm, dry_run_option, real_aws, yes_option
+from hybrid.cli.output import (detailed_exitcode_option, echo_applied, echo_json, echo_plan, echo_status, json_option,
+                               plan_exit_code, progress)
+from hybrid.cli.safety import confirm_down, confirm_plan, dry_run_option, real_aws, yes_option
 
 
 @click.group()
@@ -98,12 +98,7 @@ def up(ctx: Context, yes: bool = False) -> None:
 
     started = time.monotonic()
     stack = build_aws_stack(ctx.settings)
-    if real_aws(ctx.settings) and not yes:
-        changes = stack.plan()
-        echo_plan(changes)
-        if not pending(changes):
-            return
-        confirm(f"apply these changes to stack {ctx.settings.stack}", real_aws(ctx.settings), yes)
+    confirm_plan(ctx.settings.stack, stack.plan, real_aws(ctx.settings), yes)
     echo_applied(ctx.settings.stack, stack.up(report=click.echo), started)
 
 
@@ -113,16 +108,13 @@ def down_preview(ctx: Context) -> list[str]:
     return build_aws_stack(ctx.settings).down_preview()
 
 
-def down(ctx: Context, yes: bool = False, dry_run: bool = False, asked: bool = False) -> None:
-    """Tears the AWS side down; on real AWS (unless ``yes``, or ``asked`` by the caller) lists what it would
-    delete and asks first; with ``dry_run`` only lists."""
+def down(ctx: Context, yes: bool = False, dry_run: bool = False) -> None:
+    """Tears the AWS side down; on real AWS (unless ``yes``) lists what it would delete and asks first; with
+    ``dry_run`` only lists."""
     from hybrid.aws.stack import build_aws_stack
 
-    if dry_run or (real_aws(ctx.settings) and not (yes or asked)):
-        echo_preview("AWS", ctx.settings.stack, down_preview(ctx))
-        if dry_run:
-            return
-        confirm(f"delete all of this of stack {ctx.settings.stack}", real_aws(ctx.settings), yes)
+    if not confirm_down("AWS", ctx.settings.stack, lambda: down_preview(ctx), real_aws(ctx.settings), yes, dry_run):
+        return
     started = time.monotonic()
     with progress("terminating instances") as on_poll:
         build_aws_stack(ctx.settings).down(report=click.echo, on_poll=on_poll)

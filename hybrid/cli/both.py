@@ -101,8 +101,8 @@ def both_down(ctx: Context, yes: bool, dry_run: bool) -> None:
             raise HybridError(f"left running: {'; '.join(leftovers)}")
         click.echo(f"stack {ctx.settings.stack}: down in {time.monotonic() - started:.1f} s")
         return
-    openstack.down(ctx, asked=True)
-    aws.down(ctx, asked=True)
+    openstack.down(ctx, yes=True)  # asked above, for both clouds
+    aws.down(ctx, yes=True)
 
 
 def _echo_previews(ctx: Context, delete_image: bool) -> int:

@@ -9,9 +9,9 @@ from typing import Any
 import click
 
 from hybrid.cli.context import EXIT_NOT_RUNNING, Context, pass_context
-from hybrid.cli.output import (detailed_exitcode_option, echo_applied, echo_json, echo_plan, echo_preview,
-                               echo_status, json_option, pending, plan_exit_code, progress)
-from hybrid.cli.safety import confirm, dry_run_option, real_openstack, yes_option
+from hybrid.cli.output import (detailed_exitcode_option, echo_applied, echo_json, echo_plan, echo_status, json_option,
+                               plan_exit_code, progress)
+from hybrid.cli.safety import confirm_down, confirm_plan, dry_run_option, real_openstack, yes_option
 from hybrid.core.naming import IMAGE_LOGIN_USER
 DEFAULT_USER = IMAGE_LOGIN_USER
 
@@ -130,11 +130,7 @@ def up(ctx: Context, image: Path | None = None, convert: bool = False, credentia
        ssh_user: str = DEFAULT_USER, yes: bool = False) -> None:
     started = time.monotonic()
     stack = _stack(ctx, image, convert)
-    if real_openstack(ctx.settings) and not yes:
-        changes = stack.plan()
-        echo_plan(changes)
-        if pending(changes):
-            confirm(f"apply these changes to stack {ctx.settings.stack}", real_openstack(ctx.settings), yes)
+    confirm_plan(ctx.settings.stack, stack.plan, real_openstack(ctx.settings), yes)
     with progress("booting the web-tier server") as on_poll:
         changes = stack.up(report=click.echo, on_poll=on_poll)
     echo_applied(ctx.settings.stack, changes, started)
@@ -153,15 +149,12 @@ def down_preview(ctx: Context, delete_image: bool = False) -> list[str]:
     return _stack(ctx).down_preview(delete_image)
 
 
-def down(ctx: Context, delete_image: bool = False, yes: bool = False, dry_run: bool = False,
-         asked: bool = False) -> None:
-    """Tears the OpenStack side down; on a real cloud (unless ``yes``, or ``asked`` by the caller) lists what it
-    would delete and asks first; with ``dry_run`` only lists."""
-    if dry_run or (real_openstack(ctx.settings) and not (yes or asked)):
-        echo_preview("OpenStack", ctx.settings.stack, down_preview(ctx, delete_image))
-        if dry_run:
-            return
-        confirm(f"delete all of this of stack {ctx.settings.stack}", real_openstack(ctx.settings), yes)
+def down(ctx: Context, delete_image: bool = False, yes: bool = False, dry_run: bool = False) -> None:
+    """Tears the OpenStack side down; on a real cloud (unless ``yes``) lists what it would delete and asks first;
+    with ``dry_run`` only lists."""
+    if not confirm_down("OpenStack", ctx.settings.stack, lambda: down_preview(ctx, delete_image),
+                        real_openstack(ctx.settings), yes, dry_run):
+        return
     started = time.monotonic()
     _stack(ctx).down(report=click.echo, delete_image=delete_image)
     click.echo(f"stack {ctx.settings.stack}: down in {time.monotonic() - started:.1f} s")

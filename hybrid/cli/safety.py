@@ -8,9 +8,12 @@ answers for the operator. Without a terminal to ask on, they refuse (exit 2) and
 from __future__ import annotations
 
 import sys
+from typing import Callable, Sequence
 
 import click
 
+from hybrid.cli.output import echo_plan, echo_preview, pending
+from hybrid.core.contracts import Change
 from hybrid.core.errors import HybridError
 from hybrid.core.settings import FIXTURE_CLOUD, Settings
 
@@ -50,3 +53,25 @@ def confirm(action: str, clouds: list[str], yes: bool) -> None:
                                "changed; pass --yes to go ahead")
     if not click.confirm(f"{action} on {where}?", default=False, err=True):
         raise Cancelled("cancelled: nothing was changed")
+
+
+def confirm_plan(stack: str, plan: Callable[[], Sequence[Change]], clouds: list[str], yes: bool) -> None:
+    """Before an `up` on a real cloud (unless ``yes``): prints the plan and asks, when it changes anything."""
+    if not clouds or yes:
+        return
+    changes = plan()
+    echo_plan(changes)
+    if pending(changes):
+        confirm(f"apply these changes to stack {stack}", clouds, yes)
+
+
+def confirm_down(title: str, stack: str, preview: Callable[[], Sequence[str]], clouds: list[str], yes: bool,
+                 dry_run: bool) -> bool:
+    """Before a `down`: with ``dry_run`` prints what it would do and returns False (do nothing); on a real cloud
+    (unless ``yes``) prints the same and asks. True: go ahead."""
+    if dry_run or (clouds and not yes):
+        echo_preview(title, stack, preview())
+        if dry_run:
+            return False
+        confirm(f"delete all of this of stack {stack}", clouds, yes)
+    return True
