@@ -16,6 +16,7 @@ from hybrid.cli.classify import classify
 from hybrid.cli.context import EXIT_FAILED, Context
 from hybrid.core import settings as settings_module
 from hybrid.core.errors import ConfigError, HybridError
+from hybrid.core.logs import TEXT_FORMAT
 
 EPILOG = """\b
 Settings come from hybrid.toml (see hybrid.example.toml), then HYBRID_* variables, then flags:
@@ -74,7 +75,7 @@ def _flag_assignments(profile: str | None, os_cloud: str | None) -> list[str]:
 
 def _configure_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format=TEXT_FORMAT, stream=sys.stderr)
     if verbose < 2:
         for noisy in ("botocore", "boto3", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -49,6 +49,7 @@ from hybrid.core import procs
 from hybrid.core.clock import Clock, SystemClock
 from hybrid.core.errors import EmulatorNotRunning, HybridError, NotFoundError
 from hybrid.core.localserver import emulator_dir, endpoint_url, read_record
+from hybrid.core.logs import TEXT_FORMAT
 from hybrid.core.naming import LOCAL_MACHINE_TAG, LOCAL_MACHINE_VM, RECIPE_DIGEST_TAG, ROLE_APP_TIER, ROLE_TAG
 from hybrid.core.settings import load
 from hybrid.core.wait import Poll, wait_for
@@ -501,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = "1"  # before NumPy loads: no BLAS threads to lose across fork()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=TEXT_FORMAT)
     settings = load(None, {}, {"state_dir": str(Path(args.state_dir).resolve())})
     spawn = fork_worker if args.spawn == "fork" else spawn_worker
     if args.spawn == "fork":

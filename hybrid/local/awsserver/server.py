@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from hybrid.core.files import write_atomically
+from hybrid.core.logs import TEXT_FORMAT
 from hybrid.local.awsserver import image_fixes, server_fixes, sqs_fixes, wakeup
 
 log = logging.getLogger("hybrid.local.awsserver")
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one")
     parser.add_argument("--port-file", required=True, help="where to write the port once listening")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=TEXT_FORMAT)
     os.environ.setdefault("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
     sqs_fixes.apply()
     server_fixes.apply()
