@@ -60,7 +60,7 @@ class WebRuntime:
 
     def status(self) -> dict[str, Any]:
         return {"queues": {"requests": _depth(self.requests), "replies": _depth(self.replies)},
-                "fleet": _fleet(self.fleet),
+                "fleet": _fleet_summary(_fleet(self.fleet)),
                 "cache": {"entries": self.cache.entries, "hit_rate": round(self.cache.hit_rate, 4),
                           "hits": self.cache.hits, "misses": self.cache.misses,
                           "model": self.cache.current_model},
@@ -71,16 +71,17 @@ class WebRuntime:
     def gauges(self) -> list[GaugeFigure]:
         """What ``/metrics`` reads at scrape time: the request queue's depth and the fleet by state, as ``/status``
         has them (left out, with ``hybrid_web_cloud_up`` 0, when the cloud does not answer), and the cache's size."""
-        depth, fleet = _depth(self.requests), _fleet_states(self.fleet)
+        depth, fleet = _depth(self.requests), _fleet(self.fleet)
         figures = [GaugeFigure("hybrid_web_cache_entries", "Entries in the result cache, as the answering process "
                                "holds it.", values={"": self.cache.entries}),
                    GaugeFigure("hybrid_web_cloud_up", "1 when the cloud answered this scrape's question (what: "
                                "request_queue, fleet), else 0.", "what",
-                               {"request_queue": float(isinstance(depth, dict)), "fleet": float(fleet is not None)})]
+                               {"request_queue": float(isinstance(depth, dict)),
+                                "fleet": float(isinstance(fleet, dict))})]
         if isinstance(depth, dict):
             figures.append(GaugeFigure("hybrid_web_request_queue_messages", "Messages in the request queue, by state "
                                        "(visible: waiting for a worker; in_flight: taken by one).", "state", depth))
-        if fleet is not None:
+        if isinstance(fleet, dict):
             figures.append(GaugeFigure("hybrid_app_tier_instances", "The stack's app-tier instances, by state.",
                                        "state", fleet))
         return figures
@@ -125,24 +126,21 @@ def _check(what: str, call: Callable[[], Any]) -> str:
 
 
 def _fleet(fleet: Fleet | None) -> dict[str, int] | str:
+    """The fleet's instances by state (pending and running always named), or why they are not known."""
     if fleet is None:
         return "unknown"
     try:
         states = [i.state for i in fleet.instances()]
     except HybridError as exc:
         return f"unavailable: {exc}"
-    return {"running": states.count("running"), "pending": states.count("pending"), "total": len(states)}
-
-
-def _fleet_states(fleet: Fleet | None) -> dict[str, int] | None:
-    """The fleet's instances by state (pending and running always named), or None when unknown or unavailable."""
-    if fleet is None:
-        return None
-    try:
-        states = [i.state for i in fleet.instances()]
-    except HybridError:
-        return None
     return {state: states.count(state) for state in ("pending", "running", *sorted(set(states)))}
+
+
+def _fleet_summary(by_state: dict[str, int] | str) -> dict[str, int] | str:
+    """What ``/status`` shows of the fleet: running, pending and the total."""
+    if isinstance(by_state, str):
+        return by_state
+    return {"running": by_state["running"], "pending": by_state["pending"], "total": sum(by_state.values())}
 
 
 def assemble(inputs, requests, replies: MessageQueue, cache: ResultCache, request_timeout: float,
