@@ -102,7 +102,7 @@ def test_a_store_error_is_not_retried_on_top_of_the_sdk_and_the_request_comes_ba
 
 
 def test_a_failing_receive_backs_off_with_growing_jittered_waits_then_polls_again():
-    rig = Rig()
+    rig = Rig(idle_timeout=60)  # longer than the three waits can add up to (at most 1 + 2 + 4 s)
     rig.submit("a", b"cat-1")
     receive, failures = rig.requests.receive, [CloudError("injected receive failure", "InternalError")] * 3
 
